@@ -1,0 +1,1 @@
+"""DARTS-family primitives (placeholder: being written)."""

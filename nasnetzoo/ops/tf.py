@@ -1,0 +1,1 @@
+"""NASNet-family (TF-slim) primitives (placeholder: being written)."""
