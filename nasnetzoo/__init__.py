@@ -1,6 +1,22 @@
-"""nasnetzoo: NAS-discovered CNNs, their search pipelines and their deployment."""
-from .errors import GenotypeError, NasNetZooError, UnknownModelError
+"""nasnetzoo: NAS-discovered CNNs, their search pipelines and their deployment.
+
+    >>> import nasnetzoo
+    >>> nasnetzoo.list_models("*darts*")
+    >>> model = nasnetzoo.load("PC-DARTS-ImageNet")          # eval mode, random init
+    >>> nasnetzoo.get_genotype("darts_v2")                   # the Genotype object
+    >>> nasnetzoo.profile(model)                             # params and MACs
+"""
+from .errors import ConfigError, GenotypeError, NasNetZooError, UnknownModelError, UnknownOpError
+from .factory import load
 from .genotype import Cell, Edge, Genotype
-from .ops import register_op
+from .ops import build_op, op_names, register_op
+from .profile import Profile, profile
+from .registry import get_entry, get_genotype, list_genotypes, list_models
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Cell", "ConfigError", "Edge", "Genotype", "GenotypeError", "NasNetZooError", "Profile",
+    "UnknownModelError", "UnknownOpError", "build_op", "get_entry", "get_genotype", "list_genotypes",
+    "list_models", "load", "op_names", "profile", "register_op", "__version__",
+]

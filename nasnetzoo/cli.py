@@ -1,0 +1,184 @@
+"""The ``nasnetzoo`` command line.  It only parses and prints; the work is in library functions.
+
+A user error prints one line (``Error: ...``) and exits non-zero, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Optional, Sequence
+
+import click
+
+from . import __version__
+from .errors import NasNetZooError
+
+
+def _user_errors(fn):
+    """Turn the library's user-facing errors into click's one-line error and exit code 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NasNetZooError as err:
+            raise click.ClickException(str(err)) from None
+    return wrapper
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _num(value, fmt: str = "{:g}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _err(reported: dict) -> str:
+    if "top1_err" not in reported:
+        return "-"
+    text = f"{reported['top1_err']:g}"
+    if "top1_err_std" in reported:
+        text += f"±{reported['top1_err_std']:g}"
+    if "top5_err" in reported:
+        text += f" / {reported['top5_err']:g}"
+    return text
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nasnetzoo")
+def cli() -> None:
+    """nasnetzoo: NAS-discovered CNNs (NASNet, AmoebaNet, PNASNet, ENAS, DARTS, P-DARTS, PC-DARTS,
+    SNAS, GDAS) with their genotypes, reported metrics and builders."""
+
+
+@cli.command("list")
+@click.argument("pattern", required=False)
+@click.option("--measure", is_flag=True, help="Build each model and count params/MACs (slower).")
+@_user_errors
+def list_cmd(pattern: Optional[str], measure: bool) -> None:
+    """List the models, optionally filtered by a shell PATTERN such as '*darts*'.
+
+    Params and MACs are the papers' figures unless --measure is given."""
+    from .registry import get_entry, list_models
+
+    names = list_models(pattern)
+    if not names:
+        raise click.ClickException(f"no model matches {pattern!r}; `nasnetzoo list` shows all models.")
+    rows = []
+    for name in names:
+        entry = get_entry(name)
+        if measure:
+            from .factory import load
+            from .profile import profile
+
+            prof = profile(load(name))
+            params, macs = f"{prof.params_m:.2f}", f"{prof.macs_m:.0f}"
+        else:
+            params, macs = _num(entry.reported.get("params_m")), _num(entry.reported.get("madds_m"))
+        rows.append([name, entry.family, entry.dataset, "x".join(map(str, entry.input_size[1:])),
+                     params, macs, _err(entry.reported), "yes" if entry.has_weights else "no"])
+    kind = "measured" if measure else "reported"
+    click.echo(_table(["name", "family", "dataset", "input", f"params(M,{kind})", f"MACs(M,{kind})",
+                       "top-1/top-5 err %", "weights"], rows))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet"]),
+              help="Build the cell for another dataset (e.g. a CIFAR cell on ImageNet).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@_user_errors
+def info(name: str, dataset: Optional[str], as_json: bool) -> None:
+    """Describe NAME (a model, alias or genotype file): genotype, config, measured and reported figures."""
+    from .factory import resolve
+    from .profile import profile
+
+    spec = resolve(name, dataset=dataset)
+    model = spec.build().eval()
+    prof = profile(model, spec.data["input_size"])
+    cfg = model.pretrained_cfg
+    reported, computed = cfg.get("reported", {}), cfg.get("computed", {})
+    if as_json:
+        click.echo(json.dumps({**cfg, "genotype_spec": spec.genotype.to_dict(), "config": spec.config,
+                               "measured": {"params": prof.params, "params_with_aux": prof.params_with_aux,
+                                            "macs": prof.macs, "input_size": list(prof.input_size)},
+                               "notes": spec.entry.notes if spec.entry else ""}, indent=2, default=str))
+        return
+    entry = spec.entry
+    lines = [f"{spec.name}  ({spec.genotype.family} family, {spec.dataset}, {spec.arch.name})"]
+    if entry is not None and entry.aliases:
+        lines.append(f"aliases:   {', '.join(entry.aliases)}")
+    lines.append(f"genotype:  {spec.genotype.name or '(custom)'}  {spec.genotype.to_string()}")
+    source = spec.genotype.provenance
+    if source:
+        lines.append(f"source:    {source.get('repo', '')} {source.get('file', '')} {source.get('symbol', '')}".rstrip())
+    lines.append("config:    " + ", ".join(f"{k}={v}" for k, v in spec.config.items()))
+    lines.append(f"input:     {'x'.join(map(str, cfg['input_size']))}, mean {cfg['mean']}, std {cfg['std']}, "
+                 f"crop {cfg['crop_pct']}, {cfg['interpolation']}")
+    lines.append("")
+    rows = [["params (M)", f"{prof.params_m:.3f}", _num(computed.get("params_m"), "{:.3f}"),
+             _num(reported.get("params_m"))],
+            ["MACs (M)", f"{prof.macs_m:.1f}", _num(computed.get("madds_m"), "{:.1f}"),
+             _num(reported.get("madds_m"))]]
+    lines.append(_table(["", "measured", "reference (official code)", "paper"], rows))
+    lines.append(f"(params exclude the auxiliary head: {prof.params_with_aux / 1e6:.3f}M with it; MACs are "
+                 "conv + linear multiply-accumulates at the input size above)")
+    if reported:
+        lines.append("")
+        lines.append(f"reported:  top-1/top-5 error {_err(reported)} %" +
+                     (f", search cost {reported['search_cost_gpu_days']:g} GPU-days"
+                      if "search_cost_gpu_days" in reported else ""))
+        if "source" in reported:
+            lines.append(f"           source: {reported['source']}")
+    if entry is not None and entry.notes:
+        lines.append(f"notes:     {entry.notes}")
+    lines.append(f"weights:   {'available' if entry is not None and entry.has_weights else 'none published'}")
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "string", "json"]), default="yaml",
+              show_default=True, help="yaml: the genotypes/ file format; string: the DARTS Genotype(...) form.")
+@_user_errors
+def genotype(name: str, fmt: str) -> None:
+    """Print the genotype of NAME (a model, alias, genotype name or file)."""
+    from .factory import resolve
+    from .registry import get_genotype, is_model_name, list_genotypes
+
+    geno = (get_genotype(name) if name in list_genotypes() or is_model_name(name)
+            else resolve(name).genotype)
+    text = {"yaml": geno.to_yaml, "string": geno.to_string,
+            "json": lambda: json.dumps(geno.to_dict(), indent=2)}[fmt]()
+    click.echo(text.rstrip("\n"))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--cell", type=click.Choice(["normal", "reduce", "both"]), default="normal", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .svg, .png or .pdf.")
+@_user_errors
+def plot(name: str, cell: str, output: str) -> None:
+    """Draw a cell of NAME (a model, alias, genotype name or file) to OUTPUT."""
+    from .factory import resolve
+    from .plot import plot_cell, plot_genotype
+    from .registry import get_genotype, list_genotypes
+
+    geno = get_genotype(name) if name in list_genotypes() else resolve(name).genotype
+    if cell == "both":
+        plot_genotype(geno, output)
+    else:
+        plot_cell(geno, cell, output)
+    click.echo(f"wrote {output}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    cli.main(args=argv, prog_name="nasnetzoo")
+
+
+if __name__ == "__main__":
+    main()

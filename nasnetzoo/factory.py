@@ -1,0 +1,155 @@
+"""``nasnetzoo.load``: from a name, alias, genotype file or Genotype to an eval-ready ``nn.Module``."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from torch import nn
+
+from .errors import ConfigError, NasNetZooError, UnknownModelError, close_matches
+from .genotype import Genotype, parse
+from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
+                       get_entry, is_model_name, list_models)
+
+# Builder options that describe the cell's ops rather than the network around it; they follow a
+# cell when it is built on another dataset (SNAS's pools keep their BatchNorm on ImageNet).
+CELL_OPTIONS = ("pool_bn",)
+
+GENOTYPE_SUFFIXES = (".yaml", ".yml", ".json", ".txt", ".py", ".log")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a network, resolved from the user's arguments."""
+
+    name: str
+    genotype: Genotype
+    arch: Architecture
+    dataset: str
+    config: dict
+    data: dict
+    entry: Optional[ModelEntry]
+
+    def build(self) -> nn.Module:
+        builder = self.arch.builder_fn()
+        _check_kwargs(builder, self.config, self.name)
+        model = builder(self.genotype, **self.config)
+        model.pretrained_cfg = self.pretrained_cfg()
+        return model
+
+    def pretrained_cfg(self) -> dict:
+        cfg = {"name": self.name, "genotype": self.genotype.name, "family": self.genotype.family,
+               "architecture": self.arch.name, "dataset": self.dataset, **self.data,
+               "num_classes": self.config.get("num_classes")}
+        if self.entry is not None:
+            reported, computed = self.entry.reported_for(self.dataset)
+            cfg.update(reported=dict(reported), computed=dict(computed))
+        return cfg
+
+
+def resolve(name_or_genotype: Union[str, Path, Genotype, Mapping], *, dataset: Optional[str] = None,
+            **overrides: Any) -> ModelSpec:
+    """Turn ``load``'s arguments into a ModelSpec without building anything."""
+    if dataset is not None and dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}.")
+    if isinstance(name_or_genotype, str) and is_model_name(name_or_genotype):
+        return _resolve_entry(get_entry(name_or_genotype), dataset, overrides)
+    genotype = _read_genotype(name_or_genotype)
+    dataset = dataset or genotype.provenance.get("dataset") or "cifar10"
+    if dataset not in DATASETS:
+        raise ConfigError(f"genotype {genotype.name or ''!s} names dataset {dataset!r}; pass dataset= "
+                          f"one of {', '.join(DATASETS)}.")
+    arch = architecture_for(genotype.family, dataset)
+    return _spec(genotype.name or "custom", genotype, arch, dataset, dict(arch.config), None, overrides)
+
+
+def _resolve_entry(entry: ModelEntry, dataset: Optional[str], overrides: dict) -> ModelSpec:
+    if dataset is None or DATASETS[dataset][0] == DATASETS[entry.dataset][0]:
+        return _spec(entry.name, entry.genotype, entry.arch, dataset or entry.dataset,
+                     dict(entry.config), entry, overrides)
+    # The same cell on another dataset: a registry entry if the papers have one, else the
+    # family's default network for that dataset.
+    preset = DATASETS[dataset][0]
+    for name in list_models():
+        other = get_entry(name)
+        if other.genotype_name == entry.genotype_name and DATASETS[other.dataset][0] == preset:
+            return _spec(other.name, other.genotype, other.arch, dataset, dict(other.config), entry, overrides)
+    arch = architecture_for(entry.family, dataset)
+    config = dict(arch.config)
+    config.update({k: v for k, v in entry.config.items() if k in CELL_OPTIONS})
+    return _spec(f"{entry.name}@{dataset}", entry.genotype, arch, dataset, config, entry, overrides)
+
+
+def _spec(name, genotype, arch, dataset, config, entry, overrides) -> ModelSpec:
+    if genotype.family != arch.family:
+        raise ConfigError(f"genotype {genotype.name!r} is of the {genotype.family} family, but network "
+                          f"{arch.name!r} builds {arch.family} cells.")
+    if dataset != arch.dataset or "num_classes" not in config:
+        config["num_classes"] = DATASETS[dataset][1]
+    config.update(overrides)
+    data = dict(entry.data) if entry is not None and entry.arch is arch else dict(data_preset(arch.data))
+    return ModelSpec(name, genotype, arch, dataset, config, data, entry)
+
+
+def _read_genotype(value: Union[str, Path, Genotype, Mapping]) -> Genotype:
+    if isinstance(value, (Genotype, Mapping)):
+        return parse(value)
+    text = str(value)
+    if "Genotype(" in text:
+        return parse(text)
+    path = Path(text)
+    if path.is_dir() and (path / "genotype.yaml").is_file():  # a search run directory
+        path = path / "genotype.yaml"
+    if path.is_file() or path.suffix in GENOTYPE_SUFFIXES:
+        return parse(path)
+    everything = list_models()
+    hits = close_matches(text, everything, n=4)
+    hint = f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+    raise UnknownModelError(f"unknown model {text!r}: not a registry name, alias or genotype file.{hint} "
+                            "`nasnetzoo list` shows all models.")
+
+
+def _check_kwargs(builder, config: Mapping[str, Any], name: str) -> None:
+    params = inspect.signature(builder).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p != "genotype"]
+    for key in config:
+        if key not in valid:
+            hits = close_matches(key, valid)
+            hint = f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+            raise ConfigError(f"{name}: unknown option {key!r}.{hint} Valid options: {', '.join(valid)}.")
+
+
+def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool = False, *,
+         weights: Optional[Union[str, Path]] = None, dataset: Optional[str] = None,
+         **overrides: Any) -> nn.Module:
+    """Build a zoo network, in eval mode.
+
+    ``name_or_genotype``: a registry name or alias (``"pcdarts_imagenet"``, ``"PC-DARTS-ImageNet"``),
+    a genotype file (``"runs/s1/genotype.yaml"``, or the run directory), a ``Genotype`` or its dict.
+    ``dataset``: build the cell's network for ``cifar10``, ``cifar100`` or ``imagenet``.
+    ``weights``: a safetensors file to load strictly.  ``pretrained``: the entry's published weights.
+    Other keyword arguments override the builder's defaults (``num_classes``, ``auxiliary``,
+    ``drop_path_rate``, ``C``, ``layers``, ...).
+    """
+    spec = resolve(name_or_genotype, dataset=dataset, **overrides)
+    if pretrained and weights is not None:
+        raise ConfigError("pass either pretrained=True or weights=PATH, not both.")
+    if pretrained:
+        raise NasNetZooError(_no_weights_message(spec))
+    model = spec.build()
+    if weights is not None:
+        from .weights import load_weights
+
+        load_weights(model, weights)
+    return model.eval()
+
+
+def _no_weights_message(spec: ModelSpec) -> str:
+    with_weights = [n for n in list_models() if get_entry(n).has_weights]
+    listed = ", ".join(with_weights) if with_weights else "none yet"
+    return (f"{spec.name} has no published weights (models with weights: {listed}). Load your own with "
+            f"nasnetzoo.load({spec.name!r}, weights='file.safetensors').")
