@@ -92,9 +92,14 @@ def test_parse_accepts_objects_files_strings_and_dicts(tmp_path):
 
 
 def test_nasnet_family_concat_defaults_to_unused_states():
-    data = nasnetzoo.get_genotype("pnasnet5").to_dict()
-    del data["normal"]["concat"]
-    assert from_dict(data).normal.concat == (2, 3, 4, 5, 6)
+    # ENAS concatenates exactly the states no node reads; TF-slim's cells list theirs by hand
+    # (PNASNet concatenates state 4 although node 5 reads it), so the files keep concat explicit.
+    data = nasnetzoo.get_genotype("enas").to_dict()
+    for cell in ("normal", "reduce"):
+        del data[cell]["concat"]
+    parsed = from_dict(data)
+    assert parsed.normal.concat == (2, 3, 4, 5, 6) and parsed.reduce.concat == (2, 4, 5, 6)
+    assert parsed == nasnetzoo.get_genotype("enas")
 
 
 def test_lookup_by_model_alias():

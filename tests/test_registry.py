@@ -21,6 +21,12 @@ REQUIRED = ["nasnet_a_mobile", "nasnet_a_large", "nasnet_a_cifar", "amoebanet_a_
             "snas_mild_cifar", "gdas_cifar", "gdas_imagenet"]
 
 
+# TF-slim's _cifar_stem returns [None, stem], so cell 0 reads the raw 3F-channel stem output as
+# its previous input (its ops on it, and the concat of it, project 3F -> F at 32x32). The
+# reference emulation projected it once instead; params agree within 1%, MACs are 2.5-3.5% higher.
+TF_CIFAR_STEM = {"nasnet_a_cifar", "amoebanet_a_cifar"}
+
+
 @pytest.fixture(scope="module")
 def reference():
     if not REFERENCE_PATH.is_file():
@@ -66,7 +72,10 @@ def test_params_and_macs_match_reference(name, reference):
     prof = nasnetzoo.profile(model)
     assert prof.input_size == entry.input_size
     assert prof.params_m == pytest.approx(ref["computed_params_m"], rel=0.01)
-    if ref.get("computed_madds_m"):
+    if name in TF_CIFAR_STEM:
+        # Literal TF-slim wiring costs more than the reference emulation (see TF_CIFAR_STEM).
+        assert ref["computed_madds_m"] < prof.macs_m < 1.04 * ref["computed_madds_m"]
+    elif ref.get("computed_madds_m"):
         assert prof.macs_m == pytest.approx(ref["computed_madds_m"], rel=0.02)
 
 
