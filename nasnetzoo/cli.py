@@ -176,6 +176,19 @@ def plot(name: str, cell: str, output: str) -> None:
     click.echo(f"wrote {output}")
 
 
+def _add_subpackage_commands() -> None:
+    """The weights, export and training commands live beside their code."""
+    from .export.commands import COMMANDS as export_commands
+    from .hub.commands import COMMANDS as hub_commands
+    from .train.commands import COMMANDS as train_commands
+
+    for command in (*hub_commands, *export_commands, *train_commands):
+        cli.add_command(command)
+
+
+_add_subpackage_commands()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     cli.main(args=argv, prog_name="nasnetzoo")
 

@@ -1,0 +1,1 @@
+"""Deployment: ONNX / TensorRT-ready export and latency benchmarks."""

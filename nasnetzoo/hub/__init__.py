@@ -1,0 +1,1 @@
+"""Weights: safetensors with metadata, the Hugging Face hub, converters from official checkpoints."""

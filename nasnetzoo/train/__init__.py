@@ -1,0 +1,1 @@
+"""Training engine, data and recipes (retraining; also the base of the search pipelines)."""
