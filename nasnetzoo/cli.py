@@ -124,8 +124,10 @@ def info(name: str, dataset: Optional[str], as_json: bool) -> None:
             ["MACs (M)", f"{prof.macs_m:.1f}", _num(computed.get("madds_m"), "{:.1f}"),
              _num(reported.get("madds_m"))]]
     lines.append(_table(["", "measured", "reference (official code)", "paper"], rows))
-    lines.append(f"(params exclude the auxiliary head: {prof.params_with_aux / 1e6:.3f}M with it; MACs are "
-                 "conv + linear multiply-accumulates at the input size above)")
+    aux = (f"{prof.params_with_aux / 1e6:.3f}M with it" if prof.params_with_aux != prof.params
+           else "not built; load with auxiliary=True for training")
+    lines.append(f"(params exclude the auxiliary head ({aux}); MACs are conv + linear "
+                 "multiply-accumulates for one image at the input size above)")
     if reported:
         lines.append("")
         lines.append(f"reported:  top-1/top-5 error {_err(reported)} %" +
