@@ -1,0 +1,94 @@
+"""The interface every search strategy implements, and the genotype derivations they share.
+
+A search loop calls, per batch pair (a train batch and a held-out batch)::
+
+    strategy.arch_step(train_batch, val_batch, w_optimizer)   # skipped during warm-up
+    loss, logits = strategy.weight_step(train_batch, w_optimizer)
+
+and, at the end of an epoch, ``strategy.derive()`` for the current genotype and
+``strategy.distribution()`` for what gets logged (alphas/betas or pi, as plain lists).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...genotype import Cell, Edge, Genotype
+from ..supernet import CELL_TYPES, SearchNetwork, edge_offset
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class SearchStrategy:
+    name = "base"
+
+    def __init__(self, network: SearchNetwork, *, grad_clip: Optional[float] = 5.0) -> None:
+        self.network = network
+        self.grad_clip = grad_clip
+
+    # ---------------------------------------------------------------- steps
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target)
+
+    def weight_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update of the network weights on ``batch``; returns (loss, logits) detached."""
+        x, y = batch
+        optimizer.zero_grad(set_to_none=True)
+        logits = self.network(x)
+        loss = self.loss(logits, y)
+        loss.backward()
+        self._clip_and_step(optimizer)
+        return loss.detach(), logits.detach()
+
+    def _clip_and_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.grad_clip:
+            nn.utils.clip_grad_norm_(self.network.weight_parameters(), self.grad_clip)
+        optimizer.step()
+
+    def arch_step(self, train_batch: Batch, val_batch: Batch, w_optimizer: torch.optim.Optimizer) -> dict:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- results
+    def derive(self) -> Genotype:
+        raise NotImplementedError
+
+    def distribution(self) -> dict[str, Any]:
+        """The architecture distribution, as plain nested lists (for JSON history)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def derive_from_weights(network: SearchNetwork, op_weights: dict, edge_weights: Optional[dict] = None,
+                        *, name: str = "", provenance: Optional[dict] = None) -> Genotype:
+    """DARTS's rule: per node keep the two incoming edges with the strongest non-``none`` op
+    (times the edge weight, PC-DARTS), each with that op."""
+    primitives = network.primitives
+    none = primitives.index("none") if "none" in primitives else None
+    cells = {}
+    for cell_type in CELL_TYPES:
+        W = op_weights[cell_type].detach().float().cpu()
+        if none is not None:
+            W = W.clone()
+            W[:, none] = -1.0  # never chosen
+        E = None if edge_weights is None or edge_weights[cell_type] is None else edge_weights[cell_type].detach().float().cpu()
+        nodes = []
+        for i in range(network.steps):
+            start = edge_offset(i)
+            scores = []
+            for j in range(2 + i):
+                best = int(W[start + j].argmax())
+                strength = float(W[start + j, best]) * (float(E[start + j]) if E is not None else 1.0)
+                scores.append((strength, j, best))
+            top = sorted(scores, key=lambda s: -s[0])[:2]
+            nodes.append(tuple(Edge(primitives[o], j) for _, j, o in sorted(top, key=lambda s: s[1])))
+        concat = tuple(range(2 + network.steps - network.cells[0].multiplier, 2 + network.steps))
+        cells[cell_type] = Cell(tuple(nodes), concat)
+    return Genotype(cells["normal"], cells["reduce"], "darts", name, provenance or {})

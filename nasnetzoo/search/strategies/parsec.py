@@ -1,0 +1,173 @@
+"""PARSEC (Casale, Gordon, Fusi 2019): probabilistic architecture search by empirical Bayes.
+
+Architectures alpha are drawn from a prior p(alpha | pi) with independent categorical factors:
+for every node of each cell type and each of its two edges, one over the node's possible inputs
+and one over the ops (``none`` excluded).  A step samples M architectures and runs only those on
+the shared weights v (the memory of one architecture at a time).  With each sample's batch
+log-likelihood ``log p(D | alpha_m, v) = -sum of its cross-entropies``, the normalised importance
+weights ``w_m = softmax_m(log p(D | alpha_m, v))`` turn the M samples into a Monte Carlo estimate of
+the marginal likelihood's gradient:
+
+* weights:         grad_v  ~= sum_m w_m grad_v [-log p(D_train | alpha_m, v)]
+* hyperparameters: grad_pi ~= sum_m w_m grad_pi log p(alpha_m | pi)   (ascended, on held-out data)
+
+The derived genotype is the most probable architecture under pi.  ``init_distribution`` warm-starts
+pi from another run, to transfer a distribution learnt on a proxy to a larger network or dataset.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import ConfigError
+from ...genotype import Cell, Edge, Genotype
+from ..supernet import CELL_TYPES, SearchNetwork
+from .base import Batch, SearchStrategy
+
+SLOTS = 2  # edges per node
+
+
+class PARSECStrategy(SearchStrategy):
+    name = "parsec"
+
+    def __init__(self, network: SearchNetwork, *, num_samples: int = 8, arch_lr: float = 3e-3,
+                 arch_betas=(0.5, 0.999), arch_weight_decay: float = 0.0, grad_clip: Optional[float] = 5.0,
+                 generator: Optional[torch.Generator] = None) -> None:
+        super().__init__(network, grad_clip=grad_clip)
+        if num_samples < 1:
+            raise ConfigError(f"PARSEC needs at least one sample per step, got num_samples={num_samples}.")
+        self.num_samples = num_samples
+        self.generator = generator
+        self.op_choices = [i for i, p in enumerate(network.primitives) if p != "none"]
+        steps, device = network.steps, network.alphas_normal.device
+        # Node i may read states 0..i+1: inputs beyond that are masked out of the categorical.
+        self.input_mask = torch.tensor([[j < 2 + i for j in range(steps + 1)] for i in range(steps)],
+                                       device=device)
+        self.pi = nn.ParameterDict()
+        for t in CELL_TYPES:
+            self.pi[f"input_{t}"] = nn.Parameter(torch.zeros(steps, SLOTS, steps + 1, device=device))
+            self.pi[f"op_{t}"] = nn.Parameter(torch.zeros(steps, SLOTS, len(self.op_choices), device=device))
+        self.arch_optimizer = torch.optim.Adam(self.pi.parameters(), lr=arch_lr, betas=tuple(arch_betas),
+                                               weight_decay=arch_weight_decay)
+
+    # ---------------------------------------------------------------- the prior
+    def log_probs(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for t in CELL_TYPES:
+            logits = self.pi[f"input_{t}"].masked_fill(~self.input_mask[:, None, :], float("-inf"))
+            out[f"input_{t}"] = F.log_softmax(logits, dim=-1)
+            out[f"op_{t}"] = F.log_softmax(self.pi[f"op_{t}"], dim=-1)
+        return out
+
+    def sample(self) -> tuple[dict, dict]:
+        """One architecture: ``choice[cell][node] = [(input, op_index), (input, op_index)]`` and the
+        sampled category indices (to score under pi)."""
+        logp = self.log_probs()
+        choice, index = {}, {}
+        for t in CELL_TYPES:
+            inputs = torch.multinomial(logp[f"input_{t}"].exp().flatten(0, 1), 1, generator=self.generator)
+            ops = torch.multinomial(logp[f"op_{t}"].exp().flatten(0, 1), 1, generator=self.generator)
+            inputs = inputs.view(-1, SLOTS)
+            ops = ops.view(-1, SLOTS)
+            index[t] = (inputs, ops)
+            choice[t] = [[(int(inputs[i, s]), self.op_choices[int(ops[i, s])]) for s in range(SLOTS)]
+                         for i in range(inputs.shape[0])]
+        return choice, index
+
+    def log_prior(self, index: dict) -> torch.Tensor:
+        """log p(alpha | pi) of a sample, differentiable in pi."""
+        logp = self.log_probs()
+        total = 0.0
+        for t in CELL_TYPES:
+            inputs, ops = index[t]
+            total = total + logp[f"input_{t}"].gather(-1, inputs[..., None]).sum()
+            total = total + logp[f"op_{t}"].gather(-1, ops[..., None]).sum()
+        return total
+
+    @staticmethod
+    def importance_weights(nll_sums: torch.Tensor) -> torch.Tensor:
+        """Normalised importance weights from each sample's summed negative log-likelihood."""
+        return F.softmax(-nll_sums, dim=0)
+
+    # ---------------------------------------------------------------- steps
+    def weight_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        net = self.network
+        params = [p for p in net.weight_parameters()]
+        optimizer.zero_grad(set_to_none=True)
+        nlls, grads, best_logits = [], [], None
+        # Each sample's gradient is kept (parameters are small), so one forward/backward per
+        # sample suffices and only one architecture's activations are alive at a time.
+        for _ in range(self.num_samples):
+            choice, _ = self.sample()
+            logits = net.forward_discrete(x, choice)
+            nll = F.cross_entropy(logits, y, reduction="sum")
+            g = torch.autograd.grad(nll / x.shape[0], params, allow_unused=True)
+            nlls.append(nll.detach())
+            grads.append(g)
+            if best_logits is None or nll.detach() < min(nlls[:-1]):
+                best_logits = logits.detach()
+        w = self.importance_weights(torch.stack(nlls))
+        for k, p in enumerate(params):
+            parts = [w[m] * grads[m][k] for m in range(self.num_samples) if grads[m][k] is not None]
+            p.grad = sum(parts) if parts else None
+        self._clip_and_step(optimizer)
+        loss = (w * torch.stack(nlls)).sum() / x.shape[0]
+        return loss.detach(), best_logits
+
+    def arch_step(self, train_batch: Batch, val_batch: Batch, w_optimizer: torch.optim.Optimizer) -> dict:
+        x, y = val_batch
+        samples, nlls = [], []
+        with torch.no_grad():
+            for _ in range(self.num_samples):
+                choice, index = self.sample()
+                samples.append(index)
+                nlls.append(F.cross_entropy(self.network.forward_discrete(x, choice), y, reduction="sum"))
+        w = self.importance_weights(torch.stack(nlls))
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        objective = -sum(w[m] * self.log_prior(samples[m]) for m in range(self.num_samples))
+        objective.backward()
+        self.arch_optimizer.step()
+        return {"arch_loss": float((w * torch.stack(nlls)).sum() / x.shape[0]),
+                "ess": float(1.0 / (w ** 2).sum())}  # effective sample size of the weights
+
+    # ---------------------------------------------------------------- results
+    def derive(self, *, name: str = "", provenance: Optional[dict] = None) -> Genotype:
+        """The most probable architecture under pi."""
+        logp = self.log_probs()
+        prims = self.network.primitives
+        cells = {}
+        for t in CELL_TYPES:
+            inputs = logp[f"input_{t}"].argmax(-1)
+            ops = logp[f"op_{t}"].argmax(-1)
+            nodes = tuple(tuple(sorted((Edge(prims[self.op_choices[int(ops[i, s])]], int(inputs[i, s]))
+                                        for s in range(SLOTS)), key=lambda e: e.input))
+                          for i in range(inputs.shape[0]))
+            steps = self.network.steps
+            concat = tuple(range(2 + steps - self.network.cells[0].multiplier, 2 + steps))
+            cells[t] = Cell(nodes, concat)
+        return Genotype(cells["normal"], cells["reduce"], "darts", name, provenance or {})
+
+    def distribution(self) -> dict:
+        return {k: v.exp().detach().cpu().tolist() for k, v in self.log_probs().items()}
+
+    def state_dict(self) -> dict:
+        return {"pi": {k: v.detach().clone() for k, v in self.pi.items()},
+                "arch_optimizer": self.arch_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.init_distribution(state["pi"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+
+    def init_distribution(self, pi: dict) -> None:
+        """Warm-start pi from another run (same number of nodes and op set)."""
+        for k, v in pi.items():
+            if k not in self.pi or self.pi[k].shape != v.shape:
+                raise ConfigError(f"cannot initialise PARSEC's distribution from {k!r} of shape "
+                                  f"{tuple(v.shape)}: this search has {tuple(self.pi[k].shape) if k in self.pi else 'no such factor'} "
+                                  "(the runs need the same number of nodes and the same ops).")
+            with torch.no_grad():
+                self.pi[k].copy_(v)

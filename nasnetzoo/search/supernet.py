@@ -1,0 +1,223 @@
+"""The DARTS search space as one weight-sharing supernet.
+
+Each edge of a search cell is a :class:`MixedOp` holding every candidate primitive (built from the
+same op registry as the zoo's networks, with non-affine BatchNorm as in the official search code).
+The supernet runs in two modes:
+
+* **continuous** (DARTS, PC-DARTS): every edge outputs the softmax(alpha)-weighted sum of its ops;
+  with ``edge_norm`` each node's incoming edges are further weighted by softmax(beta) over that node.
+  With ``partial_k > 1`` (PC-DARTS) an edge's ops see only the first ``C / k`` channels; the rest
+  bypass them (max-pooled on reduction edges), are concatenated back and the channels shuffled.
+* **discrete** (PARSEC): a sampled architecture runs only its chosen ops, so a step costs the memory
+  of one architecture, not of the supernet.
+
+Edges are numbered node by node: node ``i`` (state ``i + 2``) reads states ``0 .. i + 1`` through
+edges ``offset(i) .. offset(i) + i + 1``, so a 4-node cell has 14 edges.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
+from ..ops.registry import build_op
+
+CELL_TYPES = ("normal", "reduce")
+
+
+def num_edges(steps: int) -> int:
+    return sum(2 + i for i in range(steps))
+
+
+def edge_offset(node: int) -> int:
+    """Index of the first edge into intermediate node ``node`` (0-based)."""
+    return sum(2 + i for i in range(node))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` channel groups (ShuffleNet's shuffle; a permutation of channels)."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class MixedOp(nn.Module):
+    """All candidate ops of one edge; ``forward(x, weights)`` mixes them, ``run(x, op_index)`` picks one."""
+
+    def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_k: int = 1) -> None:
+        super().__init__()
+        if C % partial_k:
+            raise ConfigError(f"partial channels: C={C} is not divisible by K={partial_k}.")
+        self.k = partial_k
+        self.stride = stride
+        C_op = C // partial_k
+        # pool_bn="buffers": pools are followed by BatchNorm(affine=False) as in the official
+        # search code, so their output scale is comparable with the convs'.
+        self.ops = nn.ModuleList(build_op(p, C_op, C_op, stride, family="darts", affine=False,
+                                          pool_bn="buffers") for p in primitives)
+        # ceil_mode so the bypass matches the ops' ceil(H / 2) on odd maps.
+        self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 and partial_k > 1 else None
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if self.k == 1:
+            return x, None
+        c = x.shape[1] // self.k
+        return x[:, :c], x[:, c:]
+
+    def _merge(self, out: torch.Tensor, bypass: Optional[torch.Tensor]) -> torch.Tensor:
+        if bypass is None:
+            return out
+        if self.bypass_pool is not None:
+            bypass = self.bypass_pool(bypass)
+        return channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        part, bypass = self._split(x)
+        out = sum(w * op(part) for w, op in zip(weights, self.ops))
+        return self._merge(out, bypass)
+
+    def run(self, x: torch.Tensor, op_index: int) -> torch.Tensor:
+        part, bypass = self._split(x)
+        return self._merge(self.ops[op_index](part), bypass)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
+                 reduction: bool, reduction_prev: bool, primitives: Sequence[str], partial_k: int) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine=False) if reduction_prev
+                            else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False))
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList(
+            MixedOp(C, 2 if reduction and j < 2 else 1, primitives, partial_k)
+            for i in range(steps) for j in range(2 + i))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(self.steps):
+            start = edge_offset(i)
+            terms = []
+            for j, h in enumerate(states):
+                out = self.edges[start + j](h, weights[start + j])
+                terms.append(out if edge_weights is None else edge_weights[start + j] * out)
+            states.append(sum(terms))
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+    def forward_discrete(self, s0: torch.Tensor, s1: torch.Tensor,
+                         choice: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
+        """``choice[i]`` lists node i's (input state, op index) pairs."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i, pairs in enumerate(choice):
+            start = edge_offset(i)
+            states.append(sum(self.edges[start + j].run(states[j], o) for j, o in pairs))
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+class SearchNetwork(nn.Module):
+    """The DARTS search supernet: 8 cells with C=16 on CIFAR (reductions at 1/3 and 2/3).
+
+    ``stem="imagenet"`` gives the PC-DARTS ImageNet search network (three stride-2 3x3 convs).
+    Architecture parameters (``alphas_*``, and ``betas_*`` with ``edge_norm``) are registered
+    parameters, so they are saved with the state dict; :meth:`weight_parameters` and
+    :meth:`arch_parameters` separate them for their two optimizers.
+    """
+
+    def __init__(self, C: int = 16, layers: int = 8, num_classes: int = 10, *, steps: int = 4,
+                 multiplier: int = 4, stem_multiplier: int = 3, stem: str = "cifar", in_chans: int = 3,
+                 primitives: Sequence[str] = DARTS_PRIMITIVES, partial_k: int = 1,
+                 edge_norm: bool = False) -> None:
+        super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ConfigError(f"unknown search stem {stem!r}; use 'cifar' or 'imagenet'.")
+        if layers < 3:
+            raise ConfigError(f"a search network needs at least 3 cells (two reductions), got layers={layers}.")
+        self.C, self.layers, self.num_classes, self.steps = C, layers, num_classes, steps
+        self.primitives = tuple(primitives)
+        self.partial_k, self.edge_norm, self.stem_type = partial_k, edge_norm, stem
+        if stem == "cifar":
+            C_curr = stem_multiplier * C
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+            C_pp, C_p, reduction_prev = C_curr, C_curr, False
+        else:
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(in_chans, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2),
+                nn.ReLU(inplace=True), nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C))
+            self.stem1 = nn.Sequential(nn.ReLU(), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+                                       nn.BatchNorm2d(C))
+            C_pp, C_p, reduction_prev = C, C, True
+        self.reduction_indices = (layers // 3, 2 * layers // 3)
+        cells, C_curr = [], C
+        for i in range(layers):
+            reduction = i in self.reduction_indices
+            if reduction:
+                C_curr *= 2
+            cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
+                                    self.primitives, partial_k))
+            reduction_prev = reduction
+            C_pp, C_p = C_p, multiplier * C_curr
+        self.cells = nn.ModuleList(cells)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+        E, K = num_edges(steps), len(self.primitives)
+        # 1e-3 * randn as in the official code: near-uniform mixing at the start.
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(E, K))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(E, K))
+        if edge_norm:
+            self.betas_normal = nn.Parameter(1e-3 * torch.randn(E))
+            self.betas_reduce = nn.Parameter(1e-3 * torch.randn(E))
+
+    # ---------------------------------------------------------------- parameters
+    def arch_parameters(self) -> list[nn.Parameter]:
+        names = ["alphas_normal", "alphas_reduce"] + (["betas_normal", "betas_reduce"] if self.edge_norm else [])
+        return [getattr(self, n) for n in names]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def op_weights(self, cell_type: str) -> torch.Tensor:
+        """softmax(alpha) per edge, shape (edges, ops)."""
+        return F.softmax(getattr(self, f"alphas_{cell_type}"), dim=-1)
+
+    def edge_weights(self, cell_type: str) -> Optional[torch.Tensor]:
+        """PC-DARTS edge normalisation: softmax(beta) over each node's incoming edges."""
+        if not self.edge_norm:
+            return None
+        beta = getattr(self, f"betas_{cell_type}")
+        return torch.cat([F.softmax(beta[edge_offset(i):edge_offset(i) + 2 + i], dim=-1)
+                          for i in range(self.steps)])
+
+    # ---------------------------------------------------------------- forward
+    def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.stem_type == "cifar":
+            s = self.stem(x)
+            return s, s
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+    def _head(self, s1: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.global_pool(s1).flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = {t: self.op_weights(t) for t in CELL_TYPES}
+        edge_w = {t: self.edge_weights(t) for t in CELL_TYPES}
+        s0, s1 = self._stem(x)
+        for cell in self.cells:
+            t = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[t], edge_w[t])
+        return self._head(s1)
+
+    def forward_discrete(self, x: torch.Tensor, choice: dict) -> torch.Tensor:
+        """Run one sampled architecture: ``choice[cell_type][node]`` = [(input, op_index), ...]."""
+        s0, s1 = self._stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell.forward_discrete(s0, s1, choice["reduce" if cell.reduction else "normal"])
+        return self._head(s1)
