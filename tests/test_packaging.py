@@ -31,6 +31,11 @@ def test_wheel_in_separate_venv_loads_model(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True)
 
+    # Every subpackage of the source tree made it into the wheel (pyproject lists them by hand).
+    source_packages = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "nasnetzoo").rglob("__init__.py")}
+    wheel_packages = {p.parent.relative_to(site).as_posix() for p in (site / "nasnetzoo").rglob("__init__.py")}
+    assert source_packages <= wheel_packages, source_packages - wheel_packages
+
     code = ("import nasnetzoo, pathlib; "
             f"assert pathlib.Path(nasnetzoo.__file__).is_relative_to({str(site)!r}), nasnetzoo.__file__; "
             "m = nasnetzoo.load('PC-DARTS-ImageNet'); "
