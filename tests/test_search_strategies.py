@@ -148,3 +148,34 @@ def test_parsec_warm_start_from_another_distribution():
     with pytest.raises(nasnetzoo.ConfigError, match="same number of nodes"):
         PARSECStrategy(SearchNetwork(C=4, layers=3, num_classes=3, steps=3)).init_distribution(
             source.state_dict()["pi"])
+
+
+@pytest.mark.parametrize("make", [lambda: PCDARTSStrategy(tiny(partial_k=2, edge_norm=True)),
+                                  lambda: PARSECStrategy(tiny(), num_samples=2)])
+def test_history_saves_and_plots(make, tmp_path):
+    pytest.importorskip("matplotlib")
+    from nasnetzoo.search.history import SearchHistory, plot_history
+
+    strategy = make()
+    history = SearchHistory()
+    opt = sgd(strategy.network)
+    for epoch in range(3):
+        strategy.arch_step(batch(), batch(), opt)
+        history.add(epoch, strategy.distribution(), strategy.derive(), {"val_acc": 0.1 * epoch})
+    history.save(tmp_path / "history.json")
+    again = SearchHistory.load(tmp_path / "history.json")
+    assert [r["epoch"] for r in again.records] == [0, 1, 2]
+    assert nasnetzoo.Genotype.from_dict(again.records[-1]["genotype"]) == strategy.derive()
+    out = plot_history(again, tmp_path / "alphas.png", list(strategy.network.primitives))
+    assert out.stat().st_size > 10_000
+
+
+def test_collapse_report_flags_skip_heavy_cells():
+    from nasnetzoo.search.history import collapse_report
+
+    assert collapse_report(nasnetzoo.get_genotype("pcdarts_cifar")) == {
+        "param_free_ops": 2, "skip_connects": 1, "collapse_warning": False}
+    data = nasnetzoo.get_genotype("darts_v2").to_dict()
+    data["normal"]["nodes"] = [[["skip_connect", 0], ["skip_connect", 1]]] * 2 + data["normal"]["nodes"][2:]
+    report = collapse_report(nasnetzoo.Genotype.from_dict(data))
+    assert report["skip_connects"] == 6 and report["collapse_warning"]
