@@ -64,7 +64,7 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
     for key in keys:
         series = [_flatten_edges(r["distribution"][key]) for r in history.records]
         for e in range(len(series[0])):
-            panels.append((f"{key.split('_', 1)[1]} {'edge' if key.startswith('alphas') else 'slot'} {e}",
+            panels.append((f"{key.split('_', 1)[1]}: {_panel_name(key, e)}",
                            [[s[e][o] for s in series] for o in range(len(series[0][e]))]))
     cols = 7
     rows = -(-len(panels) // cols)
@@ -86,6 +86,17 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+def _panel_name(key: str, index: int) -> str:
+    """``node 3 <- 1`` for DARTS edge ``index``; ``node 3, edge 2`` for PARSEC's node slots."""
+    if key.startswith("alphas"):
+        node = 0
+        while index >= 2 + node:
+            index -= 2 + node
+            node += 1
+        return f"node {node + 2} <- {index}"
+    return f"node {index // 2 + 2}, edge {index % 2 + 1}"
 
 
 def _flatten_edges(values: list) -> list:
