@@ -10,9 +10,11 @@ and, at the end of an epoch, ``strategy.derive()`` for the current genotype and
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Callable, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -28,25 +30,50 @@ class SearchStrategy:
     def __init__(self, network: SearchNetwork, *, grad_clip: Optional[float] = 5.0) -> None:
         self.network = network
         self.grad_clip = grad_clip
+        # The runner swaps in bf16 autocast on a GPU; losses are always computed in fp32.
+        self.autocast: Callable[[], Any] = contextlib.nullcontext
 
     # ---------------------------------------------------------------- steps
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast output: the loss in fp32
+            logits = logits.float()
         return F.cross_entropy(logits, target)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.network(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of what the search currently believes in (for the held-out accuracy)."""
+        return self.forward(x)
 
     def weight_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         """One update of the network weights on ``batch``; returns (loss, logits) detached."""
         x, y = batch
         optimizer.zero_grad(set_to_none=True)
-        logits = self.network(x)
+        logits = self.forward(x)
         loss = self.loss(logits, y)
         loss.backward()
         self._clip_and_step(optimizer)
         return loss.detach(), logits.detach()
 
     def _clip_and_step(self, optimizer: torch.optim.Optimizer) -> None:
+        params = self.network.weight_parameters()
+        self.all_reduce_mean([p.grad for p in params if p.grad is not None])
         if self.grad_clip:
-            nn.utils.clip_grad_norm_(self.network.weight_parameters(), self.grad_clip)
+            nn.utils.clip_grad_norm_(params, self.grad_clip)
         optimizer.step()
+
+    @staticmethod
+    def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
+        """Average gradients over the processes of a torchrun job, so that weights and architecture
+        parameters take the same step, and stay identical, on every rank."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        world = dist.get_world_size()
+        for t in tensors:
+            dist.all_reduce(t)
+            t.div_(world)
 
     def arch_step(self, train_batch: Batch, val_batch: Batch, w_optimizer: torch.optim.Optimizer) -> dict:
         raise NotImplementedError

@@ -37,10 +37,11 @@ class DARTSStrategy(SearchStrategy):
                 p.grad = g
         else:
             x, y = val_batch
-            val_loss = self.loss(self.network(x), y)
+            val_loss = self.loss(self.forward(x), y)
             arch = self.network.arch_parameters()
             for p, g in zip(arch, torch.autograd.grad(val_loss, arch)):
                 p.grad = g
+        self.all_reduce_mean([p.grad for p in self.network.arch_parameters()])
         self.arch_optimizer.step()
         return {"arch_loss": float(val_loss.detach())}
 
@@ -55,7 +56,7 @@ class DARTSStrategy(SearchStrategy):
 
         # One virtual SGD step of the weights on the train batch (momentum and decay included).
         x, y = train_batch
-        grads = torch.autograd.grad(self.loss(net(x), y), weights)
+        grads = torch.autograd.grad(self.loss(self.forward(x), y), weights)
         unrolled = {}
         for p, g in zip(weights, grads):
             buf = w_optimizer.state.get(p, {}).get("momentum_buffer")
@@ -66,7 +67,9 @@ class DARTSStrategy(SearchStrategy):
         params = {**unrolled, **{names[id(a)]: a for a in arch}}
         buffers = {n: b.clone() for n, b in net.named_buffers()}
         xv, yv = val_batch
-        val_loss = self.loss(functional_call(net, {**params, **buffers}, (xv,)), yv)
+        with self.autocast():
+            val_logits = functional_call(net, {**params, **buffers}, (xv,))
+        val_loss = self.loss(val_logits, yv)
         d_arch = torch.autograd.grad(val_loss, arch, retain_graph=True)
         v = torch.autograd.grad(val_loss, [unrolled[names[id(p)]] for p in weights])
         # Mixed second derivative by central differences: (g(w + Rv) - g(w - Rv)) / 2R.
@@ -80,11 +83,11 @@ class DARTSStrategy(SearchStrategy):
         with torch.no_grad():
             for p, t in zip(weights, v):
                 p.add_(R * t)
-        g_plus = torch.autograd.grad(self.loss(self.network(x), y), arch)
+        g_plus = torch.autograd.grad(self.loss(self.forward(x), y), arch)
         with torch.no_grad():
             for p, t in zip(weights, v):
                 p.sub_(2 * R * t)
-        g_minus = torch.autograd.grad(self.loss(self.network(x), y), arch)
+        g_minus = torch.autograd.grad(self.loss(self.forward(x), y), arch)
         with torch.no_grad():
             for p, t in zip(weights, v):
                 p.add_(R * t)

@@ -92,6 +92,31 @@ class PARSECStrategy(SearchStrategy):
         """Normalised importance weights from each sample's summed negative log-likelihood."""
         return F.softmax(-nll_sums, dim=0)
 
+    def _global_nlls(self, nlls: list) -> torch.Tensor:
+        """Summed NLLs over every process's share of the batch (samples are the same on all ranks:
+        the sampling generator is seeded alike)."""
+        total = torch.stack(nlls).float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(total)
+        return total
+
+    def _run(self, x: torch.Tensor, choice: dict) -> torch.Tensor:
+        with self.autocast():
+            return self.network.forward_discrete(x, choice)
+
+    def most_probable(self) -> dict:
+        """The argmax architecture as a ``forward_discrete`` choice."""
+        logp = self.log_probs()
+        choice = {}
+        for t in CELL_TYPES:
+            inputs, ops = logp[f"input_{t}"].argmax(-1), logp[f"op_{t}"].argmax(-1)
+            choice[t] = [[(int(inputs[i, s]), self.op_choices[int(ops[i, s])]) for s in range(SLOTS)]
+                         for i in range(inputs.shape[0])]
+        return choice
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, self.most_probable())
+
     # ---------------------------------------------------------------- steps
     def weight_step(self, batch: Batch, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
@@ -103,14 +128,14 @@ class PARSECStrategy(SearchStrategy):
         # sample suffices and only one architecture's activations are alive at a time.
         for _ in range(self.num_samples):
             choice, _ = self.sample()
-            logits = net.forward_discrete(x, choice)
-            nll = F.cross_entropy(logits, y, reduction="sum")
+            logits = self._run(x, choice)
+            nll = self.loss(logits, y) * x.shape[0]
             g = torch.autograd.grad(nll / x.shape[0], params, allow_unused=True)
             nlls.append(nll.detach())
             grads.append(g)
             if best_logits is None or nll.detach() < min(nlls[:-1]):
                 best_logits = logits.detach()
-        w = self.importance_weights(torch.stack(nlls))
+        w = self.importance_weights(self._global_nlls(nlls))
         for k, p in enumerate(params):
             parts = [w[m] * grads[m][k] for m in range(self.num_samples) if grads[m][k] is not None]
             p.grad = sum(parts) if parts else None
@@ -125,11 +150,12 @@ class PARSECStrategy(SearchStrategy):
             for _ in range(self.num_samples):
                 choice, index = self.sample()
                 samples.append(index)
-                nlls.append(F.cross_entropy(self.network.forward_discrete(x, choice), y, reduction="sum"))
-        w = self.importance_weights(torch.stack(nlls))
+                nlls.append(self.loss(self._run(x, choice), y) * x.shape[0])
+        w = self.importance_weights(self._global_nlls(nlls))
         self.arch_optimizer.zero_grad(set_to_none=True)
         objective = -sum(w[m] * self.log_prior(samples[m]) for m in range(self.num_samples))
         objective.backward()
+        self.all_reduce_mean([p.grad for p in self.pi.parameters()])
         self.arch_optimizer.step()
         return {"arch_loss": float((w * torch.stack(nlls)).sum() / x.shape[0]),
                 "ess": float(1.0 / (w ** 2).sum())}  # effective sample size of the weights
@@ -137,30 +163,30 @@ class PARSECStrategy(SearchStrategy):
     # ---------------------------------------------------------------- results
     def derive(self, *, name: str = "", provenance: Optional[dict] = None) -> Genotype:
         """The most probable architecture under pi."""
-        logp = self.log_probs()
         prims = self.network.primitives
+        steps = self.network.steps
+        concat = tuple(range(2 + steps - self.network.cells[0].multiplier, 2 + steps))
         cells = {}
-        for t in CELL_TYPES:
-            inputs = logp[f"input_{t}"].argmax(-1)
-            ops = logp[f"op_{t}"].argmax(-1)
-            nodes = tuple(tuple(sorted((Edge(prims[self.op_choices[int(ops[i, s])]], int(inputs[i, s]))
-                                        for s in range(SLOTS)), key=lambda e: e.input))
-                          for i in range(inputs.shape[0]))
-            steps = self.network.steps
-            concat = tuple(range(2 + steps - self.network.cells[0].multiplier, 2 + steps))
-            cells[t] = Cell(nodes, concat)
+        for t, nodes in self.most_probable().items():
+            cells[t] = Cell(tuple(tuple(sorted((Edge(prims[o], j) for j, o in pairs), key=lambda e: e.input))
+                                  for pairs in nodes), concat)
         return Genotype(cells["normal"], cells["reduce"], "darts", name, provenance or {})
 
     def distribution(self) -> dict:
         return {k: v.exp().detach().cpu().tolist() for k, v in self.log_probs().items()}
 
     def state_dict(self) -> dict:
-        return {"pi": {k: v.detach().clone() for k, v in self.pi.items()},
-                "arch_optimizer": self.arch_optimizer.state_dict()}
+        state = {"pi": {k: v.detach().clone() for k, v in self.pi.items()},
+                 "arch_optimizer": self.arch_optimizer.state_dict()}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.init_distribution(state["pi"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
 
     def init_distribution(self, pi: dict) -> None:
         """Warm-start pi from another run (same number of nodes and op set)."""

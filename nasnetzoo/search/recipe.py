@@ -1,0 +1,114 @@
+"""Search recipes: a validated dataclass read from YAML with ``--set key=value`` overrides.
+
+The reading, type checking and unknown-key errors are the retrain recipes' (``train/recipe.py``);
+this module only declares the search's own keys.  Defaults are PC-DARTS's CIFAR-10 protocol.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import yaml
+
+from ..errors import close_matches
+from ..train.recipe import RecipeError, apply_overrides, from_mapping, read_recipe_file
+
+CHOICES = {
+    "strategy": ("darts", "pcdarts", "parsec"),
+    "dataset": ("cifar10", "cifar100", "digits", "imagenet"),
+    "stem": ("cifar", "imagenet"),
+    "device": ("auto", "cpu", "cuda"),
+    "amp": ("auto", "bf16", "off"),
+}
+
+
+@dataclass
+class SearchRecipe:
+    name: str = "custom"
+    description: str = ""
+    strategy: str = "pcdarts"     # darts | pcdarts | parsec
+    second_order: bool = False    # DARTS's unrolled architecture gradient
+
+    # ---- data: the training set is split into a weight half and an architecture half
+    dataset: str = "cifar10"      # cifar10 | cifar100 | digits (embedded) | imagenet (ImageFolder subset)
+    data_dir: str = "data"
+    download: bool = True
+    image_size: int = 32          # upsampled size (digits) / train crop (imagenet)
+    train_portion: float = 0.5
+    crop_padding: int = 4
+    hflip: bool = True
+    workers: int = 4
+
+    # ---- supernet
+    C: int = 16
+    layers: int = 8
+    steps: int = 4
+    stem: str = "cifar"
+    partial_k: int = 4            # PC-DARTS's K (1: full channels)
+    edge_norm: bool = True        # PC-DARTS's edge normalisation
+
+    # ---- weights
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 0.1
+    lr_min: float = 0.0
+    lr_warmup_epochs: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+
+    # ---- architecture
+    arch_lr: float = 6e-4
+    arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    warmup_epochs: int = 15       # weight-only epochs before architecture updates begin
+    parsec_samples: int = 8       # PARSEC: architectures sampled per step
+    init_distribution: str = ""   # PARSEC: run dir whose learnt distribution warm-starts pi
+
+    # ---- run
+    seed: int = 2
+    device: str = "auto"
+    amp: str = "auto"             # bf16 autocast on a GPU
+    max_steps_per_epoch: int = 0  # cut epochs short (smoke runs); 0: whole epoch
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key, choices in CHOICES.items():
+            value = getattr(self, key)
+            if value not in choices:
+                hits = close_matches(str(value), choices)
+                hint = f" Did you mean {hits[0]!r}?" if hits else ""
+                raise RecipeError(f"recipe key {key!r} = {value!r} is not one of {', '.join(choices)}.{hint}")
+        for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
+            if getattr(self, key) < 1:
+                raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")
+        if not 0.0 < self.train_portion < 1.0:
+            raise RecipeError(f"recipe key 'train_portion' = {self.train_portion} must be between 0 and 1 "
+                              "(the share of the training set used for the weights; the rest trains the architecture).")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise RecipeError(f"recipe key 'warmup_epochs' = {self.warmup_epochs} must be in 0..epochs ({self.epochs}).")
+        if self.strategy == "pcdarts" and not self.edge_norm:
+            raise RecipeError("strategy 'pcdarts' uses edge normalisation: set edge_norm: true "
+                              "(or strategy: darts with partial_k for partial channels alone).")
+        if self.strategy != "parsec" and self.init_distribution:
+            raise RecipeError("'init_distribution' warm-starts PARSEC's distribution; it needs strategy: parsec.")
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path], overrides: Sequence[str] = ()) -> "SearchRecipe":
+        return apply_overrides(read_recipe_file(cls, path), overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def load_search_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> SearchRecipe:
+    recipe = SearchRecipe() if path is None else read_recipe_file(SearchRecipe, path)
+    return apply_overrides(recipe, overrides)
+
+
+__all__ = ["SearchRecipe", "RecipeError", "load_search_recipe", "from_mapping"]
