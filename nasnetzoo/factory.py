@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
-from .errors import ConfigError, NasNetZooError, UnknownModelError, close_matches
+from .errors import ConfigError, UnknownModelError, close_matches
 from .genotype import Genotype, parse
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
                        get_entry, is_model_name, list_models)
@@ -42,7 +42,8 @@ class ModelSpec:
     def pretrained_cfg(self) -> dict:
         cfg = {"name": self.name, "genotype": self.genotype.name, "family": self.genotype.family,
                "architecture": self.arch.name, "dataset": self.dataset, **self.data,
-               "num_classes": self.config.get("num_classes")}
+               "num_classes": self.config.get("num_classes"),
+               "config": dict(self.config)}  # what save_pretrained records to rebuild the network
         if self.entry is not None:
             reported, computed = self.entry.reported_for(self.dataset)
             cfg.update(reported=dict(reported), computed=dict(computed))
@@ -131,25 +132,25 @@ def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool
     ``name_or_genotype``: a registry name or alias (``"pcdarts_imagenet"``, ``"PC-DARTS-ImageNet"``),
     a genotype file (``"runs/s1/genotype.yaml"``, or the run directory), a ``Genotype`` or its dict.
     ``dataset``: build the cell's network for ``cifar10``, ``cifar100`` or ``imagenet``.
-    ``weights``: a safetensors file to load strictly.  ``pretrained``: the entry's published weights.
-    Other keyword arguments override the builder's defaults (``num_classes``, ``auxiliary``,
-    ``drop_path_rate``, ``C``, ``layers``, ...).
+    ``weights``: a safetensors file to load strictly; the builder config saved in it (by
+    ``save_pretrained``) is used, so a 100-class or auxiliary-head network is rebuilt as saved.
+    ``pretrained``: the entry's published weights, fetched through the Hugging Face hub cache
+    (``HF_HOME``, ``HF_HUB_OFFLINE``) and sha256-checked before loading.
+    Other keyword arguments override the builder's defaults, and a weights file's saved config
+    (``num_classes``, ``auxiliary``, ``drop_path_rate``, ``C``, ``layers``, ...).
     """
-    spec = resolve(name_or_genotype, dataset=dataset, **overrides)
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True or weights=PATH, not both.")
     if pretrained:
-        raise NasNetZooError(_no_weights_message(spec))
+        from .hub.download import fetch_pretrained
+
+        weights = fetch_pretrained(name_or_genotype, dataset=dataset)
+    if weights is None:
+        return resolve(name_or_genotype, dataset=dataset, **overrides).build().eval()
+    from .hub.pretrained import spec_for_weights
+    from .weights import load_weights
+
+    spec = spec_for_weights(name_or_genotype, weights, dataset=dataset, overrides=overrides)
     model = spec.build()
-    if weights is not None:
-        from .weights import load_weights
-
-        load_weights(model, weights)
+    load_weights(model, weights)
     return model.eval()
-
-
-def _no_weights_message(spec: ModelSpec) -> str:
-    with_weights = [n for n in list_models() if get_entry(n).has_weights]
-    listed = ", ".join(with_weights) if with_weights else "none yet"
-    return (f"{spec.name} has no published weights (models with weights: {listed}). Load your own with "
-            f"nasnetzoo.load({spec.name!r}, weights='file.safetensors').")

@@ -1,2 +1,126 @@
-"""Click commands of this subpackage; nasnetzoo.cli adds every command listed in COMMANDS."""
-COMMANDS: list = []
+"""Click commands of this subpackage; nasnetzoo.cli adds every command listed in COMMANDS.
+
+``convert`` (official checkpoints -> nasnetzoo weights), ``download`` (pre-fetch published weights
+into the hub cache) and ``push`` (upload weights with a model card).  They only parse and print;
+the work is in ``nasnetzoo.hub.convert``, ``.download`` and ``.card``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import click
+
+from ..registry import DATASETS
+from .convert import FORMATS
+
+
+def _user_errors(fn):
+    """``nasnetzoo.cli._user_errors`` (one-line ``Error: ...``, exit 1), looked up at call time:
+    ``nasnetzoo.cli`` imports this module while it is being imported itself."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ..cli import _user_errors as cli_user_errors
+
+        return cli_user_errors(fn)(*args, **kwargs)
+    return wrapper
+
+
+@click.command("convert")
+@click.option("--from", "fmt", required=True, type=click.Choice(list(FORMATS)),
+              help="Checkpoint format: the official DARTS / PC-DARTS / P-DARTS code, timm, or Cadene's "
+                   "pretrainedmodels.")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output weights file (.safetensors).")
+@click.option("--arch", required=True,
+              help="The network the checkpoint holds: a registry name (pcdarts_cifar, nasnet_a_large, ...) "
+                   "or a genotype file.")
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
+              help="Build the cell's network for this dataset (default: the entry's; CIFAR-100 is "
+                   "recognised from a 100-class head).")
+@click.option("--verify/--no-verify", default=None,
+              help="Compare the logits of the source model (timm / Cadene code) and the converted one. "
+                   "Default: when that code is importable.")
+@click.option("--verify-size", type=int, default=None,
+              help="Input size for --verify (default: the entry's, e.g. 331 for the large models).")
+@_user_errors
+def convert(fmt: str, src: str, output: str, arch: str, dataset: Optional[str], verify: Optional[bool],
+            verify_size: Optional[int]) -> None:
+    """Convert the official checkpoint SRC into a nasnetzoo weights file.
+
+    \b
+    Examples:
+      nasnetzoo convert --from darts cifar10_model.pt -o darts_v2_cifar.safetensors --arch darts_v2_cifar
+      nasnetzoo convert --from pcdarts checkpoint.pth.tar -o pcdarts_in.safetensors --arch pcdarts_imagenet
+      nasnetzoo convert --from timm nasnetalarge.pth -o nasnet_a_large.safetensors --arch nasnet_a_large
+
+    Checkpoints are read with torch.load(weights_only=True): a pickle that would run code is refused.
+    Load the result with nasnetzoo.load(ARCH, weights=OUTPUT).
+    """
+    from .convert import convert_checkpoint
+
+    result = convert_checkpoint(src, output, fmt=fmt, arch=arch, dataset=dataset, verify=verify,
+                                verify_size=verify_size)
+    click.echo(result.summary())
+
+
+@click.command("download")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_models", is_flag=True, help="Every model with published weights.")
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
+              help="The weights for this dataset (when an entry publishes several).")
+@click.option("--force", is_flag=True, help="Download again even if the file is cached.")
+@_user_errors
+def download(names: tuple, all_models: bool, dataset: Optional[str], force: bool) -> None:
+    """Pre-fetch the published weights of NAMES into the Hugging Face cache (sha256-checked).
+
+    The cache is HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; copy it to a
+    machine without network and set HF_HUB_OFFLINE=1 there: load(NAME, pretrained=True) then
+    reads the cached file.
+    """
+    from .download import fetch_pretrained, published
+
+    if all_models:
+        names = tuple(published())
+        if not names:
+            click.echo("no model has published weights yet.")
+            return
+    if not names:
+        raise click.UsageError("name a model (see `nasnetzoo list`, column 'weights') or pass --all.")
+    for name in names:
+        path = fetch_pretrained(name, dataset=dataset, force=force)
+        click.echo(f"{name}: {path} (sha256 verified)")
+
+
+@click.command("push")
+@click.argument("name")
+@click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The nasnetzoo weights file (.safetensors, from save_pretrained or convert).")
+@click.option("--repo", "repo_id", required=True, help="Hugging Face repo id, owner/name.")
+@click.option("--license", "license_", default=None,
+              help="License of the weights (default: the one recorded in the file).")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--dry-run", is_flag=True, help="Check the file and print the model card; upload nothing.")
+@_user_errors
+def push(name: str, weights_path: str, repo_id: str, license_: Optional[str], private: bool,
+         dry_run: bool) -> None:
+    """Upload weights of NAME to a hub repo with a model card, and print the zoo.yaml entry.
+
+    The file must load strictly into NAME.  Credentials: `hf auth login` or HF_TOKEN.
+    """
+    from .card import push_weights
+
+    result = push_weights(name, weights_path, repo_id, license=license_, private=private, dry_run=dry_run)
+    if dry_run:
+        click.echo(result.card)
+        return
+    click.echo(f"uploaded {result.filename} and README.md to {repo_id} (revision {result.revision}, "
+               f"sha256 {result.sha256})")
+    click.echo("add to nasnetzoo/zoo.yaml:")
+    click.echo(result.entry_yaml().rstrip("\n"))
+    click.echo("and this row to the table in docs/weights.md:")
+    click.echo(result.docs_row())
+
+
+COMMANDS: list = [convert, download, push]

@@ -1,0 +1,163 @@
+"""Publishing weights: a model card (genotype, metrics, recipe, provenance, license, sha256) and
+the upload to a Hugging Face hub repo, with the registry entry to add to ``zoo.yaml``."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from ..errors import ConfigError, NasNetZooError
+from ..weights import read_metadata
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class PushResult:
+    model: str  # the registry name the weights load into
+    repo_id: str
+    filename: str
+    revision: Optional[str]
+    sha256: str
+    card: str
+    entry: dict  # the weights entry for zoo.yaml
+
+    def entry_yaml(self) -> str:
+        from ..genotype import dump_yaml
+
+        return dump_yaml({"models": {self.model: {"weights": [self.entry]}}})
+
+    def docs_row(self) -> str:
+        """The row of the published-weights table in docs/weights.md."""
+        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(self.entry.get("metrics", {}).items())) or "-"
+        return (f"| {self.model} | `{self.filename}` | {self.repo_id} | {self.revision or 'main'} | "
+                f"{self.sha256} | {metrics} | {self.entry.get('source', '-')} | {self.entry.get('license', '-')} |")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def model_card(spec, meta: Mapping[str, Any], *, filename: str, sha256: str, repo_id: str,
+               license: str, revision: Optional[str] = None) -> str:
+    """The README.md of a weights repo (Hugging Face model card with YAML front matter)."""
+    from ..genotype import dump_yaml
+
+    genotype = spec.genotype
+    entry = spec.entry
+    dataset = meta.get("dataset") or spec.dataset
+    metrics = dict(meta.get("metrics") or {})
+    reported = dict(meta.get("reported") or (entry.reported_for(spec.dataset)[0] if entry else {}))
+    provenance = dict(meta.get("provenance") or {})
+    config = dict(meta.get("config") or spec.config)
+    front = {"license": license, "library_name": "nasnetzoo", "pipeline_tag": "image-classification",
+             "tags": ["image-classification", "neural-architecture-search", "nasnetzoo",
+                      f"{genotype.family}-family", spec.name],
+             "datasets": ["imagenet-1k" if dataset == "imagenet" else dataset]}
+    lines = ["---", dump_yaml(front).rstrip("\n"), "---", "",
+             f"# {spec.name} (genotype {genotype.name or '(custom)'}, {genotype.family} family, {dataset})", "",
+             f"Weights for the nasnetzoo network `{spec.name}` (network `{spec.arch.name}`), stored as "
+             "safetensors with the metadata nasnetzoo needs to rebuild the network.", "",
+             "## Usage", "", "```python", "import nasnetzoo",
+             f"model = nasnetzoo.load({spec.name!r}, pretrained=True)       # once the registry lists this file",
+             f"model = nasnetzoo.load({spec.name!r}, weights={filename!r})  # a local copy", "",
+             "from huggingface_hub import hf_hub_download",
+             f"path = hf_hub_download({repo_id!r}, {filename!r})", "```", "",
+             "## File", "", "| file | sha256 | revision |", "| --- | --- | --- |",
+             f"| `{filename}` | `{sha256}` | {revision or '(the commit that adds it)'} |", "",
+             f"Check a download with `sha256sum {filename}`; `nasnetzoo` checks it before loading.", "",
+             "## Metrics", ""]
+    keys = sorted(set(metrics) | {k for k in reported if k != "source"})
+    if keys:
+        lines += ["| metric | these weights | paper |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {_fmt(metrics[k]) if k in metrics else '-'} | "
+                  f"{_fmt(reported[k]) if k in reported else '-'} |" for k in keys]
+        if reported.get("source"):
+            lines += ["", f"Paper figures: {reported['source']}."]
+    else:
+        lines.append("No metrics recorded.")
+    lines += ["", "## Genotype", "", "```", genotype.to_string(), "```", "", "```yaml",
+              dump_yaml(genotype.to_dict()).rstrip("\n"), "```", "",
+              "## Network configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", "",
+              "## Training recipe", ""]
+    recipe = provenance.pop("recipe", None)
+    if recipe:
+        lines += ["```", recipe if isinstance(recipe, str) else dump_yaml(recipe).rstrip("\n"), "```"]
+    elif provenance.get("converted_from"):
+        lines.append(f"Converted from a `{provenance['converted_from']}` checkpoint; the recipe is the "
+                     "source project's.")
+    else:
+        lines.append("Not recorded in the weights file.")
+    lines += ["", "## Provenance", ""]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in sorted(provenance.items())] or ["- not recorded"]
+    if meta.get("nasnetzoo_version"):
+        lines.append(f"- written by nasnetzoo {meta['nasnetzoo_version']}")
+    if genotype.provenance:
+        src = genotype.provenance
+        lines.append("- genotype source: " + " ".join(str(src.get(k, "")) for k in ("paper", "repo", "file", "symbol")
+                                                      if src.get(k)))
+    lines += ["", "## License", "", f"`{license}`.", ""]
+    return "\n".join(lines)
+
+
+def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optional[str] = None,
+                 private: bool = False, api: Any = None, commit_message: Optional[str] = None,
+                 dry_run: bool = False) -> PushResult:
+    """Upload ``weights`` (a nasnetzoo safetensors file that loads into ``name``) and its model card
+    to hub repo ``repo_id``; return the sha256, the commit and the ``zoo.yaml`` weights entry.
+
+    The file is loaded strictly into ``name`` first, so nothing that would fail ``load`` is published.
+    """
+    from .download import sha256_file
+    from .pretrained import spec_for_weights
+    from ..weights import load_weights
+
+    weights = Path(weights)
+    meta = read_metadata(weights)
+    spec = spec_for_weights(name, weights, dataset=None, overrides={}, meta=meta)
+    load_weights(spec.build(), weights)
+    license = license or meta.get("license")
+    if not license:
+        raise ConfigError(f"{weights} records no license; pass --license (e.g. apache-2.0, mit, or 'other' "
+                          "with the terms in the card) for the weights you publish.")
+    if "/" not in repo_id:
+        raise ConfigError(f"hub repo id {repo_id!r} must be 'owner/name'.")
+    sha = sha256_file(weights)
+    revision = None
+    card = model_card(spec, meta, filename=weights.name, sha256=sha, repo_id=repo_id, license=license)
+    if not dry_run:
+        revision = _upload(api, repo_id, weights, card, private=private,
+                           message=commit_message or f"Add {weights.name} ({spec.name}) with its model card")
+    entry = {"hub": repo_id, "filename": weights.name, "revision": revision or "main", "sha256": sha}
+    if meta.get("metrics"):
+        entry["metrics"] = dict(meta["metrics"])
+    if meta.get("dataset") and meta["dataset"] != (spec.entry.dataset if spec.entry else None):
+        entry["dataset"] = meta["dataset"]
+    entry["license"] = license
+    return PushResult(spec.name, repo_id, weights.name, revision, sha, card, entry)
+
+
+def _upload(api: Any, repo_id: str, weights: Path, card: str, *, private: bool, message: str) -> Optional[str]:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = api or HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_file(path_or_fileobj=str(weights), path_in_repo=weights.name, repo_id=repo_id,
+                        repo_type="model", commit_message=message)
+        info = api.upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
+                               repo_type="model", commit_message=f"Model card for {weights.name}")
+    except HfHubHTTPError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NasNetZooError(f"upload of {weights.name} to hub repo {repo_id} failed ({first}); log in with "
+                             "`hf auth login` (or set HF_TOKEN) with write access to the repo.") from None
+    except OSError as err:
+        raise NasNetZooError(f"upload of {weights.name} to hub repo {repo_id} failed ({err}); check the "
+                             "network.") from None
+    return getattr(info, "oid", None)
