@@ -23,6 +23,7 @@ DATASETS = {  # dataset name -> (data preset, number of classes)
     "cifar10": ("cifar", 10),
     "cifar100": ("cifar", 100),
     "imagenet": ("imagenet", 1000),
+    "digits": ("cifar", 10),  # the embedded smoke dataset: scikit-learn digits upsampled to 32 px
 }
 
 

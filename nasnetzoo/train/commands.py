@@ -1,2 +1,87 @@
 """Click commands of this subpackage; nasnetzoo.cli adds every command listed in COMMANDS."""
-COMMANDS: list = []
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import click
+
+
+def _user_errors(fn):
+    from ..cli import _user_errors as wrap  # imported late: nasnetzoo.cli imports this module
+
+    return wrap(fn)
+
+
+def _lazy_user_errors(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return _user_errors(fn)(*args, **kwargs)
+    return wrapper
+
+
+@click.command("train")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
+              help="Recipe YAML (recipes/retrain_cifar10.yaml, retrain_imagenet.yaml, smoke_train.yaml).")
+@click.option("--arch", help="Registry name or alias (pcdarts_cifar) or a genotype file / search run dir.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/train-...).")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (repeatable): --set epochs=10 --set model.C=16.")
+@_lazy_user_errors
+def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str], resume: Optional[str],
+              overrides: Sequence[str]) -> None:
+    """Train ARCH with a recipe; writes logs, checkpoints and safetensors weights to a run directory.
+
+    Works under `torchrun --nproc-per-node N -m nasnetzoo train ...` (DDP)."""
+    from .recipe import RecipeError, load_recipe
+    from .runner import prepare_resume, train
+
+    if resume:
+        if recipe_path or arch or out:
+            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml and arch; drop --recipe, "
+                              "--arch and --out (use --set to change a key).")
+        recipe, arch = prepare_resume(resume, overrides)
+        result = train(recipe, arch, resume=resume)
+    else:
+        if not recipe_path:
+            raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_train.yaml) or --resume RUN_DIR.")
+        recipe = load_recipe(recipe_path, overrides)
+        result = train(recipe, arch, out=out)
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, rank 0 alone reports
+        return
+    acc = "-" if result.val_acc is None else f"{result.val_acc:.2f}%"
+    best = "-" if result.best_val_acc is None else f"{result.best_val_acc:.2f}% (epoch {result.best_epoch})"
+    click.echo(f"trained {result.epochs} epochs in {result.seconds:.0f}s: val_acc {acc}, best {best} -> "
+               f"{result.run_dir}; load with {result.load_call}")
+
+
+@click.command("eval")
+@click.option("--arch", required=True, help="Registry name, alias or genotype file the weights belong to.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="A safetensors weights file.")
+@click.option("--data", default="cifar10", show_default=True,
+              type=click.Choice(["cifar10", "cifar100", "imagenet", "digits"]), help="Validation set.")
+@click.option("--data-dir", default="data", show_default=True, help="Where the dataset lives.")
+@click.option("--download", is_flag=True, help="Download CIFAR into --data-dir if it is not there.")
+@click.option("--batch-size", default=256, show_default=True, type=int)
+@click.option("--image-size", type=int, help="Input size (default: the run's, 32 for CIFAR, 224 for ImageNet).")
+@click.option("--workers", default=4, show_default=True, type=int)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Builder option not saved in the weights file, e.g. --set C=16 --set layers=8.")
+@_lazy_user_errors
+def eval_cmd(arch: str, weights: str, data: str, data_dir: str, download: bool, batch_size: int,
+             image_size: Optional[int], workers: int, overrides: Sequence[str]) -> None:
+    """Top-1/top-5 accuracy of WEIGHTS on a validation set, with the paper's figure beside it."""
+    from .evaluate import evaluate_weights
+    from .recipe import parse_assignment
+
+    options = dict(parse_assignment(text) for text in overrides)
+    result = evaluate_weights(arch, weights, data=data, data_dir=data_dir, batch_size=batch_size,
+                              image_size=image_size, download=download, workers=workers, overrides=options)
+    click.echo(result.line())
+
+
+COMMANDS: list = [train_cmd, eval_cmd]

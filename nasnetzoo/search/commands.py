@@ -1,0 +1,58 @@
+"""``nasnetzoo search``: recipe in, genotype file out."""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import click
+
+
+def _user_errors(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ..cli import _user_errors as wrap  # late: nasnetzoo.cli imports this module
+
+        return wrap(fn)(*args, **kwargs)
+    return wrapper
+
+
+@click.command("search")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
+              help="Search recipe YAML (recipes/cifar10.yaml, darts_cifar10.yaml, parsec_cifar10.yaml, "
+                   "pcdarts_imagenet.yaml, smoke_search.yaml).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
+@click.option("--init-distribution", type=click.Path(file_okay=False),
+              help="PARSEC: warm-start the architecture distribution from this run directory.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (repeatable): --set epochs=10 --set partial_k=2.")
+@_user_errors
+def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
+               init_distribution: Optional[str], overrides: Sequence[str]) -> None:
+    """Search a cell with DARTS, PC-DARTS or PARSEC; writes RUN/genotype.yaml for `load` and `train`.
+
+    Works under `torchrun --nproc-per-node N -m nasnetzoo search ...`."""
+    from ..train.recipe import RecipeError
+    from .recipe import load_search_recipe
+    from .runner import prepare_resume, search
+
+    if resume:
+        if recipe_path or out or init_distribution:
+            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out and "
+                              "--init-distribution (use --set to change a key).")
+        result = search(prepare_resume(resume, overrides), resume=resume)
+    else:
+        if not recipe_path:
+            raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_search.yaml) or --resume RUN_DIR.")
+        if init_distribution:
+            overrides = (*overrides, f"init_distribution={init_distribution}")
+        recipe = load_search_recipe(recipe_path, overrides)
+        result = search(recipe, out=out, recipe_path=recipe_path)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"searched {result.epochs_done} epochs: held-out acc {result.val_acc:.2f}% -> "
+                   f"{result.run_dir / 'genotype.yaml'}")
+
+
+COMMANDS = [search_cmd]

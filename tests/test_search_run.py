@@ -1,0 +1,141 @@
+"""Search runs end to end on the embedded digits: files, resume, PARSEC warm start, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import nasnetzoo
+from nasnetzoo.cli import cli
+from nasnetzoo.search.recipe import SearchRecipe, load_search_recipe
+from nasnetzoo.search.runner import CHECKPOINT, prepare_resume, search
+from nasnetzoo.train.recipe import RecipeError
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH_RECIPES = ["cifar10", "darts_cifar10", "parsec_cifar10", "pcdarts_imagenet", "smoke_search"]
+# A search small enough for the test suite: 16 px digits, a 3-cell C=4 supernet, 2 steps per epoch.
+TINY = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_per_epoch=2", "progress=false"]
+
+
+def tiny_recipe(*extra: str) -> SearchRecipe:
+    return load_search_recipe(REPO / "recipes" / "smoke_search.yaml", [*TINY, *extra])
+
+
+@pytest.mark.parametrize("name", SEARCH_RECIPES)
+def test_bundled_search_recipes_parse(name):
+    recipe = load_search_recipe(REPO / "recipes" / f"{name}.yaml")
+    assert recipe.name and recipe.epochs >= 1
+
+
+def test_pcdarts_recipe_is_the_papers_protocol():
+    r = load_search_recipe(REPO / "recipes" / "cifar10.yaml")
+    assert (r.strategy, r.epochs, r.batch_size, r.lr, r.arch_lr, r.partial_k, r.warmup_epochs) == \
+        ("pcdarts", 50, 256, 0.1, 6e-4, 4, 15)
+    r = load_search_recipe(REPO / "recipes" / "pcdarts_imagenet.yaml")
+    assert (r.partial_k, r.batch_size, r.warmup_epochs, r.stem) == (2, 1024, 35, "imagenet")
+
+
+def test_misspelt_recipe_key_is_named():
+    with pytest.raises(RecipeError, match=r"unknown recipe key 'partial_kk'.*Did you mean 'partial_k'"):
+        tiny_recipe("partial_kk=2")
+    with pytest.raises(RecipeError, match="strategy"):
+        tiny_recipe("strategy=enas")
+
+
+def test_cli_search_writes_a_genotype_that_load_accepts(tmp_path):
+    run = tmp_path / "run"
+    args = ["search", "--recipe", str(REPO / "recipes" / "smoke_search.yaml"), "--out", str(run),
+            "--set", "epochs=2", *[a for kv in TINY for a in ("--set", kv)]]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "genotype.yaml" in result.output
+    genotype = nasnetzoo.Genotype.from_file(run / "genotype.yaml")
+    assert genotype.provenance["strategy"] == "pcdarts" and genotype.provenance["dataset"] == "digits"
+    model = nasnetzoo.load(str(run / "genotype.yaml"), C=8, layers=5)  # the CIFAR-shaped network
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert nasnetzoo.load(run, C=8, layers=5).genotype == genotype     # the run directory works too
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1]
+    assert set(history[0]["distribution"]) == {"alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"}
+    assert (run / "genotypes" / "epoch_002.yaml").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1] and all("val_acc" in r and "param_free_ops" in r for r in records)
+    if pytest.importorskip("matplotlib"):
+        assert (run / "alphas.png").stat().st_size > 10_000
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code != 0 and "already holds a search" in again.output
+
+
+@pytest.mark.parametrize("strategy", ["pcdarts", "parsec"])
+def test_resumed_search_ends_like_an_uninterrupted_one(strategy, tmp_path):
+    recipe = tiny_recipe("epochs=3", "warmup_epochs=0", f"strategy={strategy}",
+                         *(["edge_norm=false", "partial_k=1", "parsec_samples=2"] if strategy == "parsec" else []))
+    whole = search(recipe, out=tmp_path / "whole")
+    search(recipe, out=tmp_path / "cut", on_epoch_end=lambda epoch: epoch == 0)   # "killed" after epoch 1
+    resumed = search(prepare_resume(tmp_path / "cut"), resume=tmp_path / "cut")
+    assert resumed.genotype == whole.genotype
+    a = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=False)
+    b = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["history"] == b["history"]
+
+
+def test_parsec_warm_start_from_another_run(tmp_path):
+    parsec = ["strategy=parsec", "edge_norm=false", "partial_k=1", "parsec_samples=2", "epochs=1", "warmup_epochs=0"]
+    source = search(tiny_recipe(*parsec), out=tmp_path / "proxy")
+    pi = torch.load(tmp_path / "proxy" / CHECKPOINT, weights_only=False)["strategy"]["pi"]
+    result = CliRunner().invoke(cli, ["search", "--recipe", str(REPO / "recipes" / "smoke_search.yaml"),
+                                      "--out", str(tmp_path / "target"), "--init-distribution", str(source.run_dir),
+                                      *[a for kv in (*TINY, *parsec, "epochs=1", "arch_lr=0.0") for a in ("--set", kv)]])
+    assert result.exit_code == 0, result.output
+    target_pi = torch.load(tmp_path / "target" / CHECKPOINT, weights_only=False)["strategy"]["pi"]
+    for key in pi:  # lr 0: the warm-started distribution is carried over unchanged
+        assert torch.allclose(pi[key], target_pi[key]), key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_search_keeps_architecture_identical_on_every_rank(tmp_path):
+    """Two gloo processes on different data shards: after the search every parameter, weights and
+    alphas/betas alike, is bitwise the same on both ranks."""
+    import torch.multiprocessing as mp
+
+    recipe = tiny_recipe("epochs=2", "warmup_epochs=0").to_dict()
+    out = str(tmp_path / "ddp")
+    mp.spawn(_ddp_alphas_worker, args=(2, _free_port(), out, recipe), nprocs=2, join=True)
+    a0 = torch.load(Path(out) / "params_rank0.pt")
+    a1 = torch.load(Path(out) / "params_rank1.pt")
+    assert {"alphas_normal", "betas_reduce"} <= set(a0)
+    for key in a0:
+        assert torch.equal(a0[key], a1[key]), key
+    assert nasnetzoo.Genotype.from_file(Path(out) / "genotype.yaml")
+
+
+def _ddp_alphas_worker(rank: int, world: int, port: int, out: str, recipe: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from nasnetzoo.search import runner
+
+    captured = {}
+    original = runner.build_strategy
+
+    def spy(recipe_, network):
+        captured["network"] = network
+        return original(recipe_, network)
+
+    runner.build_strategy = spy
+    search(SearchRecipe(**recipe), out=out)
+    net = captured["network"]
+    torch.save({n: p.detach().clone() for n, p in net.named_parameters()}, Path(out) / f"params_rank{rank}.pt")
