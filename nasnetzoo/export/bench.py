@@ -1,0 +1,361 @@
+"""``nasnetzoo bench``: latency of zoo networks on each runtime, next to torchvision's mobile nets.
+
+For every model and batch size, the requested runtimes are timed side by side on the same input
+(``timing.time_interleaved``); ONNX runtimes run the graph exported and verified by
+``export_onnx`` from the very same ``nn.Module``.  Runtimes that cannot run here are reported as
+skipped with the reason; a runtime that fails on one model is reported as failed for that model.
+
+All networks have random weights.  Their BatchNorm statistics are calibrated on random inputs
+(``calibrate_batchnorm``), so activations have a realistic scale (an uncalibrated random network's
+activations fade towards zero cell after cell).  MACs are counted with ``nasnetzoo.profile``, one
+convention for zoo and baselines alike.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from .errors import require
+from .timing import TimingPolicy, time_interleaved
+
+BASELINES = ("mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0", "resnet18")
+CSV_FIELDS = ("model", "kind", "runtime", "batch", "status", "reason", "median_ms", "p90_ms", "mean_ms",
+              "min_ms", "iters", "warmup_runs", "stable", "throughput_ips", "macs", "params", "input_size",
+              "threads")
+
+
+@dataclass
+class Subject:
+    """A network to time: a zoo model or a torchvision baseline, at one input size."""
+
+    name: str
+    model: object
+    size: tuple          # (C, H, W)
+    kind: str            # "zoo" | "baseline"
+    macs: int
+    params: int
+    reported: dict = field(default_factory=dict)  # madds_m, params_m, top1_err where known
+
+
+@dataclass
+class Row:
+    model: str
+    kind: str
+    runtime: str
+    batch: int
+    status: str                       # "ok" | "skipped" | "failed"
+    reason: str = ""
+    median_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    mean_ms: Optional[float] = None
+    min_ms: Optional[float] = None
+    iters: int = 0
+    warmup_runs: int = 0
+    stable: Optional[bool] = None
+    throughput_ips: Optional[float] = None
+    macs: int = 0
+    params: int = 0
+    input_size: str = ""
+    threads: int = 0
+
+
+@dataclass
+class BenchResult:
+    rows: list
+    subjects: list
+    method: str
+    machine: dict
+    files: dict = field(default_factory=dict)
+
+    def ok(self, runtime: Optional[str] = None, batch: Optional[int] = None) -> list:
+        return [r for r in self.rows if r.status == "ok" and (runtime is None or r.runtime == runtime)
+                and (batch is None or r.batch == batch)]
+
+    def table(self) -> str:
+        from ..cli import _table
+
+        rows = [[r.model, r.runtime, str(r.batch), f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}",
+                 f"{r.throughput_ips:.1f}", str(r.iters), "yes" if r.stable else "no", f"{r.macs / 1e6:.0f}"]
+                for r in self.rows if r.status == "ok"]
+        text = _table(["model", "runtime", "batch", "median ms", "p90 ms", "img/s", "runs", "stable",
+                       "MACs (M)"], rows) if rows else "(no runtime could be measured)"
+        other = {(r.runtime, r.status, r.reason) for r in self.rows if r.status != "ok"}
+        for key in sorted(other):
+            runtime, status, reason = key
+            models = sorted({r.model for r in self.rows if (r.runtime, r.status, r.reason) == key})
+            which = "all models" if len(models) == len(self.subjects) else ", ".join(models)
+            text += f"\n{runtime}: {status} ({which}): {reason}"
+        return text
+
+    def summary(self) -> str:
+        lines = [self.table(), "", f"method: {self.method}",
+                 f"machine: {self.machine.get('cpu_model')}, {self.machine.get('threads')} threads, torch "
+                 f"{self.machine.get('torch')}, onnxruntime {self.machine.get('onnxruntime')}"]
+        lines += [f"wrote {p}" for p in self.files.values()]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ subjects
+def _load_zoo(name: str, input_size, calibrate: bool) -> Subject:
+    from ..factory import load, resolve
+    from ..profile import profile
+    from .onnx_export import calibrate_batchnorm, resolve_input_size
+
+    spec = resolve(name)
+    model = load(name)
+    info = {"native_input_size": list(spec.data["input_size"]), "dataset": spec.dataset}
+    size, _ = resolve_input_size(spec.name, info, input_size, allow_size_mismatch=False)
+    if calibrate:
+        calibrate_batchnorm(model, size)
+    model.eval()
+    prof = profile(model, size)
+    reported = {}
+    if spec.entry is not None:
+        rep = spec.entry.reported
+        reported = {k: rep[k] for k in ("madds_m", "params_m", "top1_err") if k in rep}
+        if "source" in rep:
+            reported["source"] = rep["source"]
+        if "madds_m" in spec.entry.computed:
+            reported["reference_madds_m"] = spec.entry.computed["madds_m"]
+        if spec.entry.notes:
+            reported["notes"] = spec.entry.notes
+    return Subject(spec.name, model, size, "zoo", prof.macs, prof.params, reported)
+
+
+def load_baseline(name: str, size: Sequence[int], calibrate: bool = True) -> Subject:
+    """A torchvision network with random weights (``weights=None``), BN calibrated like the zoo's."""
+    import torchvision
+
+    from ..profile import profile
+    from .onnx_export import calibrate_batchnorm
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        from ..errors import did_you_mean
+        raise ConfigError(f"unknown baseline {name!r}.{did_you_mean(name, BASELINES)} Baselines: "
+                          f"{', '.join(BASELINES)} (any torchvision classification model name works).")
+    model = torchvision.models.get_model(name, weights=None)
+    size = tuple(int(v) for v in size)
+    if calibrate:
+        calibrate_batchnorm(model, size)
+    model.eval()
+    prof = profile(model, size)
+    reported = {}
+    try:  # the accuracy torchvision publishes for its own weights, for context only
+        meta = torchvision.models.get_model_weights(name).DEFAULT.meta
+        acc = meta["_metrics"]["ImageNet-1K"]["acc@1"]
+        reported = {"top1_err": round(100 - acc, 3), "source": f"torchvision {name} DEFAULT weights meta (acc@1 {acc})"}
+    except Exception:
+        pass
+    return Subject(name, model, size, "baseline", prof.macs, prof.params, reported)
+
+
+# ------------------------------------------------------------------ runners
+def _make_runners(subject: Subject, batch: int, runtimes: Sequence[str], reasons: dict, x: np.ndarray,
+                  tmp: Path, threads: int) -> tuple[dict, dict]:
+    """({runtime: runner}, {runtime: (status, reason)}) for one subject and batch."""
+    from .runtimes import ONNX_RUNTIMES, ort_runner, torch_compile_runner, torch_runner
+
+    runners, problems = {}, {}
+    onnx_path = trt_path = None
+    for runtime in runtimes:
+        if reasons.get(runtime):
+            problems[runtime] = ("skipped", reasons[runtime])
+            continue
+        try:
+            if runtime == "torch":
+                runners[runtime] = torch_runner(subject.model, x)
+            elif runtime == "torch-compile":
+                runners[runtime] = torch_compile_runner(subject.model, x)
+            elif runtime in ONNX_RUNTIMES:
+                if runtime == "tensorrt":
+                    if trt_path is None:
+                        trt_path = _export(subject, batch, tmp, threads, trt=True)
+                    from .trt import TensorRTEngine
+                    runners[runtime] = TensorRTEngine(trt_path).runner(x)
+                else:
+                    if onnx_path is None:
+                        onnx_path = _export(subject, batch, tmp, threads)
+                    runners[runtime] = ort_runner(str(onnx_path), x, cuda=runtime == "ort-cuda", threads=threads)
+        except Exception as err:  # one runtime failing on one model must not stop the others
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            status = "skipped" if runtime == "torch-compile" else "failed"
+            problems[runtime] = (status, f"{type(err).__name__}: {msg[:300]}")
+    return runners, problems
+
+
+def _export(subject: Subject, batch: int, tmp: Path, threads: int, trt: bool = False) -> Path:
+    from .onnx_export import export_onnx
+
+    result = export_onnx(subject.model, tmp, name=f"{subject.name}_b{batch}", batch=batch,
+                         input_size=subject.size[1:], allow_size_mismatch=True, calibrate_bn=False,
+                         trt=trt, threads=threads)
+    return result.files["trt_onnx"] if trt else result.onnx_path
+
+
+# ------------------------------------------------------------------ the benchmark
+def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-cpu"),
+              batches: Sequence[int] = (1,), threads: Optional[int] = None, iters: Optional[int] = None,
+              max_time: float = 20.0, input_size=None, baselines: Sequence[str] = BASELINES,
+              output_dir=None, policy: Optional[TimingPolicy] = None, plot: bool = True,
+              echo: Optional[Callable[[str], None]] = None, seed: int = 0,
+              file_stem: str = "bench") -> BenchResult:
+    """Time ``names`` (and ``baselines`` at the same input sizes) on ``runtimes`` at ``batches``.
+
+    Writes ``bench.csv``, ``bench.json`` and ``bench.png`` (latency against MACs per runtime, the
+    Pareto front marked) to ``output_dir`` when it is given.
+    """
+    import torch
+
+    from .machine import machine_info
+    from .runtimes import parse_runtimes, unavailable_reason
+
+    runtimes = parse_runtimes(runtimes)
+    batches = [int(b) for b in batches]
+    if not batches or min(batches) < 1:
+        raise ConfigError(f"batch sizes {batches} must be positive integers.")
+    policy = policy or TimingPolicy(iters=iters, max_time=max_time)
+    say = echo or (lambda _msg: None)
+    old_threads = torch.get_num_threads()
+    threads = int(threads or old_threads)
+    if threads < 1:
+        raise ConfigError(f"--threads {threads} is not a positive integer.")
+    torch.set_num_threads(threads)
+    try:
+        reasons = {rt: unavailable_reason(rt) for rt in runtimes}
+        if any(rt in ("ort-cpu", "ort-cuda", "tensorrt") and not reasons[rt] for rt in runtimes):
+            require("onnx", "Timing an ONNX runtime")
+        subjects = [_load_zoo(n, input_size, calibrate=True) for n in names]
+        for size in dict.fromkeys(s.size for s in subjects):
+            subjects += [load_baseline(b, size) for b in baselines]
+        machine = machine_info(threads)
+        rows: list[Row] = []
+        rng = np.random.default_rng(seed)
+        with tempfile.TemporaryDirectory(prefix="nasnetzoo-bench-") as tmp:
+            for i, subject in enumerate(subjects, 1):
+                for batch in batches:
+                    x = rng.standard_normal((batch,) + tuple(subject.size), dtype=np.float32)
+                    say(f"[{i}/{len(subjects)}] {subject.name} ({'x'.join(map(str, subject.size))}, batch {batch}): "
+                        f"preparing {', '.join(rt for rt in runtimes if not reasons[rt]) or 'nothing'}")
+                    runners, problems = _make_runners(subject, batch, runtimes, reasons, x, Path(tmp), threads)
+                    timings = time_interleaved(runners, policy)
+                    common = dict(model=subject.name, kind=subject.kind, batch=batch, macs=subject.macs,
+                                  params=subject.params, input_size="x".join(map(str, subject.size)),
+                                  threads=threads)
+                    for runtime in runtimes:
+                        if runtime in problems:
+                            status, reason = problems[runtime]
+                            rows.append(Row(runtime=runtime, status=status, reason=reason, **common))
+                            continue
+                        t = timings[runtime]
+                        rows.append(Row(runtime=runtime, status="ok", median_ms=t.median_ms, p90_ms=t.p90_ms,
+                                        mean_ms=t.mean_ms, min_ms=t.min_ms, iters=t.iters,
+                                        warmup_runs=t.warmup_runs, stable=t.stable,
+                                        throughput_ips=t.throughput(batch), **common))
+                        say(f"    {runtime:<13} median {t.median_ms:8.2f} ms  p90 {t.p90_ms:8.2f} ms  "
+                            f"({t.iters} runs{'' if t.stable else ', not stable'})")
+                    for runtime, (status, reason) in problems.items():
+                        if status == "failed":
+                            say(f"    {runtime:<13} failed: {reason}")
+    finally:
+        torch.set_num_threads(old_threads)
+    result = BenchResult(rows, subjects, policy.describe(), machine)
+    if output_dir is not None:
+        write_outputs(result, Path(output_dir), stem=file_stem, plot=plot)
+    return result
+
+
+# ------------------------------------------------------------------ outputs
+def to_json(result: BenchResult) -> dict:
+    return {
+        "method": result.method,
+        "machine": result.machine,
+        "models": [{"name": s.name, "kind": s.kind, "input_size": list(s.size), "macs": s.macs,
+                    "params": s.params, "reported": s.reported} for s in result.subjects],
+        "results": [asdict(r) for r in result.rows],
+    }
+
+
+def write_outputs(result: BenchResult, out_dir: Path, stem: str = "bench", plot: bool = True) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+    json_path.write_text(json.dumps(to_json(result), indent=2, default=str) + "\n")
+    result.files.update(csv=csv_path, json=json_path)
+    if plot:
+        png = out_dir / f"{stem}.png"
+        plot_latency_vs_macs(result.rows, png)
+        result.files["plot"] = png
+    return result.files
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (both minimised), by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best_y = [], float("inf")
+    for i in order:
+        if points[i][1] < best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return front
+
+
+def plot_latency_vs_macs(rows: Sequence[Row], path: Path, title: str = "") -> Path:
+    """Median latency against MACs, one panel per (batch, runtime); the Pareto front (fewest MACs
+    and lowest latency: no other network is both cheaper and faster) is joined and ringed."""
+    require("matplotlib", "The latency plot", "matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.status == "ok"]
+    runtimes = list(dict.fromkeys(r.runtime for r in ok))
+    batches = sorted({r.batch for r in ok})
+    if not ok:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no runtime could be measured\n" + "\n".join(
+            sorted({f"{r.runtime}: {r.reason[:70]}" for r in rows})), ha="center", va="center", fontsize=8)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        return path
+    fig, axes = plt.subplots(len(batches), len(runtimes), figsize=(6.2 * len(runtimes), 4.6 * len(batches)),
+                             squeeze=False)
+    for bi, batch in enumerate(batches):
+        for ri, runtime in enumerate(runtimes):
+            ax = axes[bi][ri]
+            sel = [r for r in ok if r.runtime == runtime and r.batch == batch]
+            pts = [(r.macs / 1e6, r.median_ms) for r in sel]
+            for r, (mx, ms) in zip(sel, pts):
+                zoo = r.kind == "zoo"
+                ax.scatter(mx, ms, marker="o" if zoo else "s", s=36,
+                           color="tab:blue" if zoo else "tab:orange", zorder=3)
+                ax.annotate(r.model, (mx, ms), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            front = pareto_front(pts)
+            if front:
+                fx, fy = zip(*[pts[i] for i in front])
+                ax.plot(fx, fy, "--", color="tab:green", lw=1.2, zorder=2, label="Pareto front")
+                ax.scatter(fx, fy, s=130, facecolors="none", edgecolors="tab:green", lw=1.4, zorder=4)
+            ax.scatter([], [], marker="o", color="tab:blue", label="nasnetzoo")
+            ax.scatter([], [], marker="s", color="tab:orange", label="torchvision baseline")
+            ax.set_xlabel("MACs (M, conv + linear)")
+            ax.set_ylabel("median latency (ms)")
+            ax.set_title(f"{runtime}, batch {batch}", fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
