@@ -139,3 +139,29 @@ def _ddp_alphas_worker(rank: int, world: int, port: int, out: str, recipe: dict)
     search(SearchRecipe(**recipe), out=out)
     net = captured["network"]
     torch.save({n: p.detach().clone() for n, p in net.named_parameters()}, Path(out) / f"params_rank{rank}.pt")
+
+
+def test_imagenet_subset_and_search_data(tmp_path):
+    from PIL import Image
+
+    from nasnetzoo.search.data import build_search_data
+
+    for c in range(3):
+        folder = tmp_path / "imagenet" / "train" / f"n0{c}"
+        folder.mkdir(parents=True)
+        for i in range(40):
+            Image.new("RGB", (40, 40), (c * 80, i * 6, 0)).save(folder / f"img{i}.JPEG")
+    result = CliRunner().invoke(cli, ["imagenet-subset", str(tmp_path / "imagenet"), str(tmp_path / "sub"),
+                                      "--train-fraction", "0.1", "--arch-fraction", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "3 classes: 12 images" in result.output and "6 in" in result.output
+    train = {p.name for p in (tmp_path / "sub" / "train" / "n00").iterdir()}
+    arch = {p.name for p in (tmp_path / "sub" / "arch" / "n00").iterdir()}
+    assert len(train) == 4 and len(arch) == 2 and not train & arch
+    recipe = load_search_recipe(REPO / "recipes" / "pcdarts_imagenet.yaml",
+                                [f"data_dir={tmp_path / 'sub'}", "image_size=32", "workers=0", "batch_size=4"])
+    data = build_search_data(recipe, micro_batch=4, device=torch.device("cpu"))
+    x, y = next(iter(data.weights))
+    assert x.shape == (4, 3, 32, 32) and data.num_classes == 3 and "6 (arch/)" in data.description
+    again = CliRunner().invoke(cli, ["imagenet-subset", str(tmp_path / "imagenet"), str(tmp_path / "sub")])
+    assert again.exit_code != 0 and "already holds a subset" in again.output

@@ -55,4 +55,21 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
                    f"{result.run_dir / 'genotype.yaml'}")
 
 
-COMMANDS = [search_cmd]
+@click.command("imagenet-subset")
+@click.argument("src", type=click.Path(file_okay=False, exists=True))
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--train-fraction", default=0.1, show_default=True, help="Share of each class for the weights.")
+@click.option("--arch-fraction", default=0.025, show_default=True, help="Share of each class for the architecture.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--copy", is_flag=True, help="Copy the images instead of linking them.")
+@_user_errors
+def imagenet_subset_cmd(src: str, dst: str, train_fraction: float, arch_fraction: float, seed: int, copy: bool) -> None:
+    """Make PC-DARTS's ImageNet search subsets: DST/train and DST/arch from SRC/train (ImageFolder)."""
+    from .subset import make_imagenet_subset
+
+    counts = make_imagenet_subset(src, dst, train_fraction=train_fraction, arch_fraction=arch_fraction,
+                                  seed=seed, copy=copy)
+    click.echo(f"{counts['classes']} classes: {counts['train']} images in {dst}/train, {counts['arch']} in {dst}/arch")
+
+
+COMMANDS = [search_cmd, imagenet_subset_cmd]

@@ -4,6 +4,7 @@ search reports its accuracy; the test set is never seen."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,16 +55,25 @@ def build_search_data(recipe, *, micro_batch: int, device: torch.device, rank: i
 
 
 def _imagenet(recipe, micro_batch, device, rank, world) -> SearchData:
+    """``data_dir/train`` and ``data_dir/arch`` as made by ``nasnetzoo imagenet-subset`` (PC-DARTS's
+    per-class 10% / 2.5%); without ``arch/``, ``train/`` is split by ``train_portion``."""
     mean, std = MEAN_STD["imagenet"]
     train_tf, _ = _imagenet_transforms(mean, std, recipe.image_size, recipe.hflip, 0.0)
-    ds = imagenet_dataset(recipe.data_dir, "train", train_tf)
-    split = int(len(ds) * recipe.train_portion)
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(recipe.seed)).tolist()
     pin = device.type == "cuda"
 
-    def loader(indices, seed):
-        return EpochDataLoader(Subset(ds, indices), micro_batch, train=True, workers=recipe.workers, rank=rank,
+    def loader(dataset, seed):
+        return EpochDataLoader(dataset, micro_batch, train=True, workers=recipe.workers, rank=rank,
                                world=world, seed=seed, pin_memory=pin)
 
-    return SearchData(loader(order[:split], recipe.seed), loader(order[split:], recipe.seed + 1),
-                      len(ds.classes), f"imagenet subset (ImageFolder {recipe.data_dir}/train, {len(ds.classes)} classes)")
+    ds = imagenet_dataset(recipe.data_dir, "train", train_tf)
+    if (Path(recipe.data_dir) / "arch").is_dir():
+        arch = imagenet_dataset(recipe.data_dir, "arch", train_tf)
+        weights_part, arch_part = ds, arch
+        desc = f"{len(ds)} images train the weights, {len(arch)} (arch/) the architecture"
+    else:
+        split = int(len(ds) * recipe.train_portion)
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(recipe.seed)).tolist()
+        weights_part, arch_part = Subset(ds, order[:split]), Subset(ds, order[split:])
+        desc = f"{split} images train the weights, {len(ds) - split} the architecture"
+    return SearchData(loader(weights_part, recipe.seed), loader(arch_part, recipe.seed + 1), len(ds.classes),
+                      f"imagenet subset (ImageFolder {recipe.data_dir}, {len(ds.classes)} classes), {desc}")
