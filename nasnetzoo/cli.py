@@ -4,25 +4,16 @@ A user error prints one line (``Error: ...``) and exits non-zero, never a traceb
 """
 from __future__ import annotations
 
-import functools
 import json
 from typing import Optional, Sequence
 
 import click
 
 from . import __version__
-from .errors import NasNetZooError
+from .cli_errors import user_errors
 
 
-def _user_errors(fn):
-    """Turn the library's user-facing errors into click's one-line error and exit code 1."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NasNetZooError as err:
-            raise click.ClickException(str(err)) from None
-    return wrapper
+_user_errors = user_errors  # the subpackages' commands import it from nasnetzoo.cli_errors
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

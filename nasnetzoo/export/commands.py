@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from ..cli import _user_errors
+from ..cli_errors import user_errors as _user_errors
 from ..registry import DATASETS
 
 

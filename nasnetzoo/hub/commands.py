@@ -6,24 +6,13 @@ the work is in ``nasnetzoo.hub.convert``, ``.download`` and ``.card``.
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import click
 
+from ..cli_errors import user_errors as _user_errors
 from ..registry import DATASETS
 from .convert import FORMATS
-
-
-def _user_errors(fn):
-    """``nasnetzoo.cli._user_errors`` (one-line ``Error: ...``, exit 1), looked up at call time:
-    ``nasnetzoo.cli`` imports this module while it is being imported itself."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from ..cli import _user_errors as cli_user_errors
-
-        return cli_user_errors(fn)(*args, **kwargs)
-    return wrapper
 
 
 @click.command("convert")

@@ -6,16 +6,7 @@ from typing import Optional, Sequence
 
 import click
 
-
-def _user_errors(fn):
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from ..cli import _user_errors as wrap  # late: nasnetzoo.cli imports this module
-
-        return wrap(fn)(*args, **kwargs)
-    return wrapper
+from ..cli_errors import user_errors as _user_errors
 
 
 @click.command("search")

@@ -5,20 +5,7 @@ from typing import Optional, Sequence
 
 import click
 
-
-def _user_errors(fn):
-    from ..cli import _user_errors as wrap  # imported late: nasnetzoo.cli imports this module
-
-    return wrap(fn)
-
-
-def _lazy_user_errors(fn):
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return _user_errors(fn)(*args, **kwargs)
-    return wrapper
+from ..cli_errors import user_errors as _user_errors
 
 
 @click.command("train")
@@ -29,7 +16,7 @@ def _lazy_user_errors(fn):
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable): --set epochs=10 --set model.C=16.")
-@_lazy_user_errors
+@_user_errors
 def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str], resume: Optional[str],
               overrides: Sequence[str]) -> None:
     """Train ARCH with a recipe; writes logs, checkpoints and safetensors weights to a run directory.
@@ -71,7 +58,7 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
 @click.option("--workers", default=4, show_default=True, type=int)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Builder option not saved in the weights file, e.g. --set C=16 --set layers=8.")
-@_lazy_user_errors
+@_user_errors
 def eval_cmd(arch: str, weights: str, data: str, data_dir: str, download: bool, batch_size: int,
              image_size: Optional[int], workers: int, overrides: Sequence[str]) -> None:
     """Top-1/top-5 accuracy of WEIGHTS on a validation set, with the paper's figure beside it."""
