@@ -18,14 +18,7 @@ from nasnetzoo.hub.convert import convert_checkpoint, read_checkpoint
 from nasnetzoo.weights import CheckpointError, WeightsError, read_metadata
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: with the cores shared, a second thread spin-waits and a 331 px forward
-    of the large models takes 10 s instead of 2."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -43,14 +43,7 @@ def count_params(model: nn.Module, skip_aux: bool = True) -> int:
                if not (skip_aux and n.startswith("auxiliary_head.")))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These tiny models are bound by per-op overhead; a second intra-op thread only adds
-    synchronisation (and thrashes when other test processes share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

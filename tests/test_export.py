@@ -31,13 +31,7 @@ CIFAR_MODELS = [n for n in nasnetzoo.list_models() if nasnetzoo.get_entry(n).dat
 SMALL_IMAGENET = (96, 96)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Exports trace real forward passes; one thread avoids OpenMP contention on busy CI machines.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check_against_pytorch(model, path, size, batch=1, seed=123, eps32=None):

@@ -55,14 +55,7 @@ def build(name: str, **overrides) -> NASNet:
     return NASNet(genotype(geno), **{**kwargs, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: these runs are small, and a second thread spin-waits (burning the
-    other core) whenever the cores are shared with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ======================================================================== padding helpers

@@ -16,12 +16,7 @@ from nasnetzoo.weights import WeightsError, read_metadata, read_state_dict
 SMALL = dict(C=8, layers=5)  # a DARTS CIFAR network that builds and runs in milliseconds
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(model):
