@@ -12,8 +12,7 @@ from typing import Optional, Sequence, Union
 
 import yaml
 
-from ..errors import close_matches
-from ..train.recipe import RecipeError, apply_overrides, from_mapping, read_recipe_file
+from ..train.recipe import RecipeError, apply_overrides, check_choices, from_mapping, read_recipe_file
 
 CHOICES = {
     "strategy": ("darts", "pcdarts", "parsec"),
@@ -75,12 +74,7 @@ class SearchRecipe:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for key, choices in CHOICES.items():
-            value = getattr(self, key)
-            if value not in choices:
-                hits = close_matches(str(value), choices)
-                hint = f" Did you mean {hits[0]!r}?" if hits else ""
-                raise RecipeError(f"recipe key {key!r} = {value!r} is not one of {', '.join(choices)}.{hint}")
+        check_choices(self, CHOICES)
         for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")

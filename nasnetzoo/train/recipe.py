@@ -123,13 +123,18 @@ class Recipe:
 
 
 # ---------------------------------------------------------------------------- validation
-def validate(recipe: Recipe) -> None:
-    for key, choices in CHOICES.items():
+def check_choices(recipe: Any, choices: Mapping[str, Sequence[str]]) -> None:
+    """Every string-valued key of ``recipe`` named in ``choices`` holds one of its values."""
+    for key, allowed in choices.items():
         value = getattr(recipe, key, None)
-        if value is not None and value not in choices:
-            hits = close_matches(str(value), choices)
+        if value is not None and value not in allowed:
+            hits = close_matches(str(value), allowed)
             hint = f" Did you mean {hits[0]!r}?" if hits else ""
-            raise RecipeError(f"recipe key {key!r} = {value!r} is not one of {', '.join(choices)}.{hint}")
+            raise RecipeError(f"recipe key {key!r} = {value!r} is not one of {', '.join(allowed)}.{hint}")
+
+
+def validate(recipe: Recipe) -> None:
+    check_choices(recipe, CHOICES)
     positive = ("epochs", "batch_size", "accum_steps", "image_size", "eval_every", "log_every")
     for key in positive:
         if getattr(recipe, key) < 1:
