@@ -218,31 +218,29 @@ def to_fp16(model, keep_io_types: bool = True):
             del node.attribute[:]
             node.attribute.extend([helper.make_attribute("value", numpy_helper.from_array(value))])
 
-    casts_in, casts_out = [], []
-    for vi in graph.input:
-        if vi.type.tensor_type.elem_type != F32:
-            continue
-        if keep_io_types:
+    def boundary_casts(values, field: str, make_cast) -> list:
+        """Retype the graph's float32 inputs (or outputs): in place, or behind a Cast that keeps
+        the float32 name at the boundary and renames the inner edge in the nodes' ``field``."""
+        casts = []
+        for vi in values:
+            if vi.type.tensor_type.elem_type != F32:
+                continue
+            if not keep_io_types:
+                vi.type.tensor_type.elem_type = F16
+                continue
             inner = f"{vi.name}_fp16"
             for node in graph.node:
-                for k, name in enumerate(node.input):
+                names = getattr(node, field)
+                for k, name in enumerate(names):
                     if name == vi.name:
-                        node.input[k] = inner
-            casts_in.append(helper.make_node("Cast", [vi.name], [inner], to=F16, name=f"{vi.name}_to_fp16"))
-        else:
-            vi.type.tensor_type.elem_type = F16
-    for vi in graph.output:
-        if vi.type.tensor_type.elem_type != F32:
-            continue
-        if keep_io_types:
-            inner = f"{vi.name}_fp16"
-            for node in graph.node:
-                for k, name in enumerate(node.output):
-                    if name == vi.name:
-                        node.output[k] = inner
-            casts_out.append(helper.make_node("Cast", [inner], [vi.name], to=F32, name=f"{vi.name}_to_fp32"))
-        else:
-            vi.type.tensor_type.elem_type = F16
+                        names[k] = inner
+            casts.append(make_cast(vi.name, inner))
+        return casts
+
+    casts_in = boundary_casts(graph.input, "input", lambda outer, inner: helper.make_node(
+        "Cast", [outer], [inner], to=F16, name=f"{outer}_to_fp16"))
+    casts_out = boundary_casts(graph.output, "output", lambda outer, inner: helper.make_node(
+        "Cast", [inner], [outer], to=F32, name=f"{outer}_to_fp32"))
     nodes = casts_in + list(graph.node) + casts_out
     del graph.node[:]
     graph.node.extend(nodes)
