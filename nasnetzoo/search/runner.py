@@ -173,9 +173,6 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end) -> SearchResul
         record = history.add(epoch, strategy.distribution(), genotype,
                              {"train_loss": train_loss / max(seen, 1), "train_acc": 100.0 * train_correct / max(seen, 1),
                               "val_acc": val_acc})
-        log.write({"epoch": epoch, "train_loss": train_loss / max(seen, 1), "train_acc": 100.0 * train_correct / max(seen, 1),
-                   "val_acc": val_acc, "lr": schedule.lr, "arch_updates": epoch >= recipe.warmup_epochs,
-                   **record["collapse"], "genotype": genotype.to_string()})
         rngs = _gather_rng(info)
         if info.is_main:
             genotype.save(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.yaml")
@@ -184,6 +181,10 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end) -> SearchResul
                          "schedule": schedule.state_dict(), "strategy": strategy.state_dict(),
                          "history": history.records, "epoch": epoch, "rng": rngs, "recipe": recipe.to_dict()},
                         checkpoint_path)
+        # Logged after the checkpoint, so the log never claims an epoch a resume cannot start from.
+        log.write({"epoch": epoch, "train_loss": train_loss / max(seen, 1), "train_acc": 100.0 * train_correct / max(seen, 1),
+                   "val_acc": val_acc, "lr": schedule.lr, "arch_updates": epoch >= recipe.warmup_epochs,
+                   **record["collapse"], "genotype": genotype.to_string()})
         summary = (f"epoch {epoch + 1}/{recipe.epochs}: train acc {100.0 * train_correct / max(seen, 1):.1f}%  "
                    f"held-out acc {val_acc:.1f}%  normal cell: {record['collapse']['param_free_ops']} parameter-free ops")
         if record["collapse"]["collapse_warning"]:

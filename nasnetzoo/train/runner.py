@@ -280,7 +280,6 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
             record["elapsed"] = time.perf_counter() - t_start
             rngs = _gather_rng(info)
             if info.is_main:
-                log.write(record)
                 history.append(record)
                 state = {**trainer.state_dict(), "rng": rngs, "best_acc": best_acc, "best_epoch": best_epoch,
                          "recipe": recipe.to_dict(), "arch": arch, "world": world}
@@ -291,6 +290,9 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
                                  metrics={"val_acc": record["val_acc"], "val_top5": record["val_top5"],
                                           "epoch": trainer.epoch, "dataset": recipe.dataset},
                                  provenance=provenance)
+                # Logged only once its checkpoint is on disk: a kill in between never leaves a log
+                # that claims an epoch the run directory cannot resume from.
+                log.write(record)
             val_text = (f"val_acc {record['val_acc']:.2f}% (top-5 {record['val_top5']:.2f}%)"
                         if "val_acc" in record else "no validation")
             progress.end_epoch(f"epoch {trainer.epoch}/{recipe.epochs}: loss {stats['train_loss']:.4f} "
