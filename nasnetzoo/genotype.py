@@ -1,8 +1,10 @@
 """The genotype: one schema for the cells of both NAS lineages.
 
 A cell has two inputs (states 0 and 1) and a list of nodes; node ``k`` is state ``k + 2`` and
-sums two edges, each an ``(op, input_state)`` pair.  The cell output concatenates the states
-listed in ``concat`` along channels.
+combines two edges, each an ``(op, input_state)`` pair.  The cell output concatenates the states
+listed in ``concat`` along channels.  Nodes sum their edges, except where the cell's optional
+``combine`` list says ``concat`` (NASNet's search space lets a block concatenate its two op outputs
+along channels; only the ``nasnet`` family builder supports it).
 
 * ``family="darts"`` (DARTS, P-DARTS, PC-DARTS, SNAS, GDAS): state 0 is the output of the cell
   two back, state 1 the previous cell's; in a reduction cell the ops reading states 0 and 1 use
@@ -29,6 +31,7 @@ from .ops.registry import FAMILIES, get_op_factory
 
 CELL_TYPES = ("normal", "reduce")
 EDGES_PER_NODE = 2
+COMBINES = ("add", "concat")   # how a node merges its two edges
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,23 @@ class Edge:
 
 @dataclass(frozen=True)
 class Cell:
-    """Nodes (each a pair of edges) and the states concatenated into the output."""
+    """Nodes (each a pair of edges), the states concatenated into the output, and per node how
+    its two edges merge (``combine``; empty means every node adds, the published cells' case)."""
 
     nodes: tuple[tuple[Edge, ...], ...]
     concat: tuple[int, ...]
+    combine: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # One canonical form, so a cell written with and without an all-"add" list compares equal.
+        if not self.combine:
+            object.__setattr__(self, "combine", ("add",) * len(self.nodes))
+        else:
+            object.__setattr__(self, "combine", tuple(self.combine))
+
+    @property
+    def adds_only(self) -> bool:
+        return all(c == "add" for c in self.combine)
 
     @property
     def num_states(self) -> int:
@@ -61,8 +77,11 @@ class Cell:
         return tuple(s for s in range(self.num_states) if s not in used)
 
     def to_dict(self) -> dict:
-        return {"nodes": [[edge.to_list() for edge in node] for node in self.nodes],
-                "concat": list(self.concat)}
+        out = {"nodes": [[edge.to_list() for edge in node] for node in self.nodes],
+               "concat": list(self.concat)}
+        if not self.adds_only:
+            out["combine"] = list(self.combine)
+        return out
 
 
 @dataclass(frozen=True)
@@ -137,9 +156,13 @@ class Genotype:
                 return f"range({c[0]}, {c[-1] + 1})"
             return "[" + ", ".join(map(str, c)) + "]"
 
+        def combine(cell_type: str) -> str:
+            cell = self.cell(cell_type)
+            return "" if cell.adds_only else f", {cell_type}_combine={list(cell.combine)!r}"
+
         family = "" if self.family == "darts" else f", family={self.family!r}"
-        return (f"Genotype(normal={pairs(self.normal)}, normal_concat={concat(self.normal)}, "
-                f"reduce={pairs(self.reduce)}, reduce_concat={concat(self.reduce)}{family})")
+        return (f"Genotype(normal={pairs(self.normal)}, normal_concat={concat(self.normal)}{combine('normal')}, "
+                f"reduce={pairs(self.reduce)}, reduce_concat={concat(self.reduce)}{combine('reduce')}{family})")
 
     def __str__(self) -> str:
         return self.to_string()
@@ -192,6 +215,16 @@ def _validate_cell(cell: Cell, cell_type: str, family: str) -> None:
                                 f"valid states are 0..{cell.num_states - 1}.")
     if len(set(cell.concat)) != len(cell.concat):
         raise GenotypeError(f"{cell_type} cell: concat {list(cell.concat)} repeats a state.")
+    if len(cell.combine) != len(cell.nodes):
+        raise GenotypeError(f"{cell_type} cell: combine {list(cell.combine)} has {len(cell.combine)} entries for "
+                            f"{len(cell.nodes)} nodes; give one ('add' or 'concat') per node.")
+    for k, how in enumerate(cell.combine):
+        if how not in COMBINES:
+            raise GenotypeError(f"{cell_type} cell, node {k + 2}: combine {how!r} is not one of "
+                                f"{', '.join(COMBINES)}.")
+        if how == "concat" and family != "nasnet":
+            raise GenotypeError(f"{cell_type} cell, node {k + 2}: combine 'concat' (NASNet's search space) is "
+                                f"built only for family 'nasnet'; {family!r} cells add their two edges.")
 
 
 # ==================================================================== parsing
@@ -221,16 +254,25 @@ def _concat(value: Any, where: str) -> tuple[int, ...]:
     raise GenotypeError(f"{where}: concat {value!r} is not a list of state indices.")
 
 
-def _cell_from(value: Any, concat: Any, cell_type: str, family: str) -> Cell:
-    """Read a cell from ``{'nodes': ..., 'concat': ...}`` or a DARTS flat list of pairs."""
+def _combine(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise GenotypeError(f"{where}: combine {value!r} is not a list of 'add' / 'concat', one per node.")
+
+
+def _cell_from(value: Any, concat: Any, cell_type: str, family: str, combine: Any = None) -> Cell:
+    """Read a cell from ``{'nodes': ..., 'concat': ..., 'combine': ...}`` or a DARTS flat list of pairs."""
     if isinstance(value, Mapping):
-        unknown = set(value) - {"nodes", "concat"}
+        unknown = set(value) - {"nodes", "concat", "combine"}
         if unknown:
             raise GenotypeError(f"{cell_type} cell: unknown key(s) {sorted(unknown)}; "
-                                "a cell has 'nodes' and 'concat'.")
+                                "a cell has 'nodes', 'concat' and optionally 'combine'.")
         if "nodes" not in value:
             raise GenotypeError(f"{cell_type} cell: missing 'nodes'.")
         nodes_raw, concat = value["nodes"], value.get("concat", concat)
+        combine = value.get("combine", combine)
     else:
         nodes_raw = value
     if not isinstance(nodes_raw, (list, tuple)):
@@ -258,10 +300,11 @@ def _cell_from(value: Any, concat: Any, cell_type: str, family: str) -> Cell:
         concat_t = Cell(cell_nodes, (0,)).unused_states()
     else:
         concat_t = _concat(concat, f"{cell_type} cell")
-    return Cell(cell_nodes, concat_t)
+    return Cell(cell_nodes, concat_t, _combine(combine, f"{cell_type} cell"))
 
 
-_TOP_KEYS = {"name", "family", "normal", "reduce", "normal_concat", "reduce_concat", "provenance"}
+_TOP_KEYS = {"name", "family", "normal", "reduce", "normal_concat", "reduce_concat", "normal_combine",
+             "reduce_combine", "provenance"}
 
 
 def from_dict(data: Mapping[str, Any], *, family: Optional[str] = None) -> Genotype:
@@ -280,7 +323,7 @@ def from_dict(data: Mapping[str, Any], *, family: Optional[str] = None) -> Genot
         if cell_type not in data:
             raise GenotypeError(f"genotype has no {cell_type!r} cell.")
         cells[cell_type] = _cell_from(data[cell_type], data.get(f"{cell_type}_concat"),
-                                      cell_type, family)
+                                      cell_type, family, data.get(f"{cell_type}_combine"))
     provenance = data.get("provenance") or {}
     if not isinstance(provenance, Mapping):
         raise GenotypeError("'provenance' must be a mapping (paper, repo, file, symbol, notes).")
@@ -308,7 +351,7 @@ def from_string(text: str, *, family: str = "darts") -> Genotype:
     except SyntaxError as err:
         raise GenotypeError(f"cannot parse {_clip(call_text)!r}: {err.msg}.") from None
     assert isinstance(tree, ast.Call)
-    names = ["normal", "normal_concat", "reduce", "reduce_concat"]
+    names = ["normal", "normal_concat", "reduce", "reduce_concat"]   # then keywords: *_combine, family
     if len(tree.args) > len(names):
         raise GenotypeError(f"Genotype(...) takes at most {len(names)} positional fields "
                             f"({', '.join(names)}), got {len(tree.args)}.")

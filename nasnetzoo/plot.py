@@ -91,6 +91,7 @@ def state_label(state: int, family: str) -> str:
 
 
 OUTPUT_LABEL = r"$c_{k}$"
+CONCAT_NODE_MARK = "∥"   # "2∥": node 2 concatenates its two op outputs (NASNet search space)
 
 
 # ================================================================== layout
@@ -177,7 +178,10 @@ def _place_nodes(cell: Cell, family: str) -> dict[int, NodeSpot]:
         gap = input_gap if c == 0 else ROW_GAP
         for i, s in enumerate(col):
             y = ((len(col) - 1) / 2 - i) * gap
-            nodes[s] = NodeSpot(s, "input" if s < 2 else "node", state_label(s, family), x, y)
+            label = state_label(s, family)
+            if s >= 2 and cell.combine[s - 2] == "concat":
+                label += CONCAT_NODE_MARK   # the node concatenates its two inputs instead of adding
+            nodes[s] = NodeSpot(s, "input" if s < 2 else "node", label, x, y)
     out = cell.num_states
     half = (len(cell.concat) - 1) * PORT_GAP / 2
     nodes[out] = NodeSpot(out, "output", OUTPUT_LABEL, x + COLUMN_GAP, 0.0, half)

@@ -181,3 +181,42 @@ def test_custom_op_registration():
     finally:
         from nasnetzoo.ops import unregister_op
         unregister_op("test_conv_3x3")
+
+
+# ---------------------------------------------------------------- per-node combine (NASNet search space)
+def _nasnet_with_combine(combine):
+    d = nasnetzoo.get_genotype("nasnet_a").to_dict()
+    d.pop("name", None)
+    d["normal"]["combine"] = combine
+    return d
+
+
+def test_combine_concat_round_trips_through_dict_yaml_and_string():
+    g = Genotype.from_dict(_nasnet_with_combine(["add", "concat", "add", "add", "concat"]))
+    assert g.normal.combine == ("add", "concat", "add", "add", "concat")
+    assert g.reduce.adds_only
+    assert Genotype.from_dict(g.to_dict()) == g
+    assert Genotype.from_string(g.to_string()) == g
+    assert "normal_combine=" in g.to_string() and "reduce_combine" not in g.to_string()
+
+
+def test_all_add_combine_is_the_default_form():
+    plain = nasnetzoo.get_genotype("nasnet_a")
+    explicit = Genotype.from_dict(_nasnet_with_combine(["add"] * 5))
+    assert explicit == plain and "combine" not in explicit.to_dict()["normal"]
+
+
+@pytest.mark.parametrize("combine, message", [
+    (["add", "concat"], "has 2 entries for 5 nodes"),
+    (["add", "add", "mul", "add", "add"], "node 4: combine 'mul'"),
+])
+def test_bad_combine_is_named(combine, message):
+    with pytest.raises(GenotypeError, match=message):
+        Genotype.from_dict(_nasnet_with_combine(combine))
+
+
+def test_concat_combine_is_refused_for_darts_cells():
+    d = nasnetzoo.get_genotype("pcdarts").to_dict()
+    d["normal"]["combine"] = ["concat", "add", "add", "add"]
+    with pytest.raises(GenotypeError, match="only for family 'nasnet'"):
+        Genotype.from_dict(d)

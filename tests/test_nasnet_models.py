@@ -235,6 +235,23 @@ def test_cell_input_handling():
     assert model.num_features == 6 * 4 * 44 == 1056
 
 
+def test_concat_combine_doubles_a_nodes_channels():
+    d = genotype("nasnet_a").to_dict()
+    d["normal"]["combine"] = ["add", "concat", "add", "add", "add"]   # node 3 = cat(sep5(p), sep3(p))
+    model = NASNet(Genotype.from_dict(d), N=1, F=8, stem="cifar", num_classes=10).eval()
+    cell = model.cell_0
+    assert cell.concat_nodes == [False, True, False, False, False]
+    # output = [p, n2, n3, n4, n5, n6]: n3 has 2F channels and the last state F, so n3 is projected
+    # back to F by the output combine (TF's _combine_unused_states), the others are not.
+    assert cell.out_channels == 6 * 8
+    assert cell.reduced == [False, False, True, False, False, False]
+    x = torch.randn(2, 3, 12, 12)
+    assert model(x).shape == (2, 10)
+    d["normal"]["combine"] = ["add", "add", "add", "add", "concat"]   # the last node: 2F, others reduced
+    model = NASNet(Genotype.from_dict(d), N=1, F=8, stem="cifar", num_classes=10).eval()
+    assert model.cell_0.out_channels == 6 * 16 and model(x).shape == (2, 10)
+
+
 def test_scheduled_drop_path_scales_and_none_edges():
     model = build("nasnet_a_mobile")
     assert model.total_num_cells == 16

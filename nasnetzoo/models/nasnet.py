@@ -16,6 +16,8 @@ and ``pnasnet.py::_build_pnasnet_base`` (``reduction="stride"``), with cells fol
   missing one is replaced by the raw current input); the current input through ReLU-1x1-BN.  State 0
   is the current input, state 1 the previous one (TF order).  In a stride-2 cell the ops reading
   states 0/1 use stride 2.  Every op except ``none`` is followed by drop path.
+* A node adds its two op outputs, or concatenates them (``combine: concat``, NASNet's search space),
+  giving ``2 C`` channels; ops reading such a state map ``2 C -> C`` as TF's do on a channel mismatch.
 * Output: the concat of ``cell.concat``, each state factorized-reduced (stride 2 on a resolution
   mismatch, 1x1 otherwise, no ReLU) when its shape differs from the last state's
   (``_combine_unused_states``).
@@ -149,10 +151,11 @@ class TFCell(nn.Module):
                 out_levels.append(in_level + (1 if op_stride == 2 else 0))
             if out_levels[0] != out_levels[1]:
                 raise GenotypeError(f"node {b + 2}: its two inputs end at different resolutions "
-                                    f"({[e.input for e in node]}), which cannot be added.")
+                                    f"({[e.input for e in node]}), which cannot be combined.")
             self.edges.append((node[0].input, node[1].input))
             self.drops.append((node[0].op != "none", node[1].op != "none"))
-            states.append((C, out_levels[0]))
+            states.append((2 * C if cell.combine[b] == "concat" else C, out_levels[0]))
+        self.concat_nodes = [how == "concat" for how in cell.combine]
         self.drop_path = DropPath(scale=drop_path_scale)
         # ---- output (_combine_unused_states)
         self.concat = list(cell.concat)
@@ -197,7 +200,7 @@ class TFCell(nn.Module):
             right = getattr(self, f"comb_iter_{b}_right")(states[i_right])
             if drop_right:
                 right = self.drop_path(right)
-            states.append(left + right)
+            states.append(torch.cat([left, right], 1) if self.concat_nodes[b] else left + right)
         out = [getattr(self, f"reduction_{s}")(states[s]) if reduce else states[s]
                for s, reduce in zip(self.concat, self.reduced)]
         return torch.cat(out, 1)
