@@ -4,6 +4,8 @@ import math
 import pytest
 import torch
 
+import nasnetzoo
+
 from nasnetzoo.train import checkpoint as ckpt
 from nasnetzoo.train.augment import BatchAugment, Cutout, cutout, random_crop
 from nasnetzoo.train.engine import DropPathSchedule, classification_loss, topk_correct
@@ -91,3 +93,16 @@ def test_losses_with_auxiliary_head_and_topk():
     top1, top5 = topk_correct(logits, target)
     assert int(top1) == 1 and int(top5) == 2
     assert not math.isnan(float(plain))
+
+
+def test_auto_drop_path_schedule_is_scheduled_for_nasnet_cells_and_linear_for_darts():
+    from nasnetzoo.train.recipe import Recipe
+    from nasnetzoo.train.runner import drop_path_schedule_for
+
+    recipe = Recipe(drop_path=0.2)
+    assert recipe.drop_path_schedule == "auto"
+    assert drop_path_schedule_for(recipe, nasnetzoo.get_genotype("nasnet_a")) == "scheduled"
+    assert drop_path_schedule_for(recipe, nasnetzoo.get_genotype("amoebanet_a")) == "scheduled"
+    assert drop_path_schedule_for(recipe, nasnetzoo.get_genotype("pcdarts")) == "linear"
+    assert drop_path_schedule_for(recipe.replace(drop_path_schedule="constant"),
+                                  nasnetzoo.get_genotype("nasnet_a")) == "constant"

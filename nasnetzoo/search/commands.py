@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
 import click
@@ -12,7 +13,7 @@ from ..cli_errors import user_errors as _user_errors
 @click.command("search")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
               help="Search recipe YAML (recipes/cifar10.yaml, darts_cifar10.yaml, parsec_cifar10.yaml, "
-                   "pcdarts_imagenet.yaml, smoke_search.yaml).")
+                   "pcdarts_imagenet.yaml, nasnet_rl_cifar10.yaml, smoke_search.yaml, smoke_nasnet_rl.yaml).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),
@@ -22,13 +23,20 @@ from ..cli_errors import user_errors as _user_errors
 @_user_errors
 def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
                init_distribution: Optional[str], overrides: Sequence[str]) -> None:
-    """Search a cell with DARTS, PC-DARTS or PARSEC; writes RUN/genotype.yaml for `load` and `train`.
+    """Search a cell with DARTS, PC-DARTS, PARSEC or NASNet's RL controller (strategy: nasnet_rl);
+    writes RUN/genotype.yaml for `load` and `train`.
 
-    Works under `torchrun --nproc-per-node N -m nasnetzoo search ...`."""
+    The gradient-based searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`;
+    the RL search trains its children in a process pool or on Ray (recipe keys executor, workers)."""
     from ..train.recipe import RecipeError
     from .recipe import load_search_recipe
+    from .rl.recipe import STRATEGY as RL_STRATEGY, recipe_strategy
     from .runner import prepare_resume, search
 
+    rl_recipe = Path(resume) / "recipe.yaml" if resume else recipe_path
+    if rl_recipe and recipe_strategy(rl_recipe) == RL_STRATEGY:
+        _rl_search(recipe_path, out, resume, init_distribution, overrides)
+        return
     if resume:
         if recipe_path or out or init_distribution:
             raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out and "
@@ -44,6 +52,25 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"searched {result.epochs_done} epochs: held-out acc {result.val_acc:.2f}% -> "
                    f"{result.run_dir / 'genotype.yaml'}")
+
+
+def _rl_search(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
+               init_distribution: Optional[str], overrides: Sequence[str]) -> None:
+    from ..train.recipe import RecipeError
+    from .rl.recipe import load_rl_recipe
+    from .rl.runner import prepare_resume, rl_search
+
+    if init_distribution:
+        raise RecipeError("--init-distribution warm-starts PARSEC; the NASNet RL search has no such option.")
+    if resume:
+        if recipe_path or out:
+            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe and --out "
+                              "(use --set to change a key).")
+        result = rl_search(prepare_resume(resume, overrides), resume=resume)
+    else:
+        result = rl_search(load_rl_recipe(recipe_path, overrides), out=out, recipe_path=recipe_path)
+    click.echo(f"trained {result.children} children over {result.steps_done} controller updates: best held-out acc "
+               f"{100 * result.best_reward:.2f}% -> {result.run_dir / 'genotype.yaml'}")
 
 
 @click.command("imagenet-subset")

@@ -30,7 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("cifar10", "cifar100", "imagenet", "digits"),
     "optimizer": ("sgd", "adamw"),
     "schedule": ("cosine", "step", "linear", "constant"),
-    "drop_path_schedule": ("linear", "scheduled", "constant"),
+    "drop_path_schedule": ("auto", "linear", "scheduled", "constant"),
     "amp": ("auto", "bf16", "off"),
     "channels_last": ("auto", "on", "off"),
     "data_on_device": ("auto", "on", "off"),
@@ -63,7 +63,8 @@ class Recipe:
     auxiliary: bool = False
     aux_weight: float = 0.4
     drop_path: float = 0.0
-    drop_path_schedule: str = "linear"   # linear: DARTS p*epoch/epochs; scheduled: NASNet per step
+    drop_path_schedule: str = "auto"     # linear: DARTS p*epoch/epochs; scheduled: NASNet's per step;
+                                         # auto: scheduled for nasnet-family cells, linear for DARTS ones
 
     # ---- optimisation
     epochs: int = 600

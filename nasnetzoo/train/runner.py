@@ -76,6 +76,14 @@ def model_spec(arch: str, recipe: Recipe, num_classes: int):
     return resolve(arch, dataset=network_dataset(recipe.dataset), **overrides)
 
 
+def drop_path_schedule_for(recipe: Recipe, genotype) -> str:
+    """``auto``: NASNet's ScheduledDropPath for nasnet-family cells (the TF networks' own schedule),
+    DARTS's per-epoch linear ramp for DARTS-family ones."""
+    if recipe.drop_path_schedule != "auto":
+        return recipe.drop_path_schedule
+    return "scheduled" if genotype.family == "nasnet" else "linear"
+
+
 def default_run_dir(recipe: Recipe, arch: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     tag = Path(arch).stem if ("/" in arch or arch.endswith((".yaml", ".yml"))) else arch
@@ -83,7 +91,7 @@ def default_run_dir(recipe: Recipe, arch: str) -> Path:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """``kill`` (SIGTERM) ends the run like Ctrl-C: between two checkpoints, nothing half-written."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -141,7 +149,7 @@ def train(recipe: Recipe, arch: Optional[str] = None, *, out: Optional[PathLike]
     info = D.setup(recipe.device if recipe is not None else "auto")
     owns_group = info.distributed
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             return _train(info, recipe, arch, out, resume, on_epoch_end, overwrite)
     finally:
         if owns_group:
@@ -189,12 +197,12 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
     optimizer = optimizer_from_recipe(model, recipe)
     schedule = schedule_from_recipe(optimizer, recipe, steps_per_epoch)
     amp, channels_last = resolve_speed(recipe, info.device)
+    drop_path_kind = drop_path_schedule_for(recipe, spec.genotype)
     trainer = Trainer(model, optimizer, schedule, device=info.device, amp=amp, channels_last=channels_last,
                       compile=recipe.compile, grad_clip=recipe.grad_clip, accum_steps=accum,
                       label_smoothing=recipe.label_smoothing,
                       aux_weight=recipe.aux_weight if recipe.auxiliary else 0.0, ema_decay=recipe.ema_decay,
-                      drop_path=DropPathSchedule(recipe.drop_path, recipe.drop_path_schedule, recipe.epochs,
-                                                 steps_per_epoch),
+                      drop_path=DropPathSchedule(recipe.drop_path, drop_path_kind, recipe.epochs, steps_per_epoch),
                       dist=info, sync_bn=recipe.sync_bn)
 
     ckpt_dir, weights_dir = run_dir / "checkpoints", run_dir / "weights"
@@ -235,7 +243,7 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
 
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("auxiliary_head."))
     extras = (f", aux head x{recipe.aux_weight}" if recipe.auxiliary else "") + \
-        (f", drop path {recipe.drop_path} ({recipe.drop_path_schedule})" if recipe.drop_path else "")
+        (f", drop path {recipe.drop_path} ({drop_path_kind})" if recipe.drop_path else "")
     _say(info, f"train {spec.name} ({n_params / 1e6:.3f}M params, {', '.join(f'{k}={v}' for k, v in spec.config.items())}"
                f"{extras}) "
                f"on {data.description}; {data.train_size} train / {data.val_size} val images, {recipe.epochs} epochs "
@@ -323,4 +331,5 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
                        time.perf_counter() - t_start, history)
 
 
-__all__ = ["TrainResult", "TrainingInterrupted", "model_spec", "network_dataset", "prepare_resume", "train"]
+__all__ = ["TrainResult", "TrainingInterrupted", "drop_path_schedule_for", "model_spec", "network_dataset",
+           "prepare_resume", "sigterm_as_interrupt", "train"]

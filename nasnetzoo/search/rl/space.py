@@ -1,0 +1,150 @@
+"""NASNet's search space: B blocks per cell, five decisions per block, a normal and a reduction cell.
+
+Each block picks (1) a hidden state, (2) a second hidden state, from the cell's two inputs
+(``h_i`` = state 0, ``h_{i-1}`` = state 1, TF order) and the blocks before it; (3) an op for the
+first and (4) an op for the second; (5) how to combine the two results (add, or concatenate along
+channels).  The controller makes these ``2 x B x 5`` decisions in that order, normal cell first.
+The cell output concatenates every state that no block reads, as TF-slim's NASNet cells do.
+
+An architecture is a flat sequence of integer actions; :meth:`SearchSpace.to_genotype` turns it
+into a ``family="nasnet"`` :class:`~nasnetzoo.genotype.Genotype`, which the TF-slim builder
+(:class:`~nasnetzoo.models.nasnet.NASNet`) builds, and :meth:`SearchSpace.encode` goes back.
+
+Ops are the zoo's TF-slim op names.  :data:`PAPER_OPS` is the paper's list (Zoph et al. 2018,
+Sec. 3: 13 ops); 5x5 average pooling, which some write-ups add, is ``avg_pool_5x5`` and can be
+listed in a recipe's ``ops``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+from ...errors import ConfigError, did_you_mean
+from ...genotype import CELL_TYPES, COMBINES, Cell, Edge, Genotype
+from ...ops.registry import op_names
+
+# The paper's 13 ops as zoo op names, in the paper's order.
+PAPER_OPS = (
+    "none",             # identity
+    "1x3_3x1",          # 1x3 then 3x1 convolution
+    "1x7_7x1",          # 1x7 then 7x1 convolution
+    "dilated_3x3",      # 3x3 dilated convolution
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "max_pool_5x5",
+    "max_pool_7x7",
+    "conv_1x1",
+    "conv_3x3",
+    "separable_3x3_2",  # depthwise-separable, applied twice (paper A.4)
+    "separable_5x5_2",
+    "separable_7x7_2",
+)
+
+DECISIONS_PER_BLOCK = ("input", "input", "op", "op", "combine")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One softmax of the controller: which cell and block, what kind, how many choices."""
+
+    cell: str          # "normal" | "reduce"
+    block: int         # 0..B-1
+    kind: str          # "input" | "op" | "combine"
+    num_choices: int
+
+
+class SearchSpace:
+    """The NASNet cell space over ``ops`` with ``num_blocks`` blocks and the ``combines`` methods."""
+
+    def __init__(self, ops: Sequence[str] = PAPER_OPS, num_blocks: int = 5,
+                 combines: Sequence[str] = COMBINES) -> None:
+        ops, combines = tuple(ops), tuple(combines)
+        known = set(op_names("nasnet"))
+        for op in ops:
+            if op not in known:
+                raise ConfigError(f"search-space op {op!r} is not a nasnet-family op.{did_you_mean(op, known)} "
+                                  f"Known: {', '.join(sorted(known))}.")
+        if not ops or len(set(ops)) != len(ops):
+            raise ConfigError(f"search-space ops {list(ops)} must be a non-empty list without repeats.")
+        if not combines or len(set(combines)) != len(combines) or not set(combines) <= set(COMBINES):
+            raise ConfigError(f"search-space combines {list(combines)} must be a non-empty subset of "
+                              f"{list(COMBINES)}.")
+        if int(num_blocks) < 1:
+            raise ConfigError(f"num_blocks={num_blocks} must be at least 1 (NASNet uses B=5).")
+        self.ops, self.combines, self.num_blocks = ops, combines, int(num_blocks)
+        self.decisions: tuple[Decision, ...] = tuple(
+            Decision(cell, b, kind, self._choices(kind, b))
+            for cell in CELL_TYPES for b in range(self.num_blocks) for kind in DECISIONS_PER_BLOCK)
+
+    def _choices(self, kind: str, block: int) -> int:
+        return {"input": 2 + block, "op": len(self.ops), "combine": len(self.combines)}[kind]
+
+    @property
+    def num_decisions(self) -> int:
+        return len(self.decisions)
+
+    @property
+    def max_inputs(self) -> int:
+        """Choices of the last block's input decisions (the most any input decision has)."""
+        return self.num_blocks + 1
+
+    def size(self) -> int:
+        """Number of distinct action sequences (architectures, counting symmetric duplicates)."""
+        n = 1
+        for d in self.decisions:
+            n *= d.num_choices
+        return n
+
+    # ---------------------------------------------------------------- actions <-> genotype
+    def check_actions(self, actions: Sequence[int]) -> list[int]:
+        actions = [int(a) for a in actions]
+        if len(actions) != self.num_decisions:
+            raise ConfigError(f"an architecture has {self.num_decisions} decisions "
+                              f"(2 cells x {self.num_blocks} blocks x 5); got {len(actions)}.")
+        for t, (a, d) in enumerate(zip(actions, self.decisions)):
+            if not 0 <= a < d.num_choices:
+                raise ConfigError(f"decision {t} ({d.cell} cell, block {d.block}, {d.kind}) is {a}; it has "
+                                  f"{d.num_choices} choices (0..{d.num_choices - 1}).")
+        return actions
+
+    def to_genotype(self, actions: Sequence[int], *, name: str = "",
+                    provenance: Optional[Mapping[str, Any]] = None) -> Genotype:
+        actions = self.check_actions(actions)
+        cells = {}
+        per_cell = self.num_blocks * len(DECISIONS_PER_BLOCK)
+        for c, cell_type in enumerate(CELL_TYPES):
+            chunk = actions[c * per_cell:(c + 1) * per_cell]
+            nodes, combine = [], []
+            for b in range(self.num_blocks):
+                in1, in2, op1, op2, how = chunk[5 * b:5 * b + 5]
+                nodes.append((Edge(self.ops[op1], in1), Edge(self.ops[op2], in2)))
+                combine.append(self.combines[how])
+            unused = Cell(tuple(nodes), (0,)).unused_states()
+            cells[cell_type] = Cell(tuple(nodes), unused, tuple(combine))
+        return Genotype(cells["normal"], cells["reduce"], "nasnet", name, dict(provenance or {}))
+
+    def encode(self, genotype: Genotype) -> list[int]:
+        """The action sequence of a genotype of this space (the inverse of :meth:`to_genotype`)."""
+        if genotype.family != "nasnet":
+            raise ConfigError(f"the NASNet search space holds 'nasnet'-family cells, not {genotype.family!r}.")
+        actions: list[int] = []
+        for cell_type in CELL_TYPES:
+            cell = genotype.cell(cell_type)
+            if len(cell.nodes) != self.num_blocks:
+                raise ConfigError(f"{cell_type} cell has {len(cell.nodes)} blocks; this space has {self.num_blocks}.")
+            for (left, right), how in zip(cell.nodes, cell.combine):
+                for op in (left.op, right.op):
+                    if op not in self.ops:
+                        raise ConfigError(f"{cell_type} cell uses op {op!r}, which is not in this search space "
+                                          f"({', '.join(self.ops)}).")
+                if how not in self.combines:
+                    raise ConfigError(f"{cell_type} cell combines with {how!r}; this space allows {list(self.combines)}.")
+                actions += [left.input, right.input, self.ops.index(left.op), self.ops.index(right.op),
+                            self.combines.index(how)]
+        return actions
+
+    def to_dict(self) -> dict:
+        return {"ops": list(self.ops), "num_blocks": self.num_blocks, "combines": list(self.combines)}
+
+
+__all__ = ["PAPER_OPS", "Decision", "SearchSpace"]
