@@ -324,3 +324,55 @@ def test_smoke_recipe_end_to_end_through_the_cli(tmp_path):
     children = [json.loads(line) for line in (run / "children.jsonl").read_text().splitlines()]
     assert [c["child"] for c in children] == list(range(12))
     assert 1 <= len({c["worker"]["pid"] for c in children}) <= 2   # the recipe's 2-process pool
+
+
+def test_sigterm_stops_after_an_update_and_resume_matches_an_uninterrupted_run(tmp_path):
+    import json
+    import signal
+    import time
+
+    import yaml
+
+    recipe = {**_recipe(controller_steps=5, children_per_step=2, executor="local").to_dict(), "progress": True}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    cli = [sys.executable, "-m", "nasnetzoo", "search"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cli, "--recipe", "r.yaml", "--out", "full"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=600)
+    proc = subprocess.Popen([*cli, "--recipe", "r.yaml", "--out", "cut"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "interrupted after controller update" in err, err[-2000:]
+    done = len(metrics.read_text().splitlines())
+    assert 1 <= done < 5
+    subprocess.run([*cli, "--resume", "cut"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+
+    def children(run: str) -> list:
+        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "worker")}
+                for line in (tmp_path / run / "children.jsonl").read_text().splitlines()]
+
+    assert children("cut") == children("full") and len(children("full")) == 10
+    assert Genotype.from_file(tmp_path / "cut" / "genotype.yaml") == Genotype.from_file(tmp_path / "full" / "genotype.yaml")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "child.epoch=3"], "unknown recipe key 'epoch' in recipe key 'child'. Did you mean 'epochs'?"),
+    (["--set", "algorithm=ppo2"], "'algorithm' = 'ppo2' is not one of ppo, reinforce. Did you mean 'ppo'?"),
+    (["--set", "ops=[none,sep_conv_3x3]"], "'sep_conv_3x3' is not a nasnet-family op"),
+    (["--init-distribution", "x"], "--init-distribution warm-starts PARSEC"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from nasnetzoo.cli import cli
+
+    result = CliRunner().invoke(cli, ["search", "--recipe", str(ROOT / "recipes" / "smoke_nasnet_rl.yaml"),
+                                      "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()

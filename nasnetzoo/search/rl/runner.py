@@ -105,6 +105,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
         trainer.load_state_dict(state)
         children = list(state["children"])
         start_step = int(state["step"]) + 1
+        recipe_path = recipe_path or state.get("recipe_file", "")
         # records are keyed by "epoch" = controller step; a resumed run redoes the later ones
         metrics.truncate_after(start_step - 1)
         child_log.truncate_after(start_step - 1)
@@ -129,7 +130,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
              f"children, space of {len(space.ops)} ops x {space.num_blocks} blocks; children N={child_config.N} "
              f"F={child_config.F}, {child_config.epochs} epochs on {child_config.dataset}, run on {where}; "
              f"run dir {run_dir}")
-    step = start_step - 1
+    step, done = start_step - 1, start_step   # done: finished controller updates
     try:
         with sigterm_as_interrupt():
             for step in range(start_step, recipe.controller_steps):
@@ -148,7 +149,8 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                         "worker": r.worker, "genotype": g.to_string()} for r, g in zip(results, genotypes)]
                 children += new
                 atomic_save({**trainer.state_dict(), "step": step, "children": children,
-                             "recipe": recipe.to_dict(), "space": space.to_dict(), "version": __version__},
+                             "recipe": recipe.to_dict(), "recipe_file": recipe_path, "space": space.to_dict(),
+                             "version": __version__},
                             run_dir / CHECKPOINT)
                 # Logged after the checkpoint: the logs never claim an update a resume would redo.
                 for record in new:
@@ -157,6 +159,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                 record = {"epoch": step, "children": len(children), **stats, "best_reward": best["reward"],
                           "child_seconds": round(child_time, 3)}
                 metrics.write(record)
+                done = step + 1
                 _write_top_k(run_dir, children, recipe, space)
                 bar.update(len(new))
                 bar.set_postfix(mean=f"{100 * stats['reward_mean']:.1f}%", best=f"{100 * best['reward']:.1f}%")
@@ -164,7 +167,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                     break
     except KeyboardInterrupt:
         bar.close()
-        raise SearchInterrupted(f"interrupted after controller update {step + 1}/{recipe.controller_steps}; "
+        raise SearchInterrupted(f"interrupted after controller update {done}/{recipe.controller_steps}; "
                                 f"continue with `nasnetzoo search --resume {run_dir}`.") from None
     finally:
         bar.close()
@@ -179,7 +182,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
     if recipe.progress:
         _say(f"best child {best['child']} (update {best['epoch'] + 1}): held-out acc {best['val_acc']:.2f}%\n"
              f"{best_genotype.to_string()}\nwrote {run_dir / 'genotype.yaml'}")
-    return RLSearchResult(run_dir, best_genotype, best["reward"], step + 1, len(children))
+    return RLSearchResult(run_dir, best_genotype, best["reward"], done, len(children))
 
 
 def _write_top_k(run_dir: Path, children: list[dict], recipe: RLSearchRecipe, space: SearchSpace,
