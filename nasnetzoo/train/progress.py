@@ -29,11 +29,11 @@ class MetricsLog:
     def read(self) -> list[dict]:
         return read_jsonl(self.path)
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs after ``epoch`` (a resumed run redoes them), atomically."""
+    def truncate_after(self, epoch: int, key: str = "epoch") -> None:
+        """Drop records whose ``key`` (the epoch) is after ``epoch`` (a resumed run redoes them), atomically."""
         if not self.enabled or not self.path.is_file():
             return
-        keep = [r for r in self.read() if int(r.get("epoch", 0)) <= epoch]
+        keep = [r for r in self.read() if int(r.get(key, 0)) <= epoch]
         text = "".join(json.dumps(r) + "\n" for r in keep)
         atomic_write(self.path, lambda handle: handle.write(text.encode()))
 

@@ -106,9 +106,9 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
         children = list(state["children"])
         start_step = int(state["step"]) + 1
         recipe_path = recipe_path or state.get("recipe_file", "")
-        # records are keyed by "epoch" = controller step; a resumed run redoes the later ones
-        metrics.truncate_after(start_step - 1)
-        child_log.truncate_after(start_step - 1)
+        # a resumed run redoes the updates after the checkpoint's: drop their records
+        metrics.truncate_after(start_step, key="update")
+        child_log.truncate_after(start_step, key="update")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
@@ -144,7 +144,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                 child_time = time.perf_counter() - t0
                 rewards = [float(r.reward) for r in results]
                 stats = trainer.update(rollout, rewards)
-                new = [{"epoch": step, "child": r.index, "reward": r.reward, "val_acc": r.val_acc,
+                new = [{"update": step + 1, "child": r.index, "reward": r.reward, "val_acc": r.val_acc,
                         "train_acc": r.train_acc, "params": r.params, "seconds": round(r.seconds, 3),
                         "worker": r.worker, "genotype": g.to_string()} for r, g in zip(results, genotypes)]
                 children += new
@@ -156,11 +156,11 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                 for record in new:
                     child_log.write(record)
                 best = max(children, key=lambda c: c["reward"])
-                record = {"epoch": step, "children": len(children), **stats, "best_reward": best["reward"],
+                record = {"update": step + 1, "children": len(children), **stats, "best_reward": best["reward"],
                           "child_seconds": round(child_time, 3)}
                 metrics.write(record)
                 done = step + 1
-                _write_top_k(run_dir, children, recipe, space)
+                _write_top_k(run_dir, children, recipe, recipe_path)
                 bar.update(len(new))
                 bar.set_postfix(mean=f"{100 * stats['reward_mean']:.1f}%", best=f"{100 * best['reward']:.1f}%")
                 if on_step_end is not None and on_step_end(step, record):
@@ -176,23 +176,23 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
 
     if not children:
         raise NasNetZooError(f"{run_dir}: no child was trained (controller_steps={recipe.controller_steps}).")
-    best_genotype, best = _write_top_k(run_dir, children, recipe, space, recipe_path)
+    best_genotype, best = _write_top_k(run_dir, children, recipe, recipe_path)
     with contextlib.suppress(ImportError):
         plot_rewards(children, run_dir / "rewards.png", metrics.read())
     if recipe.progress:
-        _say(f"best child {best['child']} (update {best['epoch'] + 1}): held-out acc {best['val_acc']:.2f}%\n"
+        _say(f"best child {best['child']} (update {best['update']}): held-out acc {best['val_acc']:.2f}%\n"
              f"{best_genotype.to_string()}\nwrote {run_dir / 'genotype.yaml'}")
     return RLSearchResult(run_dir, best_genotype, best["reward"], done, len(children))
 
 
-def _write_top_k(run_dir: Path, children: list[dict], recipe: RLSearchRecipe, space: SearchSpace,
-                 recipe_path: str = "") -> tuple[Genotype, dict]:
+def _write_top_k(run_dir: Path, children: list[dict], recipe: RLSearchRecipe,
+                 recipe_path: str) -> tuple[Genotype, dict]:
     ranked = sorted(children, key=lambda c: (-c["reward"], c["child"]))
     top = ranked[:recipe.top_k]
     entries = []
     for rank, child in enumerate(top, 1):
         genotype = Genotype.from_string(child["genotype"], family="nasnet")
-        entries.append({"rank": rank, "child": child["child"], "update": child["epoch"] + 1,
+        entries.append({"rank": rank, "child": child["child"], "update": child["update"],
                         "reward": round(child["reward"], 6), "val_acc": round(child["val_acc"], 3),
                         "params": child["params"], "genotype": _cells(genotype)})
     text = dump_yaml({"recipe": recipe.name, "children": len(children), "top_k": entries})
