@@ -560,12 +560,15 @@ def _literal_text(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def _legend_handles(kinds: Sequence[str]) -> list[Line2D]:
+def _legend_handles(kinds: Sequence[str], cells: Sequence[Cell] = ()) -> list[Line2D]:
     order = [k for k in OP_KIND_STYLE if k in kinds] + ["concat"]
     handles = []
     for kind in order:
         label, colour, style = _edge_style(kind)
         handles.append(Line2D([], [], color=colour, linestyle=style, linewidth=1.6, label=label))
+    if any(not cell.adds_only for cell in cells):
+        handles.append(Line2D([], [], linestyle="none", marker=r"$\parallel$", color="#333333", markersize=7,
+                              label="node concatenates its two ops"))
     return handles
 
 
@@ -629,7 +632,8 @@ def plot_cell(genotype: Union[Genotype, str, Path, Mapping], cell: str = "normal
     fig.suptitle(_literal_text(title if title is not None else f"{name} — {cell} cell"),
                  y=1 - 0.12 / fig.get_size_inches()[1], va="top", fontsize=12)
     kinds = {e.kind for e in layout.edges}
-    fig.legend(handles=_legend_handles(kinds), loc="lower center", ncol=len(kinds) + 1,
+    handles = _legend_handles(kinds, [geno.cell(cell)])
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles),
                frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.0))
     if out is not None:
         _save(fig, out)
@@ -661,7 +665,8 @@ def plot_genotype(genotype: Union[Genotype, str, Path, Mapping],
     default = f"{name} — normal and reduce cells"
     fig.suptitle(_literal_text(title if title is not None else default),
                  y=1 - 0.12 / height, va="top", fontsize=12)
-    fig.legend(handles=_legend_handles(kinds), loc="lower center", ncol=len(kinds) + 1,
+    handles = _legend_handles(kinds, [geno.normal, geno.reduce])
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles),
                frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.0))
     if out is not None:
         _save(fig, out)

@@ -152,3 +152,18 @@ def test_input_labels_follow_the_family():
 ])
 def test_op_kinds(op: str, family: str, kind: str):
     assert op_kind(op, family) == kind
+
+
+def test_concat_nodes_are_marked_and_explained_in_the_legend():
+    data = Genotype.from_file(GENOTYPE_DIR / "nasnet_a.yaml").to_dict()
+    data["normal"]["combine"] = ["add", "concat", "add", "add", "add"]
+    genotype = Genotype.from_dict(data)
+    labels = {spot.key: spot.label for spot in layout_cell(genotype.normal, "nasnet").nodes.values()}
+    assert labels[3].endswith("\u2225") and not labels[2].endswith("\u2225")
+
+    def legend_texts(fig: Figure) -> list[str]:
+        return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+    assert "node concatenates its two ops" in legend_texts(plot_cell(genotype, "normal"))
+    assert "node concatenates its two ops" not in legend_texts(plot_cell(genotype, "reduce"))
+    assert "node concatenates its two ops" in legend_texts(plot_genotype(genotype))
