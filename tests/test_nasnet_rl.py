@@ -213,7 +213,9 @@ def test_process_pool_children_match_in_process_ones():
     assert [r.reward for r in remote] == [r.reward for r in local]
 
 
-def test_children_run_as_ray_tasks_on_a_local_two_cpu_cluster():
+def test_children_run_as_ray_tasks_on_a_local_two_cpu_cluster(tmp_path):
+    import json
+
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()
@@ -221,12 +223,17 @@ def test_children_run_as_ray_tasks_on_a_local_two_cpu_cluster():
     try:
         assert ray.cluster_resources()["CPU"] == 2 and executor.gpus_per_child == 0
         results = executor.run([_job(i, seed=i) for i in range(3)])
+        # a whole search with executor: ray joins the running cluster (and leaves it up)
+        rl_search(_recipe(controller_steps=1, children_per_step=2, executor="ray"), out=tmp_path / "r")
+        assert ray.is_initialized()
     finally:
         executor.close()
     assert [r.index for r in results] == [0, 1, 2]
     assert all(r.worker.get("ray_task_id") for r in results)
     assert all(r.worker["pid"] != os.getpid() for r in results)
     assert not ray.is_initialized()
+    children = [json.loads(line) for line in (tmp_path / "r" / "children.jsonl").read_text().splitlines()]
+    assert len(children) == 2 and all(c["worker"].get("ray_task_id") for c in children)
 
 
 def test_executor_errors():
