@@ -200,6 +200,37 @@ def test_child_config_errors_name_the_key():
         train_child(_job(0, held_out=5000))
 
 
+def test_a_child_that_fails_in_pytorch_scores_zero_and_says_why(monkeypatch):
+    import nasnetzoo.search.rl.child as child_module
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(child_module, "build_child", out_of_memory)
+    result = train_child(_job(7))
+    assert result.index == 7 and result.reward == 0.0
+    assert result.error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def test_search_goes_on_past_failed_children_but_not_when_all_fail(tmp_path):
+    def half_fail(jobs):
+        return [dataclasses.replace(r, reward=0.0, error="RuntimeError: boom") if r.index % 2 else r
+                for r in _synthetic_reward(jobs)]
+
+    result = rl_search(_recipe(controller_steps=2), out=tmp_path / "half", evaluate=half_fail)
+    records = MetricsLog(tmp_path / "half" / "metrics.jsonl").read()
+    assert [r["failed_children"] for r in records] == [2, 2] and result.children == 8
+    children = MetricsLog(tmp_path / "half" / "children.jsonl").read()
+    assert [c.get("error", "") for c in children[:2]] == ["", "RuntimeError: boom"]
+
+    def all_fail(jobs):
+        return [dataclasses.replace(r, reward=0.0, error="RuntimeError: boom") for r in _synthetic_reward(jobs)]
+
+    with pytest.raises(NasNetZooError, match="every child of controller update 1 failed, e.g. child 0: "
+                                             "RuntimeError: boom"):
+        rl_search(_recipe(controller_steps=2), out=tmp_path / "all", evaluate=all_fail)
+
+
 def test_process_pool_children_match_in_process_ones():
     jobs = [_job(i, seed=i) for i in range(2)]
     local = LocalExecutor().run(jobs)

@@ -74,6 +74,7 @@ class ChildResult:
     params: int
     seconds: float
     worker: dict = field(default_factory=dict)   # pid, host, device (and Ray's task id under Ray)
+    error: str = ""                # why the child failed (reward 0); empty when it trained
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -137,14 +138,31 @@ def build_child(genotype: dict, config: ChildConfig, num_classes: int) -> torch.
 
 
 def train_child(job: ChildJob) -> ChildResult:
-    """Train one child and return its reward; deterministic on the CPU for a given ``job.seed``."""
+    """Train one child and return its reward; deterministic on the CPU for a given ``job.seed``.
+
+    A child that fails in PyTorch (out of memory on its GPU, say) scores 0 with ``error`` set, so one
+    bad child does not end a search of thousands; configuration errors (``NasNetZooError``) raise.
+    """
+    start = time.perf_counter()
+    try:
+        return _train_child(job, start)
+    except NasNetZooError:
+        raise
+    except (RuntimeError, MemoryError) as err:   # torch.OutOfMemoryError is a RuntimeError
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        device = _device(job.config)
+        return ChildResult(job.index, 0.0, 0.0, 0.0, 0, time.perf_counter() - start, _worker_info(device),
+                           error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
+def _train_child(job: ChildJob, start: float) -> ChildResult:
     from ...train.augment import BatchAugment
     from ...train.checkpoint import seed_everything
     from ...train.data import TensorLoader
     from ...train.engine import DropPathSchedule, Trainer
     from ...train.optim import LRSchedule, build_optimizer
 
-    start = time.perf_counter()
     config = job.config
     if config.threads:
         torch.set_num_threads(config.threads)

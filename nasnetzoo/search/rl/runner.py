@@ -142,11 +142,20 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                 t0 = time.perf_counter()
                 results = list(evaluate(jobs))
                 child_time = time.perf_counter() - t0
+                failed = [r for r in results if r.error]
+                if len(failed) == len(results):
+                    raise NasNetZooError(f"every child of controller update {step + 1} failed, e.g. child "
+                                         f"{failed[0].index}: {failed[0].error}; fix the child settings "
+                                         f"(--set child.batch_size=..., child.F=...) and --resume {run_dir}.")
+                if failed and recipe.progress:
+                    _say(f"update {step + 1}: {len(failed)} of {len(results)} children failed (reward 0), e.g. "
+                         f"child {failed[0].index}: {failed[0].error}")
                 rewards = [float(r.reward) for r in results]
                 stats = trainer.update(rollout, rewards)
                 new = [{"update": step + 1, "child": r.index, "reward": r.reward, "val_acc": r.val_acc,
                         "train_acc": r.train_acc, "params": r.params, "seconds": round(r.seconds, 3),
-                        "worker": r.worker, "genotype": g.to_string()} for r, g in zip(results, genotypes)]
+                        "worker": r.worker, "genotype": g.to_string(), **({"error": r.error} if r.error else {})}
+                       for r, g in zip(results, genotypes)]
                 children += new
                 atomic_save({**trainer.state_dict(), "step": step, "children": children,
                              "recipe": recipe.to_dict(), "recipe_file": recipe_path, "space": space.to_dict(),
@@ -157,7 +166,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                     child_log.write(record)
                 best = max(children, key=lambda c: c["reward"])
                 record = {"update": step + 1, "children": len(children), **stats, "best_reward": best["reward"],
-                          "child_seconds": round(child_time, 3)}
+                          "failed_children": len(failed), "child_seconds": round(child_time, 3)}
                 metrics.write(record)
                 done = step + 1
                 _write_top_k(run_dir, children, recipe, recipe_path)
