@@ -136,7 +136,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
             for step in range(start_step, recipe.controller_steps):
                 rollout = trainer.sample(recipe.children_per_step)
                 genotypes = [space.to_genotype(a) for a in rollout.actions.tolist()]
-                first = step * recipe.children_per_step
+                first = len(children)   # children are numbered (and seeded) in order over the whole search
                 jobs = [ChildJob(first + i, g.to_dict(), child_config, child_seed(recipe, first + i))
                         for i, g in enumerate(genotypes)]
                 t0 = time.perf_counter()
