@@ -5,7 +5,8 @@ settings unless overridden) is trained by each executor in turn, on a quiet mach
 
 * ``local``: one after another in this process, with all cores' threads;
 * ``process``: a ``ProcessPoolExecutor`` of ``--workers`` spawned processes, threads split;
-* ``ray``: one Ray task per child on a local cluster of ``--workers`` CPUs (skipped without Ray).
+* ``ray``: one Ray task per child on a local cluster of ``--workers`` CPUs (skipped without Ray);
+* ``process-nchw``: the process pool again with ``child.channels_last`` off (the layout's gain).
 
 For each: start-up (pool / cluster) seconds, seconds for the batch, children per minute, and the
 batch time's ratio to ``local``.  Children are seeded by their number, so executors that give a
@@ -41,7 +42,7 @@ def jobs_for(n: int, config: ChildConfig, seed: int) -> list[ChildJob]:
             for i, a in enumerate(rollout.actions.tolist())]
 
 
-def measure(kind: str, jobs: list[ChildJob], workers: int) -> dict:
+def measure(kind: str, jobs: list[ChildJob], workers: int, label: str = "") -> dict:
     t0 = time.perf_counter()
     executor = make_executor(kind, workers=workers, ray_num_cpus=workers)
     startup = time.perf_counter() - t0
@@ -51,7 +52,7 @@ def measure(kind: str, jobs: list[ChildJob], workers: int) -> dict:
         batch = time.perf_counter() - t1
     finally:
         executor.close()
-    return {"executor": kind, "startup_s": round(startup, 2), "batch_s": round(batch, 2),
+    return {"executor": label or kind, "startup_s": round(startup, 2), "batch_s": round(batch, 2),
             "children_per_min": round(60 * len(jobs) / batch, 2),
             "rewards": [round(r.reward, 6) for r in results],
             "workers_seen": len({(r.worker["host"], r.worker["pid"]) for r in results})}
@@ -80,19 +81,23 @@ def main() -> None:
     except ImportError:
         print("ray is not installed: skipping the Ray executor")
     rows = [measure(kind, jobs, args.workers) for kind in kinds]
+    # the same pool with the NCHW layout, to measure what channels_last buys the children
+    nchw = [dataclasses.replace(job, config=dataclasses.replace(job.config, channels_last=False)) for job in jobs]
+    rows.append(measure("process", nchw, args.workers, label="process-nchw"))
     base = rows[0]["batch_s"]
     print(f"{args.children} children (N={config.N}, F={config.F}, {config.epochs} epochs on {config.dataset} "
           f"{config.image_size}px), {args.workers} workers, {os.cpu_count()} CPUs, torch {torch.__version__}")
-    print(f"{'executor':<10}{'start-up s':>12}{'batch s':>10}{'children/min':>14}{'vs local':>10}{'workers':>9}")
+    print(f"{'executor':<14}{'start-up s':>12}{'batch s':>10}{'children/min':>14}{'vs local':>10}{'workers':>9}")
     for row in rows:
         row["speedup_vs_local"] = round(base / row["batch_s"], 2)
-        print(f"{row['executor']:<10}{row['startup_s']:>12.2f}{row['batch_s']:>10.2f}{row['children_per_min']:>14.2f}"
+        print(f"{row['executor']:<14}{row['startup_s']:>12.2f}{row['batch_s']:>10.2f}{row['children_per_min']:>14.2f}"
               f"{row['speedup_vs_local']:>9.2f}x{row['workers_seen']:>9}")
-    pooled = [row for row in rows if row["executor"] != "local"]
+    pooled = [row for row in rows if row["executor"] in ("process", "ray")]
     same = all(row["rewards"] == pooled[0]["rewards"] for row in pooled)
     print(f"rewards identical across {', '.join(r['executor'] for r in pooled)} (one thread per child): {same}")
     spread = sum(abs(a - b) for a, b in zip(rows[0]["rewards"], pooled[0]["rewards"])) / len(jobs)
     print(f"mean |reward difference| local ({os.cpu_count()} threads) vs one thread: {100 * spread:.1f} points")
+    print(f"channels_last over NCHW in the process pool: {rows[-1]['batch_s'] / rows[1]['batch_s']:.2f}x")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rows": rows, "pooled_rewards_identical": same, "thread_count_spread": spread,
