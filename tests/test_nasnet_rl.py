@@ -414,3 +414,13 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_misspelt_strategy_points_to_nasnet_rl(tmp_path):
+    from nasnetzoo.search.recipe import load_search_recipe
+
+    (tmp_path / "r.yaml").write_text("strategy: nasnet-rl\n")
+    with pytest.raises(RecipeError, match="Did you mean 'nasnet_rl'"):
+        load_search_recipe(tmp_path / "r.yaml")
+    with pytest.raises(RecipeError, match="write it in the recipe file"):
+        load_search_recipe(None, ["strategy=nasnet_rl"])

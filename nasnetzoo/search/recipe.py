@@ -15,7 +15,7 @@ import yaml
 from ..train.recipe import RecipeError, apply_overrides, check_choices, from_mapping, read_recipe_file
 
 CHOICES = {
-    "strategy": ("darts", "pcdarts", "parsec"),
+    "strategy": ("darts", "pcdarts", "parsec", "nasnet_rl"),
     "dataset": ("cifar10", "cifar100", "digits", "imagenet"),
     "stem": ("cifar", "imagenet"),
     "device": ("auto", "cpu", "cuda"),
@@ -75,6 +75,9 @@ class SearchRecipe:
 
     def __post_init__(self) -> None:
         check_choices(self, CHOICES)
+        if self.strategy == "nasnet_rl":
+            raise RecipeError("strategy 'nasnet_rl' is NASNet's RL search, whose recipe has its own keys: write it "
+                              "in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
         for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")
