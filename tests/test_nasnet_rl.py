@@ -189,6 +189,27 @@ def test_child_trains_and_reports_a_reward_from_held_out_training_images():
     assert train_child(job).reward == result.reward   # deterministic for a seed on the CPU
 
 
+def test_children_train_with_scheduled_drop_path(monkeypatch):
+    """The drop probability rises linearly with the optimizer step up to child.drop_path, and each
+    cell's DropPath scales it by the cell's depth (ScheduledDropPath)."""
+    import nasnetzoo.train.engine as engine
+    from nasnetzoo.models.layers import DropPath
+
+    seen: list[tuple[float, list[float]]] = []
+    real = engine.set_drop_path
+
+    def record(model, p):
+        real(model, p)
+        seen.append((p, sorted({m.p * m.scale for m in model.modules() if isinstance(m, DropPath)})))
+
+    monkeypatch.setattr(engine, "set_drop_path", record)
+    train_child(_job(0, drop_path=0.3, epochs=2, max_steps_per_epoch=3))
+    probs = [p for p, _ in seen]
+    assert len(probs) == 6 and probs == pytest.approx([0.3 * step / 6 for step in range(6)])
+    last_cells = seen[-1][1]     # N=1: 3 normal + 2 reduction cells, scale (i + 1) / 5
+    assert last_cells == pytest.approx([0.25 * (i + 1) / 5 for i in range(5)])
+
+
 def test_child_config_errors_name_the_key():
     with pytest.raises(RecipeError, match="unknown recipe key 'epoch'.*Did you mean 'epochs'"):
         RLSearchRecipe(child={"epoch": 2})
