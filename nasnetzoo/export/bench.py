@@ -231,6 +231,7 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
         reasons = {rt: unavailable_reason(rt) for rt in runtimes}
         if any(rt in ("ort-cpu", "ort-cuda", "tensorrt") and not reasons[rt] for rt in runtimes):
             require("onnx", "Timing an ONNX runtime")
+        torch.manual_seed(seed)   # the same random weights every run, so a rerun times (and checks) the same models
         subjects = [_load_zoo(n, input_size, calibrate=True) for n in names]
         for size in dict.fromkeys(s.size for s in subjects):
             subjects += [load_baseline(b, size) for b in baselines]

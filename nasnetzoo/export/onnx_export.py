@@ -15,11 +15,14 @@ graph; then ONNX Runtime (CPU) against PyTorch on a random input *different from
 
 Tolerances (max abs difference of the logits, ``tolerance()``):
 
-* fp32: ``1e-4``, widened by ``4 x eps32`` where ``eps32`` is PyTorch's own float32 error on that
+* fp32: ``1e-4``, widened by ``16 x eps32`` where ``eps32`` is PyTorch's own float32 error on that
   input (its fp32 logits against a float64 run of the same model).  For a well-conditioned network
   ``eps32`` is ~1e-6 and the bound is 1e-4; a random-init network whose BatchNorm statistics were
-  calibrated (see ``calibrate_batchnorm``) amplifies rounding to ``eps32`` ~ 1e-5..3e-4 and
-  PyTorch and ONNX Runtime then differ by as much from each other, correctly.
+  calibrated (see ``calibrate_batchnorm``) amplifies rounding to ``eps32`` ~ 1e-5..5e-3 and
+  PyTorch and ONNX Runtime then differ by as much from each other, correctly.  One image's
+  ``eps32`` is a noisy estimate: over 30 random-init torchvision mobilenet_v2s at 32 px the ratio
+  ``|ORT - PyTorch| / eps32`` had median 1.5 and maximum 14.2, hence the factor 16.  A broken op
+  moves calibrated logits by far more than that.
 * fp16: the larger of ``1e-2 x max|logit|`` and ``2**13 x eps32``: fp16 keeps 13 fewer mantissa bits
   than fp32, so a network that amplifies fp32 rounding to ``eps32`` amplifies fp16 rounding to
   about ``2**13 eps32`` (measured: 1300-2000x on the zoo).  The outputs must also be finite.
@@ -44,7 +47,7 @@ from .errors import ExportError, ExportVerificationError, require
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17
 FP32_ATOL = 1e-4
-FP32_NOISE_FACTOR = 4.0
+FP32_NOISE_FACTOR = 16.0  # |ORT - PyTorch| / eps32 reached 14.2 (median 1.5) over 30 random mobilenet_v2s
 FP16_RTOL = 1e-2          # of max |logit|
 FP16_NOISE_FACTOR = 2.0 ** 13
 # Exporting a network at more than this factor above the size it was built for (a CIFAR net at
