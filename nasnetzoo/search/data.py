@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Subset
 
 from ..train.augment import BatchAugment
-from ..train.data import (MEAN_STD, NUM_CLASSES, EpochDataLoader, TensorLoader, cifar_dataset,
+from ..train.data import (MEAN_STD, NUM_CLASSES, EpochDataLoader, TensorLoader, cifar_dataset, cifar_tensors,
                           digits_mean_std, digits_tensors, imagenet_dataset, use_device_data, _imagenet_transforms)
 
 
@@ -37,8 +37,7 @@ def build_search_data(recipe, *, micro_batch: int, device: torch.device, rank: i
         desc = f"digits (scikit-learn, {recipe.image_size}px)"
     else:
         ds = cifar_dataset(name, recipe.data_dir, True, recipe.download)
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()   # uint8 (N, 3, 32, 32)
-        labels = torch.tensor(ds.targets, dtype=torch.long)
+        images, labels = cifar_tensors(ds)
         mean, std = MEAN_STD[name]
         desc = f"{name} (torchvision)"
     where = device if use_device_data(name, "auto", device) else torch.device("cpu")

@@ -215,7 +215,8 @@ def imagenet_dataset(data_dir: str, split: str, transform):
     return datasets.ImageFolder(str(root), transform=transform)
 
 
-def _cifar_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+def cifar_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torchvision CIFAR dataset as ``(uint8 images (N, 3, 32, 32), int64 labels)``."""
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()   # uint8 (N, 3, 32, 32)
     return images, torch.tensor(ds.targets, dtype=torch.long)
 
@@ -279,8 +280,8 @@ def build_data(recipe, *, micro_batch: int, device: torch.device, rank: int = 0,
         if on_device:
             tr = cifar_dataset(name, recipe.data_dir, True, recipe.download) if train else None
             va = cifar_dataset(name, recipe.data_dir, False, recipe.download)
-            xtr, ytr = _cifar_tensors(tr) if tr is not None else (None, None)
-            xva, yva = _cifar_tensors(va)
+            xtr, ytr = cifar_tensors(tr) if tr is not None else (None, None)
+            xva, yva = cifar_tensors(va)
             return _tensor_bundle(recipe, xtr, ytr, xva, yva, mean, std, micro_batch, eval_batch, device,
                                   rank, world, train, True, f"{name} (torchvision, on {device.type})")
         train_tf, val_tf = _cifar_transforms(mean, std, recipe.crop_padding, recipe.hflip, recipe.cutout)

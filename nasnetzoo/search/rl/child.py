@@ -90,15 +90,15 @@ def child_data(config: ChildConfig) -> tuple[torch.Tensor, torch.Tensor, torch.T
     key = (config.dataset, config.data_dir, config.image_size, config.held_out)
     if key in _DATA:
         return _DATA[key]
-    from ...train.data import MEAN_STD, NUM_CLASSES, cifar_dataset, digits_mean_std, digits_tensors
+    from ...train.data import (MEAN_STD, NUM_CLASSES, cifar_dataset, cifar_tensors, digits_mean_std,
+                               digits_tensors)
 
     if config.dataset == "digits":
         images, labels, _, _ = digits_tensors(config.image_size)   # the fixed train split only
         mean, std = digits_mean_std(images)
     elif config.dataset in ("cifar10", "cifar100"):
         ds = cifar_dataset(config.dataset, config.data_dir, True, config.download)
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        labels = torch.tensor(ds.targets, dtype=torch.long)
+        images, labels = cifar_tensors(ds)
         mean, std = MEAN_STD[config.dataset]
     else:
         raise NasNetZooError(f"child dataset {config.dataset!r} is not cifar10, cifar100 or digits.")
