@@ -30,9 +30,9 @@ from ..genotype import Genotype
 from ..train import distributed as D
 from ..train.checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 from ..train.optim import LRSchedule, build_optimizer
-from ..train.progress import MetricsLog, RunProgress
+from ..train.progress import MetricsLog, RunProgress, say
 from .data import build_search_data
-from .history import SearchHistory, collapse_report, plot_history
+from .history import SearchHistory, plot_history
 from .recipe import SearchRecipe, load_search_recipe
 from .strategies import STRATEGIES, SearchStrategy
 from .supernet import SearchNetwork
@@ -148,7 +148,7 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end) -> SearchResul
     progress = RunProgress(recipe.epochs, steps_per_epoch, enabled=recipe.progress and info.is_main,
                            done_steps=start_epoch * steps_per_epoch, world=info.world)
     if info.is_main and recipe.progress:
-        _say(f"search {recipe.strategy} on {data.description}; {sum(p.numel() for p in network.weight_parameters()) / 1e6:.2f}M "
+        say(f"search {recipe.strategy} on {data.description}; {sum(p.numel() for p in network.weight_parameters()) / 1e6:.2f}M "
              f"supernet weights; run dir {run_dir}")
     genotype, val_acc = (Genotype.from_dict(history.records[-1]["genotype"]) if history.records else None), 0.0
     for epoch in range(start_epoch, recipe.epochs):
@@ -201,7 +201,7 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end) -> SearchResul
         with contextlib.suppress(ImportError):
             plot_history(history, run_dir / "alphas.png", list(network.primitives))
         if recipe.progress:
-            _say(f"genotype: {final.to_string()}\nwrote {run_dir / 'genotype.yaml'}; train it with "
+            say(f"genotype: {final.to_string()}\nwrote {run_dir / 'genotype.yaml'}; train it with "
                  f"`nasnetzoo train --recipe recipes/retrain_cifar10.yaml --arch {run_dir / 'genotype.yaml'}`")
     return SearchResult(run_dir, final, recipe.epochs, val_acc)
 
@@ -243,9 +243,3 @@ def _gather_rng(info) -> list:
     dist.all_gather_object(states, state)
     return states
 
-
-def _say(text: str) -> None:
-    from tqdm import tqdm
-    import sys
-
-    tqdm.write(text, file=sys.stderr)

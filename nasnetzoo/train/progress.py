@@ -120,6 +120,11 @@ class RunProgress:
             self.bar.close()
             self.bar = None
         if self.enabled and summary:
-            from tqdm import tqdm
+            say(summary)
 
-            tqdm.write(summary, file=sys.stderr)
+
+def say(text: str) -> None:
+    """A line on stderr that does not tear a running progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)

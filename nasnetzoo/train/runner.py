@@ -21,7 +21,6 @@ import contextlib
 import datetime as _dt
 import json
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state
 from .data import build_data
 from .engine import DropPathSchedule, Trainer, configure_determinism, resolve_speed
 from .optim import optimizer_from_recipe, schedule_from_recipe
-from .progress import MetricsLog, RunProgress, format_seconds
+from .progress import MetricsLog, RunProgress, format_seconds, say
 from .recipe import Recipe, RecipeError, apply_overrides, read_recipe_file
 
 PathLike = Union[str, Path]
@@ -109,9 +108,7 @@ def sigterm_as_interrupt():
 
 def _say(info: D.DistInfo, text: str, enabled: bool = True) -> None:
     if info.is_main and enabled:
-        from tqdm import tqdm
-
-        tqdm.write(text, file=sys.stderr)
+        say(text)
 
 
 def _gather_rng(info: D.DistInfo) -> list:

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-import torch
-
 from ... import __version__
 from ...errors import NasNetZooError
 from ...genotype import Genotype, dump_yaml
 from ...train.checkpoint import CheckpointError, atomic_save, atomic_write, load_checkpoint, seed_everything
-from ...train.progress import MetricsLog
+from ...train.progress import MetricsLog, say
 from ...train.runner import sigterm_as_interrupt
+from ..runner import default_run_dir
 from .child import ChildJob, ChildResult
 from .controller import Controller
 from .executors import make_executor
@@ -90,7 +89,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
     if resume is not None:
         run_dir = Path(resume)
     else:
-        run_dir = Path(out) if out is not None else Path("runs") / f"search-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(out) if out is not None else default_run_dir(recipe)
         if (run_dir / CHECKPOINT).exists():
             raise NasNetZooError(f"{run_dir} already holds a search; resume it with --resume {run_dir} or choose "
                                  "another --out.")
@@ -126,7 +125,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
     bar = _progress_bar(total, len(children), recipe.progress)
     if recipe.progress:
         where = executor.name if executor is not None else "custom evaluator"
-        _say(f"NASNet RL search ({recipe.algorithm}): {recipe.controller_steps} updates x {recipe.children_per_step} "
+        say(f"NASNet RL search ({recipe.algorithm}): {recipe.controller_steps} updates x {recipe.children_per_step} "
              f"children, space of {len(space.ops)} ops x {space.num_blocks} blocks; children N={child_config.N} "
              f"F={child_config.F}, {child_config.epochs} epochs on {child_config.dataset}, run on {where}; "
              f"run dir {run_dir}")
@@ -148,7 +147,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
                                          f"{failed[0].index}: {failed[0].error}; fix the child settings "
                                          f"(--set child.batch_size=..., child.F=...) and --resume {run_dir}.")
                 if failed and recipe.progress:
-                    _say(f"update {step + 1}: {len(failed)} of {len(results)} children failed (reward 0), e.g. "
+                    say(f"update {step + 1}: {len(failed)} of {len(results)} children failed (reward 0), e.g. "
                          f"child {failed[0].index}: {failed[0].error}")
                 rewards = [float(r.reward) for r in results]
                 stats = trainer.update(rollout, rewards)
@@ -189,7 +188,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
     with contextlib.suppress(ImportError):
         plot_rewards(children, run_dir / "rewards.png", metrics.read())
     if recipe.progress:
-        _say(f"best child {best['child']} (update {best['update']}): held-out acc {best['val_acc']:.2f}%\n"
+        say(f"best child {best['child']} (update {best['update']}): held-out acc {best['val_acc']:.2f}%\n"
              f"{best_genotype.to_string()}\nwrote {run_dir / 'genotype.yaml'}")
     return RLSearchResult(run_dir, best_genotype, best["reward"], done, len(children))
 
@@ -263,11 +262,6 @@ def _progress_bar(total: int, done: int, enabled: bool):
     return tqdm(total=total, initial=done, unit="child", desc="search", disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True)
 
-
-def _say(text: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(text, file=sys.stderr)
 
 
 __all__ = ["RLSearchResult", "SearchInterrupted", "build_controller_trainer", "build_space", "child_seed",
