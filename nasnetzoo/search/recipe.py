@@ -5,14 +5,11 @@ this module only declares the search's own keys.  Defaults are PC-DARTS's CIFAR-
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import yaml
-
-from ..train.recipe import RecipeError, apply_overrides, check_choices, from_mapping, read_recipe_file
+from ..train.recipe import RecipeError, RecipeFile, check_choices, from_mapping
 
 CHOICES = {
     "strategy": ("darts", "pcdarts", "parsec", "nasnet_rl"),
@@ -24,7 +21,7 @@ CHOICES = {
 
 
 @dataclass
-class SearchRecipe:
+class SearchRecipe(RecipeFile):
     name: str = "custom"
     description: str = ""
     strategy: str = "pcdarts"     # darts | pcdarts | parsec
@@ -92,20 +89,9 @@ class SearchRecipe:
         if self.strategy != "parsec" and self.init_distribution:
             raise RecipeError("'init_distribution' warm-starts PARSEC's distribution; it needs strategy: parsec.")
 
-    @classmethod
-    def from_file(cls, path: Union[str, Path], overrides: Sequence[str] = ()) -> "SearchRecipe":
-        return apply_overrides(read_recipe_file(cls, path), overrides)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 def load_search_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> SearchRecipe:
-    recipe = SearchRecipe() if path is None else read_recipe_file(SearchRecipe, path)
-    return apply_overrides(recipe, overrides)
+    return SearchRecipe.load(path, overrides)
 
 
 __all__ = ["SearchRecipe", "RecipeError", "load_search_recipe", "from_mapping"]

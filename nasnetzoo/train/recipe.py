@@ -38,8 +38,27 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+class RecipeFile:
+    """Reading and writing, shared by the retrain and search recipe dataclasses."""
+
+    @classmethod
+    def load(cls, path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()):
+        """The recipe in ``path`` (the defaults when None) with ``--set key=value`` overrides applied."""
+        return apply_overrides(cls() if path is None else read_recipe_file(cls, path), overrides)
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path], overrides: Sequence[str] = ()):
+        return apply_overrides(read_recipe_file(cls, path), overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
 @dataclass
-class Recipe:
+class Recipe(RecipeFile):
     """Every hyperparameter of a retrain run.  Defaults are the DARTS CIFAR-10 protocol's."""
 
     name: str = "custom"
@@ -106,18 +125,8 @@ class Recipe:
 
     # ---------------------------------------------------------------- io
     @classmethod
-    def from_file(cls, path: Union[str, Path], overrides: Sequence[str] = ()) -> "Recipe":
-        return apply_overrides(read_recipe_file(cls, path), overrides)
-
-    @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "recipe") -> "Recipe":
         return from_mapping(cls, data, where)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self, **changes: Any) -> "Recipe":
         return from_mapping(type(self), {**self.to_dict(), **changes}, "recipe")
@@ -282,5 +291,4 @@ def apply_overrides(recipe, overrides: Sequence[str]):
 
 def load_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> Recipe:
     """A recipe file (or the defaults when ``path`` is None) with ``--set`` overrides applied."""
-    recipe = Recipe() if path is None else read_recipe_file(Recipe, path)
-    return apply_overrides(recipe, overrides)
+    return Recipe.load(path, overrides)

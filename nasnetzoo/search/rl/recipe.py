@@ -12,14 +12,13 @@ The ``child`` mapping holds :class:`~.child.ChildConfig` keys; ``--set child.epo
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import yaml
 
-from ...train.recipe import RecipeError, apply_overrides, check_choices, from_mapping, read_recipe_file
+from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping
 from .child import ChildConfig
 from .executors import EXECUTORS
 from .policy import ALGORITHMS
@@ -32,7 +31,7 @@ CHILD_CHOICES = {"dataset": ("cifar10", "cifar100", "digits"), "device": ("auto"
 
 
 @dataclass
-class RLSearchRecipe:
+class RLSearchRecipe(RecipeFile):
     name: str = "custom"
     description: str = ""
     strategy: str = STRATEGY
@@ -107,16 +106,9 @@ class RLSearchRecipe:
     def gpus(self) -> Optional[float]:
         return None if self.gpus_per_child < 0 else self.gpus_per_child
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 def load_rl_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> RLSearchRecipe:
-    recipe = RLSearchRecipe() if path is None else read_recipe_file(RLSearchRecipe, path)
-    return apply_overrides(recipe, overrides)
+    return RLSearchRecipe.load(path, overrides)
 
 
 def recipe_strategy(path: Union[str, Path]) -> str:
