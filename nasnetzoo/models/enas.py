@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..genotype import Genotype
 from ..ops.padding import Conv2dSame
 from .base import CellNetwork
-from .nasnet import ConvBn, TFCell
+from .nasnet import ConvBn, TFCell, run_cell_plan
 
 __all__ = ["ENASNet", "ENASAuxHead"]
 
@@ -122,8 +122,4 @@ class ENASNet(CellNetwork):
         return nn.Linear(num_features, num_classes, bias=False) if num_classes > 0 else nn.Identity()
 
     def _forward_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        outs: list[Optional[torch.Tensor]] = [None, self.stem(x)]
-        for name, cur, prev in self._plan:
-            outs.append(getattr(self, name)(outs[cur], outs[prev]))
-        aux = outs[self._aux_index] if self.auxiliary_head is not None and self._aux_index is not None else None
-        return outs[-1], aux
+        return run_cell_plan(self, self.stem(x))

@@ -62,7 +62,7 @@ from ..ops.tf import ActConvBn, FactorizedReduction
 from .base import CellNetwork
 from .layers import DropPath
 
-__all__ = ["NASNet", "TFCell", "AuxHead", "calc_reduction_layers"]
+__all__ = ["NASNet", "TFCell", "AuxHead", "calc_reduction_layers", "run_cell_plan"]
 
 
 def calc_reduction_layers(num_cells: int, num_reduction_layers: int = 2) -> list[int]:
@@ -242,6 +242,16 @@ class AuxHead(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+def run_cell_plan(network: CellNetwork, stem_out: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Run ``network._plan`` (``(cell name, current input, previous input)`` indices into the outputs
+    so far, 0 being "none" and 1 the stem's) and return the last output and the aux head's input."""
+    outs: list[Optional[torch.Tensor]] = [None, stem_out]
+    for name, cur, prev in network._plan:
+        outs.append(getattr(network, name)(outs[cur], outs[prev]))
+    use_aux = network.auxiliary_head is not None and network._aux_index is not None
+    return outs[-1], (outs[network._aux_index] if use_aux else None)
+
+
 def _spatial_sizes(img_size: int, stem: str, levels: int) -> list[int]:
     """Spatial size at each resolution level for a square ``img_size`` input."""
     if stem == "imagenet":
@@ -370,11 +380,7 @@ class NASNet(CellNetwork):
         self.drop_path_prob = drop_path_rate
 
     def _forward_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        outs: list[Optional[torch.Tensor]] = [None, self.conv0(x)]
-        for name, cur, prev in self._plan:
-            outs.append(getattr(self, name)(outs[cur], outs[prev]))
-        aux = outs[self._aux_index] if self.auxiliary_head is not None and self._aux_index is not None else None
-        return outs[-1], aux
+        return run_cell_plan(self, self.conv0(x))
 
     @property
     def cell_names(self) -> list[str]:
