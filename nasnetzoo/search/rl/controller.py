@@ -13,13 +13,13 @@ samples, and with given actions it returns their log-probabilities under the cur
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
-from .space import SearchSpace
+from .space import Decision, SearchSpace
 
 
 @dataclass
@@ -71,6 +71,22 @@ class Controller(nn.Module):
         z = self.heads[f"{cell}_{kind}"](h)[:, :num_choices] / self.temperature
         return self.tanh_constant * torch.tanh(z) if self.tanh_constant > 0 else z
 
+    def decisions(self, num_samples: int, actions: Optional[torch.Tensor] = None,
+                  generator: Optional[torch.Generator] = None) -> Iterator[tuple[Decision, torch.Tensor, torch.Tensor]]:
+        """Step through the decisions: ``(decision, log-softmax over its choices (M, n), action (M,))``,
+        sampling each action from ``generator`` or taking it from ``actions``."""
+        x = self.start.expand(num_samples, -1)
+        state = None
+        for t, d in enumerate(self.space.decisions):
+            state = self.lstm(x, state)
+            logp = torch.log_softmax(self.logits(state[0], d.cell, d.kind, d.num_choices), dim=-1)
+            if actions is None:
+                a = torch.multinomial(logp.detach().exp().cpu(), 1, generator=generator).squeeze(1).to(logp.device)
+            else:
+                a = actions[:, t]
+            yield d, logp, a
+            x = self.embeddings[f"{d.cell}_{d.kind}"](a)
+
     def forward(self, num_samples: int = 1, *, actions: Optional[torch.Tensor] = None,
                 generator: Optional[torch.Generator] = None) -> Rollout:
         """Sample ``num_samples`` architectures, or score the given ``actions`` ``(M, T)``."""
@@ -79,21 +95,11 @@ class Controller(nn.Module):
             if actions.dim() != 2 or actions.shape[1] != self.space.num_decisions:
                 raise ConfigError(f"actions must be (M, {self.space.num_decisions}); got {tuple(actions.shape)}.")
             num_samples = actions.shape[0]
-        x = self.start.expand(num_samples, -1)
-        state = None
         chosen, log_probs, entropies = [], [], []
-        for t, d in enumerate(self.space.decisions):
-            state = self.lstm(x, state)
-            logp = torch.log_softmax(self.logits(state[0], d.cell, d.kind, d.num_choices), dim=-1)
-            if actions is None:
-                a = torch.multinomial(logp.detach().exp().cpu(), 1, generator=generator).squeeze(1)
-                a = a.to(logp.device)
-            else:
-                a = actions[:, t]
+        for _, logp, a in self.decisions(num_samples, actions, generator):
             chosen.append(a)
             log_probs.append(logp.gather(1, a[:, None]).squeeze(1))
             entropies.append(-(logp.exp() * logp).sum(1))
-            x = self.embeddings[f"{d.cell}_{d.kind}"](a)
         return Rollout(torch.stack(chosen, 1), torch.stack(log_probs, 1), torch.stack(entropies, 1))
 
     @torch.no_grad()
@@ -103,17 +109,9 @@ class Controller(nn.Module):
     @torch.no_grad()
     def op_probabilities(self, num_samples: int = 256, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Mean probability of each op over all op decisions of ``num_samples`` rollouts, ``(len(ops),)``."""
-        x = self.start.expand(num_samples, -1)
-        state, total, count = None, torch.zeros(len(self.space.ops)), 0
-        for d in self.space.decisions:
-            state = self.lstm(x, state)
-            probs = torch.softmax(self.logits(state[0], d.cell, d.kind, d.num_choices), dim=-1)
-            a = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(probs.device)
-            if d.kind == "op":
-                total += probs.mean(0).cpu()
-                count += 1
-            x = self.embeddings[f"{d.cell}_{d.kind}"](a)
-        return total / count
+        op_probs = [logp.exp().mean(0).cpu() for d, logp, _ in self.decisions(num_samples, generator=generator)
+                    if d.kind == "op"]
+        return torch.stack(op_probs).mean(0)
 
 
 __all__ = ["Controller", "Rollout"]
