@@ -158,3 +158,22 @@ def test_wrapper_turns_circumstances_into_one_line(exc, named):
 def test_wrapper_keeps_the_traceback_of_a_bug():
     result = CliRunner().invoke(_group_raising(ZeroDivisionError("a bug")), ["boom"])
     assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_weights_metadata_with_a_huge_width_is_refused_before_building(tmp_path):
+    """``C=100000`` in a weights file's metadata used to allocate ~120 GB before failing."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    import nasnetzoo
+
+    weights = tmp_path / "w.safetensors"
+    nasnetzoo.save_pretrained(nasnetzoo.load("pcdarts_cifar", C=8, layers=5), weights)
+    with safe_open(str(weights), "pt") as handle:
+        meta = dict(handle.metadata())
+    meta["config"] = json.dumps({**json.loads(meta["config"]), "C": 100000})
+    save_file(load_file(str(weights)), str(weights), metadata=meta)
+    fails_in_one_line(["eval", "--arch", "pcdarts_cifar", "--weights", weights, "--data", "digits",
+                       "--data-dir", tmp_path / "data"], "C=100000", "out of range", exit_codes=(1,))
