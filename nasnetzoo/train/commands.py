@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 import click
 
+from ..bounds import MAX_IMAGE_SIZE
 from ..cli_errors import user_errors as _user_errors
 
 
@@ -53,8 +54,9 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
               type=click.Choice(["cifar10", "cifar100", "imagenet", "digits"]), help="Validation set.")
 @click.option("--data-dir", default="data", show_default=True, help="Where the dataset lives.")
 @click.option("--download", is_flag=True, help="Download CIFAR into --data-dir if it is not there.")
-@click.option("--batch-size", default=256, show_default=True, type=int)
-@click.option("--image-size", type=int, help="Input size (default: the run's, 32 for CIFAR, 224 for ImageNet).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--image-size", type=click.IntRange(1, MAX_IMAGE_SIZE),
+              help="Input size (default: the run's, 32 for CIFAR, 224 for ImageNet).")
 @click.option("--workers", default=4, show_default=True, type=int)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Builder option not saved in the weights file, e.g. --set C=16 --set layers=8.")

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-import yaml
-
 from ..errors import NasNetZooError, close_matches
+from ..yamlio import dump_plain_yaml, load_yaml, read_yaml
 
 
 class RecipeError(NasNetZooError, ValueError):
@@ -54,7 +53,7 @@ class RecipeFile:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_plain_yaml(self.to_dict())
 
 
 @dataclass
@@ -249,10 +248,7 @@ def read_recipe_file(cls: type, path: Union[str, Path]):
         bundled = sorted(p.name for p in Path("recipes").glob("*.yaml")) if Path("recipes").is_dir() else []
         hint = f" Recipes here: {', '.join(bundled)}." if bundled else ""
         raise RecipeError(f"recipe file {str(path)!r} does not exist.{hint}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise RecipeError(f"recipe file {path} is not valid YAML: {err}") from None
+    data = read_yaml(path, RecipeError, "recipe file") or {}
     return from_mapping(cls, data, str(path))
 
 
@@ -263,8 +259,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise RecipeError(f"override {text!r} is not of the form key=value (e.g. --set lr=0.05).")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"--set {key}", RecipeError) if raw.strip() else ""
+    except RecipeError:
         value = raw
     return key, value
 
