@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 
 import yaml
 
-from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping
+from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from .child import ChildConfig
 from .executors import EXECUTORS
 from .policy import ALGORITHMS
@@ -71,6 +71,7 @@ class RLSearchRecipe(RecipeFile):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        require_finite(self)
         check_choices(self, CHOICES)
         for key in ("num_blocks", "controller_hidden", "ppo_epochs", "controller_steps", "children_per_step",
                     "top_k", "workers"):
