@@ -26,22 +26,47 @@ class CheckpointError(NasNetZooError):
     """A checkpoint or run directory that is missing or unreadable."""
 
 
+class WriteError(CheckpointError, OSError):
+    """A file that could not be written (full disk, read-only folder); the message names it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def _write_bytes(handle, payload: bytes) -> None:
-    """The one place bytes hit the disk (tests replace it to simulate a crash mid-write)."""
+    """The one place bytes hit the disk (tests replace it to simulate a crash or kill mid-write)."""
     handle.write(payload)
 
 
+class _Sink:
+    """What ``atomic_write``'s writer writes to: every byte goes through :func:`_write_bytes`."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def write(self, payload: bytes) -> int:
+        _write_bytes(self.handle, payload)
+        return len(payload)
+
+
 def atomic_write(path: PathLike, writer: Callable[[Any], None]) -> Path:
-    """Run ``writer(file)`` on a temporary file beside ``path``, then move it into place."""
+    """Run ``writer(file)`` on a temporary file beside ``path``, then move it into place.
+
+    The temporary file is ``.NAME.PID.tmp``: one that a killed writer leaves is recognisable, and
+    the run envelope removes it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
-            writer(handle)
+            writer(_Sink(handle))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if isinstance(err, WriteError):
+            raise
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -60,7 +85,7 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     payload = buffer.getvalue()
-    return atomic_write(path, lambda handle: _write_bytes(handle, payload))
+    return atomic_write(path, lambda handle: handle.write(payload))
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:

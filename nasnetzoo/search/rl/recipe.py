@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping
+from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from ...yamlio import YamlInputError, read_yaml
 from .child import ChildConfig
 from .executors import EXECUTORS
@@ -70,6 +70,7 @@ class RLSearchRecipe(RecipeFile):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        require_finite(self)
         check_choices(self, CHOICES)
         for key in ("num_blocks", "controller_hidden", "ppo_epochs", "controller_steps", "children_per_step",
                     "top_k", "workers"):
