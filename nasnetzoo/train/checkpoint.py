@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 
 from ..errors import NasNetZooError
+from ..fileio import atomic_write  # noqa: F401  (re-exported: its home is nasnetzoo.fileio)
 
 PathLike = Union[str, Path]
 
@@ -27,31 +28,6 @@ class CheckpointError(NasNetZooError):
 def _write_bytes(handle, payload: bytes) -> None:
     """The one place bytes hit the disk (tests replace it to simulate a crash mid-write)."""
     handle.write(payload)
-
-
-def atomic_write(path: PathLike, writer: Callable[[Any], None]) -> Path:
-    """Run ``writer(file)`` on a temporary file beside ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            writer(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:
