@@ -10,7 +10,7 @@
 from .errors import ConfigError, GenotypeError, NasNetZooError, UnknownModelError, UnknownOpError
 from .factory import load
 from .genotype import Cell, Edge, Genotype
-from .hub.pretrained import save_pretrained
+from .weights import save_pretrained
 from .ops import build_op, op_names, register_op
 from .profile import Profile, profile
 from .registry import get_entry, get_genotype, list_genotypes, list_models

@@ -144,13 +144,16 @@ def test_save_is_atomic(tmp_path, monkeypatch, cifar100_aux):
     _, path = cifar100_aux
     before = path.read_bytes()
 
-    def fail(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half")
-        raise OSError("disk full")
+    from nasnetzoo import fileio
+    from nasnetzoo.weights import format as format_mod
 
-    import safetensors.torch
+    def crash_midway(target, writer):  # the disk fills up half-way through the one writer
+        def half(handle):
+            handle.write(b"half")
+            raise OSError("disk full")
+        return fileio.atomic_write(target, half)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    monkeypatch.setattr(format_mod, "atomic_write", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         nasnetzoo.save_pretrained(nasnetzoo.load("pcdarts_cifar", **SMALL), path)
     assert path.read_bytes() == before  # the old file is untouched

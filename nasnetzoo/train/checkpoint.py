@@ -18,67 +18,13 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 
 from ..errors import NasNetZooError
+from ..fileio import WriteError, atomic_write  # noqa: F401  (re-exported: their home is nasnetzoo.fileio)
 
 PathLike = Union[str, Path]
 
 
 class CheckpointError(NasNetZooError):
     """A checkpoint or run directory that is missing or unreadable."""
-
-
-class WriteError(CheckpointError, OSError):
-    """A file that could not be written (full disk, read-only folder); the message names it."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def _write_bytes(handle, payload: bytes) -> None:
-    """The one place bytes hit the disk (tests replace it to simulate a crash or kill mid-write)."""
-    handle.write(payload)
-
-
-class _Sink:
-    """What ``atomic_write``'s writer writes to: every byte goes through :func:`_write_bytes`."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-
-    def write(self, payload: bytes) -> int:
-        _write_bytes(self.handle, payload)
-        return len(payload)
-
-
-def atomic_write(path: PathLike, writer: Callable[[Any], None]) -> Path:
-    """Run ``writer(file)`` on a temporary file beside ``path``, then move it into place.
-
-    The temporary file is ``.NAME.PID.tmp``: one that a killed writer leaves is recognisable, and
-    the run envelope removes it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            writer(_Sink(handle))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        if isinstance(err, WriteError):
-            raise
-        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:

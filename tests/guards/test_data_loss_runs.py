@@ -19,6 +19,7 @@ from nasnetzoo.search.recipe import load_search_recipe
 from nasnetzoo.search.rl.recipe import RLSearchRecipe
 from nasnetzoo.search.rl.runner import rl_search
 from nasnetzoo.search.runner import prepare_resume as prepare_search_resume, search
+from nasnetzoo import fileio
 from nasnetzoo.train import checkpoint as ckpt
 from nasnetzoo.train.envelope import Run, RunDirError
 from nasnetzoo.train.progress import read_jsonl
@@ -132,7 +133,7 @@ class _Killer:
 
     def __init__(self, n: int) -> None:
         self.n, self.calls = n, 0
-        self.write, self.replace = ckpt._write_bytes, os.replace
+        self.write, self.replace = fileio._write_bytes, os.replace
 
     def _tick(self) -> bool:
         self.calls += 1
@@ -151,7 +152,7 @@ class _Killer:
                 os._exit(9)
             self.replace(src, dst)
 
-        ckpt._write_bytes = write
+        fileio._write_bytes = write
         os.replace = replace
 
 
@@ -159,13 +160,13 @@ def _count_kill_points(fn) -> int:
     """How many writes and renames ``fn`` makes: each is a place to kill it.  (Run it once before:
     a first run in a process also writes caches, matplotlib's font list for one.)"""
     calls = []
-    original_write, original_replace = ckpt._write_bytes, os.replace
+    original_write, original_replace = fileio._write_bytes, os.replace
     try:
-        ckpt._write_bytes = lambda h, p: (calls.append(1), original_write(h, p))
+        fileio._write_bytes = lambda h, p: (calls.append(1), original_write(h, p))
         os.replace = lambda s, d: (calls.append(1), original_replace(s, d))
         fn()
     finally:
-        ckpt._write_bytes, os.replace = original_write, original_replace
+        fileio._write_bytes, os.replace = original_write, original_replace
     return len(calls)
 
 
