@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import click
 
 from . import __version__
-from .cli_errors import user_errors
+from .cli_errors import UserErrorGroup, user_errors
 
 
 _user_errors = user_errors  # the subpackages' commands import it from nasnetzoo.cli_errors
@@ -38,7 +38,7 @@ def _err(reported: dict) -> str:
     return text
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=UserErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nasnetzoo")
 def cli() -> None:
     """nasnetzoo: NAS-discovered CNNs (NASNet, AmoebaNet, PNASNet, ENAS, DARTS, P-DARTS, PC-DARTS,

@@ -1,22 +1,81 @@
-"""How every command reports a user's mistake: one line (``Error: ...``), exit status 1, no traceback.
+"""How every command reports a user's mistake: one line (``Error: ...``), a non-zero exit, no traceback.
 
 Its own module so that the command modules of the subpackages can import it while ``nasnetzoo.cli``
-imports them."""
+imports them.  Besides the library's own errors, three kinds of failure are the user's
+circumstances rather than bugs, and are reported the same way: OS errors (a read-only or full
+disk, a file or directory in the way), undecodable text files and running out of memory.  Any
+other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
+import errno
 import functools
+import sys
+from typing import Optional
 
 import click
 
-from .errors import NasNetZooError
+from .errors import NasNetZooError, first_line, os_error_line
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only if a command already imported it
+    if torch is not None and isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    # PyTorch's CPU allocator raises a RuntimeError for a failed allocation.
+    return isinstance(err, RuntimeError) and ("DefaultCPUAllocator" in str(err)
+                                              or "can't allocate memory" in str(err))
+
+
+def as_user_error(err: BaseException) -> Optional[click.ClickException]:
+    """The one-line error for a failure the user can fix, or None for a bug."""
+    if isinstance(err, NasNetZooError):
+        return click.ClickException(str(err))
+    if isinstance(err, OSError) and err.errno != errno.EPIPE:  # click handles a closed pipe itself
+        return click.ClickException(_one_line(os_error_line(err)))
+    if isinstance(err, UnicodeDecodeError):
+        return click.ClickException(_one_line(
+            f"cannot decode {err.encoding} text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8."))
+    if _is_out_of_memory(err):
+        return click.ClickException(_one_line(
+            f"out of memory ({first_line(err)}); use a smaller batch, image size or model."))
+    return None
 
 
 def user_errors(fn):
-    """Turn the library's user-facing errors into click's one-line error."""
+    """Turn the failures a user can fix into click's one-line error (see :func:`as_user_error`)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except NasNetZooError as err:
-            raise click.ClickException(str(err)) from None
+        except click.ClickException:
+            raise
+        except Exception as err:  # noqa: BLE001 - re-raised unless it is the user's
+            converted = as_user_error(err)
+            if converted is None:
+                raise
+            raise converted from None
     return wrapper
+
+
+class _BadValue(click.ClickException):
+    exit_code = 2  # click's status for a bad option value
+
+
+class UserErrorGroup(click.Group):
+    """A command group that applies :func:`user_errors` to every command it runs (including any a
+    subpackage forgot to decorate), and prints a bad option value (``--batch-size -5``) as one line
+    naming the option and the value instead of click's usage text around it."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return user_errors(super().invoke)(ctx)
+        except click.BadParameter as err:
+            raise _BadValue(_one_line(err.format_message())) from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from typing import Iterable
 
 
@@ -36,6 +37,52 @@ def close_matches(value: str, candidates: Iterable[str], n: int = 3) -> list[str
     return [lowered[h] for h in hits]
 
 
-def did_you_mean(value: str, candidates: Iterable[str]) -> str:
-    hits = close_matches(value, candidates)
+def did_you_mean(value: str, candidates: Iterable[str], n: int = 3) -> str:
+    """``" Did you mean 'a', 'b'?"`` for the closest candidates, or ``""``: append it to a message."""
+    return hint_for(close_matches(value, candidates, n=n))
+
+
+def hint_for(hits: Iterable[str]) -> str:
+    """The did-you-mean sentence for matches found some other way (``""`` when there are none)."""
+    hits = list(hits)
     return f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# What went wrong with a path, and what to do about it, by errno.
+_OS_REASONS = {
+    errno.ENOSPC: "no space left on the device; free some space or choose another location",
+    errno.EROFS: "the file system is read-only; choose a writable location",
+    errno.EACCES: "permission denied; choose a location you may use",
+    errno.EPERM: "operation not permitted; choose a location you may use",
+    errno.EISDIR: "a directory is in the way; give a file name",
+    errno.ENOTDIR: "a file is in the way where a directory is needed; choose another path",
+    errno.EEXIST: "a file is in the way; choose another path",
+    errno.ENOENT: "no such file or directory",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+if hasattr(errno, "EDQUOT"):
+    _OS_REASONS[errno.EDQUOT] = "the disk quota is exceeded; free some space or choose another location"
+
+
+def describe_os_error(err: OSError) -> str:
+    """A short reason and fix for an OS error (its path is named by the caller)."""
+    return _OS_REASONS.get(err.errno) or (err.strerror or first_line(err)).rstrip(".")
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an OS error that names the path it concerns."""
+    path = err.filename2 if err.filename2 is not None else err.filename  # os.replace: the target
+    if path is None:
+        return f"{describe_os_error(err)}."
+    return f"{str(path)!r}: {describe_os_error(err)}."
+
+
+class FileAccessError(NasNetZooError, OSError):
+    """A file or directory that cannot be read or written (read-only, in the way, disk full)."""
+

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
+from .bounds import check_model_config
 from .errors import ConfigError, UnknownModelError, close_matches
 from .genotype import Genotype, parse
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
@@ -93,6 +94,7 @@ def _spec(name, genotype, arch, dataset, config, entry, overrides) -> ModelSpec:
     if dataset != arch.dataset or "num_classes" not in config:
         config["num_classes"] = DATASETS[dataset][1]
     config.update(overrides)
+    check_model_config(config)  # sizes in range before anything is allocated
     data = dict(entry.data) if entry is not None and entry.arch is arch else dict(data_preset(arch.data))
     return ModelSpec(name, genotype, arch, dataset, config, data, entry)
 

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .errors import GenotypeError, UnknownOpError
 from .ops.registry import FAMILIES, get_op_factory
+from .yamlio import dump_yaml, load_yaml, read_text
 
 CELL_TYPES = ("normal", "reduce")
 EDGES_PER_NODE = 2
@@ -400,15 +401,17 @@ def from_file(path: Union[str, Path]) -> Genotype:
     path = Path(path)
     if not path.is_file():
         raise GenotypeError(f"genotype file {str(path)!r} does not exist.")
-    text = path.read_text()
+    text = read_text(path, GenotypeError, "genotype file")
     if path.suffix in (".py", ".txt", ".log") or (_GENOTYPE_CALL.search(text) and not text.lstrip().startswith("{")
                                                    and "nodes:" not in text):
         return from_string(text)
-    try:
-        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
-    except Exception as err:  # yaml.YAMLError / json.JSONDecodeError
-        raise GenotypeError(f"genotype file {str(path)!r} is not valid "
-                            f"{'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+    if path.suffix != ".json":
+        data = load_yaml(text, f"genotype file {str(path)!r}", GenotypeError)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise GenotypeError(f"genotype file {str(path)!r} is not valid JSON: {err}") from None
     try:
         return from_dict(data)
     except GenotypeError as err:
@@ -428,31 +431,6 @@ def parse(value: Union[Genotype, Mapping, str, Path]) -> Genotype:
             return from_string(value)
         return from_file(value)
     raise GenotypeError(f"cannot read a genotype from a {type(value).__name__}.")
-
-
-# ==================================================================== YAML helpers
-def load_yaml(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def dump_yaml(data: Any) -> str:
-    """YAML with each node on one line (``[[sep_conv_3x3, 1], [skip_connect, 0]]``), so files stay readable."""
-    import yaml
-
-    class _Dumper(yaml.SafeDumper):
-        pass
-
-    def depth(value) -> int:
-        return 1 + max(map(depth, value), default=0) if isinstance(value, list) else 0
-
-    def represent_list(dumper, value):
-        flow = depth(value) <= 2 and not any(isinstance(v, dict) for v in value)
-        return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
-
-    _Dumper.add_representer(list, represent_list)
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
 
 
 def _plain(value: Any) -> Any:

@@ -32,7 +32,7 @@ try:
 except ImportError as err:  # matplotlib is the optional 'plot' extra
     raise ImportError("nasnetzoo.plot needs matplotlib: pip install 'nasnetzoo[plot]'") from err
 
-from .errors import ConfigError
+from .errors import ConfigError, FileAccessError, describe_os_error
 from .genotype import CELL_TYPES, Cell, Genotype
 
 __all__ = ["plot_cell", "plot_genotype", "layout_cell", "op_kind", "SAVE_FORMATS"]
@@ -598,12 +598,22 @@ def _check_path(path: Union[str, Path, None]) -> Optional[Path]:
 
 
 def _save(fig: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (a temporary file beside ``path``, then a rename): a full disk or a kill
+    never leaves a torn plot, and a failure names ``path`` rather than the temporary file."""
+    from .train.checkpoint import atomic_write
+
     fmt = path.suffix.lower().lstrip(".")
-    # svg.fonttype 'none' keeps labels as <text> (searchable, selectable) instead of glyph paths.
-    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
-        fig.savefig(path, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.08,
-                    facecolor="white")
+
+    def write(handle) -> None:
+        # svg.fonttype 'none' keeps labels as <text> (searchable, selectable) instead of glyph paths.
+        with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+            fig.savefig(handle, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.08,
+                        facecolor="white")
+
+    try:
+        atomic_write(path, write)
+    except OSError as err:
+        raise FileAccessError(f"cannot write the plot to {str(path)!r}: {describe_os_error(err)}.") from None
 
 
 def _as_genotype(genotype: Any) -> Genotype:

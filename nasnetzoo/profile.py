@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .bounds import check_image_size
 from .errors import ConfigError
 
 AUX_PREFIX = "auxiliary_head"
@@ -58,6 +59,7 @@ def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
         size = (getattr(model, "in_chans", 3),) + size
     if len(size) != 3 or min(size) < 1:
         raise ConfigError(f"input_size {input_size!r} is not (C, H, W), (H, W) or an int.")
+    check_image_size(size[1:], "input_size")  # one image of 100000x100000 would need 120 GB
     return size
 
 

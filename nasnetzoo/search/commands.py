@@ -20,9 +20,10 @@ from ..cli_errors import user_errors as _user_errors
               help="PARSEC: warm-start the architecture distribution from this run directory.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable): --set epochs=10 --set partial_k=2.")
+@click.option("--overwrite", is_flag=True, help="Replace another run that --out holds (its files are removed).")
 @_user_errors
 def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
-               init_distribution: Optional[str], overrides: Sequence[str]) -> None:
+               init_distribution: Optional[str], overrides: Sequence[str], overwrite: bool) -> None:
     """Search a cell with DARTS, PC-DARTS, PARSEC or NASNet's RL controller (strategy: nasnet_rl);
     writes RUN/genotype.yaml for `load` and `train`.
 
@@ -35,10 +36,10 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
 
     rl_recipe = Path(resume) / "recipe.yaml" if resume else recipe_path
     if rl_recipe and recipe_strategy(rl_recipe) == RL_STRATEGY:
-        _rl_search(recipe_path, out, resume, init_distribution, overrides)
+        _rl_search(recipe_path, out, resume, init_distribution, overrides, overwrite)
         return
     if resume:
-        if recipe_path or out or init_distribution:
+        if recipe_path or out or init_distribution or overwrite:
             raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out and "
                               "--init-distribution (use --set to change a key).")
         result = search(prepare_resume(resume, overrides), resume=resume)
@@ -48,14 +49,14 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
         if init_distribution:
             overrides = (*overrides, f"init_distribution={init_distribution}")
         recipe = load_search_recipe(recipe_path, overrides)
-        result = search(recipe, out=out, recipe_path=recipe_path)
+        result = search(recipe, out=out, recipe_path=recipe_path, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"searched {result.epochs_done} epochs: held-out acc {result.val_acc:.2f}% -> "
                    f"{result.run_dir / 'genotype.yaml'}")
 
 
 def _rl_search(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
-               init_distribution: Optional[str], overrides: Sequence[str]) -> None:
+               init_distribution: Optional[str], overrides: Sequence[str], overwrite: bool) -> None:
     from ..train.recipe import RecipeError
     from .rl.recipe import load_rl_recipe
     from .rl.runner import prepare_resume, rl_search
@@ -63,12 +64,13 @@ def _rl_search(recipe_path: Optional[str], out: Optional[str], resume: Optional[
     if init_distribution:
         raise RecipeError("--init-distribution warm-starts PARSEC; the NASNet RL search has no such option.")
     if resume:
-        if recipe_path or out:
-            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe and --out "
-                              "(use --set to change a key).")
+        if recipe_path or out or overwrite:
+            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out and "
+                              "--overwrite (use --set to change a key).")
         result = rl_search(prepare_resume(resume, overrides), resume=resume)
     else:
-        result = rl_search(load_rl_recipe(recipe_path, overrides), out=out, recipe_path=recipe_path)
+        result = rl_search(load_rl_recipe(recipe_path, overrides), out=out, recipe_path=recipe_path,
+                           overwrite=overwrite)
     click.echo(f"trained {result.children} children over {result.steps_done} controller updates: best held-out acc "
                f"{100 * result.best_reward:.2f}% -> {result.run_dir / 'genotype.yaml'}")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..train.recipe import RecipeError, RecipeFile, check_choices, from_mapping
+from ..train.recipe import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 
 CHOICES = {
     "strategy": ("darts", "pcdarts", "parsec", "nasnet_rl"),
@@ -71,6 +71,7 @@ class SearchRecipe(RecipeFile):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        require_finite(self)
         check_choices(self, CHOICES)
         if self.strategy == "nasnet_rl":
             raise RecipeError("strategy 'nasnet_rl' is NASNet's RL search, whose recipe has its own keys: write it "

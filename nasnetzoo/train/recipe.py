@@ -11,14 +11,14 @@ any dataclass, so the search recipes reuse them with their own fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-import yaml
-
 from ..errors import NasNetZooError, close_matches
+from ..yamlio import dump_plain_yaml, load_yaml, read_yaml
 
 
 class RecipeError(NasNetZooError, ValueError):
@@ -54,7 +54,7 @@ class RecipeFile:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return dump_plain_yaml(self.to_dict())
 
 
 @dataclass
@@ -133,6 +133,28 @@ class Recipe(RecipeFile):
 
 
 # ---------------------------------------------------------------------------- validation
+def _non_finite(value: Any) -> Optional[str]:
+    """Where a NaN or infinity hides in ``value`` (a number, list or mapping), e.g. ``"[1]"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) \
+        else ()
+    for key, item in items:
+        where = _non_finite(item)
+        if where is not None:
+            return (f".{key}" if isinstance(value, Mapping) else f"[{key}]") + where
+    return None
+
+
+def require_finite(recipe: Any) -> None:
+    """Every number of a recipe dataclass is finite: a NaN or infinite lr, decay or size is refused."""
+    for f in dataclasses.fields(recipe):
+        where = _non_finite(getattr(recipe, f.name))
+        if where is not None:
+            raise RecipeError(f"recipe key {f.name + where!r} = {getattr(recipe, f.name)!r} is not a finite "
+                              "number; give a finite value.")
+
+
 def check_choices(recipe: Any, choices: Mapping[str, Sequence[str]]) -> None:
     """Every string-valued key of ``recipe`` named in ``choices`` holds one of its values."""
     for key, allowed in choices.items():
@@ -144,6 +166,7 @@ def check_choices(recipe: Any, choices: Mapping[str, Sequence[str]]) -> None:
 
 
 def validate(recipe: Recipe) -> None:
+    require_finite(recipe)
     check_choices(recipe, CHOICES)
     positive = ("epochs", "batch_size", "accum_steps", "image_size", "eval_every", "log_every")
     for key in positive:
@@ -249,10 +272,10 @@ def read_recipe_file(cls: type, path: Union[str, Path]):
         bundled = sorted(p.name for p in Path("recipes").glob("*.yaml")) if Path("recipes").is_dir() else []
         hint = f" Recipes here: {', '.join(bundled)}." if bundled else ""
         raise RecipeError(f"recipe file {str(path)!r} does not exist.{hint}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise RecipeError(f"recipe file {path} is not valid YAML: {err}") from None
+    data = read_yaml(path, RecipeError, "recipe file")
+    if data is None:   # not the defaults: an empty file is a mistake (a training run on CIFAR-10 surprises)
+        raise RecipeError(f"recipe file {path} is empty; write the recipe's keys in it (see recipes/*.yaml), "
+                          "or pass one of the bundled recipes.")
     return from_mapping(cls, data, str(path))
 
 
@@ -263,8 +286,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise RecipeError(f"override {text!r} is not of the form key=value (e.g. --set lr=0.05).")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"--set {key}", RecipeError) if raw.strip() else ""
+    except RecipeError:
         value = raw
     return key, value
 

@@ -77,7 +77,7 @@ def test_absurd_saved_sizes_are_refused_before_building(tmp_path, monkeypatch, k
     with pytest.raises(WeightsError) as err:
         nasnetzoo.load("pcdarts_cifar", weights=path)
     text = one_line(err)
-    assert f"{key}={value!r}" in text and str(path) in text
+    assert f"{key}=" in text and str(path) in text and "metadata config is refused" in text
     assert built == []  # nothing was allocated
 
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import yaml
-
-from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping
+from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
+from ...yamlio import YamlInputError, read_yaml
 from .child import ChildConfig
 from .executors import EXECUTORS
 from .policy import ALGORITHMS
@@ -71,6 +70,7 @@ class RLSearchRecipe(RecipeFile):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        require_finite(self)
         check_choices(self, CHOICES)
         for key in ("num_blocks", "controller_hidden", "ppo_epochs", "controller_steps", "children_per_step",
                     "top_k", "workers"):
@@ -117,8 +117,8 @@ def recipe_strategy(path: Union[str, Path]) -> str:
     if not path.is_file():
         return ""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
+        data = read_yaml(path) or {}
+    except YamlInputError:
         return ""
     return str(data.get("strategy", "pcdarts")) if isinstance(data, dict) else ""
 
