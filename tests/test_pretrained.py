@@ -325,3 +325,41 @@ def test_cli_info_and_list_show_the_sources():
     listing = CliRunner().invoke(cli, ["list"], catch_exceptions=False).output
     with_weights = {line.split()[0] for line in listing.splitlines() if line.rstrip().endswith(" yes")}
     assert with_weights == {"darts_v2_imagenet", "nasnet_a_mobile", "nasnet_a_large", "pnasnet5_large"}
+
+
+def test_hub_file_in_timm_layout_from_the_local_hub_cache(tmp_path, monkeypatch, caches):
+    """timm's layout (nasnetalarge's keys, a safetensors file on the hub) through a local hub cache
+    with downloads off: converted once with pool_padding=timm, then served from nasnetzoo's cache
+    even after the hub cache is gone.  (A narrow NASNet-A Large, F=8, to stay fast.)"""
+    timm_nasnet = pytest.importorskip("timm.models.nasnet")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    reference = calibrate(timm_nasnet.NASNetALarge(num_classes=1000, num_features=24 * 8), 96)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    commit = "2188423afb58a54ecc6eb20e22179f24bfb92275"
+    folder = tmp_path / "hf" / "hub" / "models--timm--nasnetalarge.tf_in1k"
+    blob = folder / "blobs" / digest
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(path.read_bytes())
+    link = folder / "snapshots" / commit / "model.safetensors"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    register(monkeypatch, "nasnet_a_large", {"tag": "timm", "hub": "timm/nasnetalarge.tf_in1k",
+                                             "filename": "model.safetensors", "revision": commit,
+                                             "sha256": digest, "layout": "timm",
+                                             "config": {"F": 8, "pool_padding": "timm"}})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(3))
+    model = nasnetzoo.load("nasnet_a_large", pretrained=True)
+    with torch.no_grad():
+        expected = reference(x)
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-4)
+    assert model.pretrained_cfg["config"]["pool_padding"] == "timm"
+    import shutil
+
+    shutil.rmtree(tmp_path / "hf")
+    with torch.no_grad():
+        torch.testing.assert_close(nasnetzoo.load("nasnet_a_large", pretrained=True)(x), model(x), rtol=0, atol=0)

@@ -192,3 +192,27 @@ def test_metadata_must_be_json(tmp_path):
 def test_exported():
     assert nasnetzoo.save_pretrained is pretrained_mod.save_pretrained
     assert "save_pretrained" in nasnetzoo.__all__
+
+
+def test_weights_package_sits_below_factory():
+    """One home for the format, sources and download, importing nothing above it: no module of
+    nasnetzoo.weights imports the factory, the hub commands, training or the CLI (at any depth,
+    so no cycle through a function-level import either)."""
+    import ast
+
+    above = ("nasnetzoo.factory", "nasnetzoo.hub", "nasnetzoo.train", "nasnetzoo.cli", "nasnetzoo.export")
+    package = Path(nasnetzoo.__file__).parent / "weights"
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = "nasnetzoo.weights" if node.level == 1 else "nasnetzoo" if node.level == 2 else ""
+                names = [f"{base}.{node.module}" if node.module else base] if node.level else [node.module or ""]
+                names += [f"{names[0]}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            bad = [n for n in names if n.startswith(above)]
+            assert not bad, (path.name, bad)
+    factory_src = (Path(nasnetzoo.__file__).parent / "factory.py").read_text()
+    assert "hub.pretrained" not in factory_src and "hub.download" not in factory_src

@@ -18,8 +18,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..fileio import atomic_write
 from ..weights.format import created_provenance, write_weights
+from ..fileio import atomic_write
 
 PathLike = Union[str, Path]
 AUX_PREFIX = "auxiliary_head."

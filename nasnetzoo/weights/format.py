@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -41,13 +41,6 @@ METADATA_KEYS = {
     "provenance": True,         # who made the weights and how (recipe, source checkpoint, converter)
     "license": False,
 }
-
-# Upper bounds on the size options a weights file may ask load() to build.  They sit far above
-# every published network (NASNet-A Large: F=168, N=6; DARTS ImageNet: C=48, 14 layers) and far
-# below what would exhaust memory (C=100000 asks for about 120 GB).
-CONFIG_BOUNDS = {"C": 4096, "F": 4096, "layers": 200, "N": 64, "num_layers": 200, "out_filters": 4096,
-                 "num_classes": 100_000, "in_chans": 64, "img_size": 8192}
-
 
 class WeightsError(NasNetZooError):
     """A weights file that is missing, corrupt, or made for another architecture."""
@@ -118,18 +111,15 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
 
 
 def check_config_bounds(config: Mapping[str, Any], source: Any) -> None:
-    """Refuse a saved builder config whose sizes are not numbers or are absurd, before building."""
-    for key, bound in CONFIG_BOUNDS.items():
-        if key not in config or config[key] is None:
-            continue
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise WeightsError(f"{source}: metadata config {key}={value!r} is not a whole number; the "
-                               "file's metadata is damaged: rewrite it with nasnetzoo.save_pretrained.")
-        if not 1 <= int(value) <= bound:
-            raise WeightsError(f"{source}: metadata config {key}={value!r} is outside 1..{bound}, so "
-                               "building the network would exhaust memory; the file's metadata is damaged "
-                               "or not from nasnetzoo. Pass the right value to load() to override it.")
+    """Refuse a saved builder config whose sizes are not whole numbers or are absurd (C=100000
+    would ask for about 120 GB), naming the file, before anything is built (``nasnetzoo.bounds``)."""
+    from ..bounds import check_model_config
+
+    try:
+        check_model_config(config)
+    except ConfigError as err:
+        raise WeightsError(f"{source}: its metadata config is refused: {err} The file's metadata is damaged "
+                           "or not from nasnetzoo; pass the right value to load() to override it.") from None
 
 
 def check_tensors(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: Any) -> None:
