@@ -7,6 +7,7 @@
     >>> nasnetzoo.profile(model)                             # params and MACs
     >>> nasnetzoo.save_pretrained(model, "w.safetensors")     # weights + what load() needs
 """
+from ._version import __version__
 from .errors import ConfigError, GenotypeError, NasNetZooError, UnknownModelError, UnknownOpError
 from .factory import load
 from .genotype import Cell, Edge, Genotype
@@ -14,8 +15,6 @@ from .weights import save_pretrained
 from .ops import build_op, op_names, register_op
 from .profile import Profile, profile
 from .registry import get_entry, get_genotype, list_genotypes, list_models
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Cell", "ConfigError", "Edge", "Genotype", "GenotypeError", "NasNetZooError", "Profile",
