@@ -192,9 +192,9 @@ class Run:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
-        if not self.resuming:
+        if not self.resuming:   # (a resume cleans up in load(), after the moves its checkpoint committed to)
             self._claim()
-        self._clean_scratch()
+            self._clean_scratch()
 
     def _release(self) -> None:
         if self._lock_fd is not None:
