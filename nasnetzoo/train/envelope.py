@@ -178,8 +178,10 @@ class Run:
     def _take(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"--out {self.path} is a file, not a directory; pass a directory path.")
-        if self.resuming and not self.path.is_dir():
-            raise RunDirError(f"{self.path} does not exist; pass the run directory to --resume.")
+        if self.resuming:
+            if not self.path.is_dir():
+                raise RunDirError(f"{self.path} does not exist; pass the run directory to --resume.")
+            check_resumable(self.path, self.kind)
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
