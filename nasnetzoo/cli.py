@@ -11,16 +11,14 @@ import click
 
 from . import __version__
 from .cli_errors import user_errors
+from .text import table
 
 
 _user_errors = user_errors  # the subpackages' commands import it from nasnetzoo.cli_errors
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return table(headers, rows)
 
 
 def _num(value, fmt: str = "{:g}") -> str:
