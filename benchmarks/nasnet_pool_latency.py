@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     from nasnetzoo.errors import NasNetZooError
     from nasnetzoo.export.bench import load_baseline
     from nasnetzoo.export.machine import describe_machine, machine_info
-    from nasnetzoo.export.mobile import convert_and_check
+    from nasnetzoo.export.mobile_export import convert_and_check
     from nasnetzoo.export.onnx_export import calibrate_batchnorm
     from nasnetzoo.export.runtimes import get_runtime
     from nasnetzoo.export.timing import TimingPolicy, time_interleaved

@@ -1,10 +1,12 @@
 """ExecuTorch (XNNPACK), LiteRT and OpenVINO export of every mobile entry, each written file run in its
 own runtime and checked against PyTorch; the benchmark on those runtimes (issue 12).
 
-The entries are exported at 64x64: the graph (and so what each converter and delegate does with
-it) does not depend on the size, and 64, like 224, is even down to the last maps, so every TF "SAME"
-layer takes the asymmetric-padding branch it takes at 224; a full 224 export runs through the CLI.
-CI installs the ``mobile`` extra, so none of these is skipped there.
+What a converter and a delegate do with a network depends on its ops, not on its depth, width or
+input size, while their run time grows with the number of nodes: the seven entries are exported
+with their own cells, stem and reductions but one normal cell per stage (NASNet family ``N=1``,
+DARTS family ``layers=5``) and 8 channels, at 64x64 (even down to the last maps, like 224, so every
+TF "SAME" layer takes the asymmetric-padding branch it takes at 224).  The full NASNet-A Mobile at
+224 goes through the CLI to ExecuTorch.  CI installs the ``mobile`` extra, so none is skipped there.
 """
 from __future__ import annotations
 
@@ -34,15 +36,20 @@ FORMATS = ("executorch", "tflite", "openvino")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _check_file_against_pytorch(fmt, path, name, report):
+SMALL = {"nasnet": dict(N=1, F=8), "darts": dict(layers=5, C=8)}
+
+
+def _small(name):
+    """The entry's cells, stem and reductions, one normal cell per stage, 8 channels."""
+    torch.manual_seed(0)
+    return nasnetzoo.load(name, **SMALL[nasnetzoo.get_entry(name).family])
+
+
+def _check_file_against_pytorch(fmt, path, model):
     """An independent check: the written file, loaded afresh, on a new input, the fp32 bound."""
-    runtime = runtime_for_format(fmt)
-    model = nasnetzoo.load(name)
-    from nasnetzoo.export.prepare import calibrate_batchnorm
-    calibrate_batchnorm(model, (3,) + SIZE)  # the export's own calibration (seed 0)
     x = torch.randn((1, 3) + SIZE, generator=torch.Generator().manual_seed(123))
     (case,) = make_cases(model.eval(), [x])
-    out = runtime.load(path, threads=1)(case.x)
+    out = runtime_for_format(fmt).load(path, threads=1)(case.x)
     assert out.shape == case.ref.shape
     assert np.abs(out - case.ref).max() <= case.tolerance(fp16=False)
 
@@ -50,19 +57,20 @@ def _check_file_against_pytorch(fmt, path, name, report):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", MOBILE_MODELS)
 def test_mobile_entry_exports_and_matches(name, fmt, tmp_path):
-    result = export(name, fmt, output_dir=tmp_path, input_size=SIZE, threads=1)
+    model = _small(name)
+    result = export(model, fmt, output_dir=tmp_path, name=name, input_size=SIZE, calibrate_bn=True, threads=1)
     report = json.loads(result.report_path.read_text())
     assert report["format"] == fmt and report["runtime"] == runtime_for_format(fmt).name
     (check,) = report["verification"]
-    assert check["passed"] and check["finite"] and check["max_abs_diff"] <= 1e-4 + 16 * report["pytorch_fp32_error_vs_fp64"]
-    assert result.path.stat().st_size > 1e6  # the weights are in the file
+    assert check["passed"] and check["finite"]
+    assert check["max_abs_diff"] <= 1e-4 + 16 * report["pytorch_fp32_error_vs_fp64"]
     if fmt == "executorch":
         # the goal of issue 12: one XNNPACK partition, nothing left to the portable kernels
         assert report["partitions"] == 1 and report["ops_outside"] == [], report["ops_outside_counts"]
     if fmt == "openvino":
-        assert (tmp_path / f"{name}.bin").stat().st_size > 1e6
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(report["files"].values()) + [f"{name}.json"]
-    _check_file_against_pytorch(fmt, result.path, name, report)
+        assert (tmp_path / f"{name}.bin").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*report["files"].values(), f"{name}.json"])
+    _check_file_against_pytorch(fmt, result.path, model)
 
 
 def test_nasnet_a_mobile_to_executorch_at_224_through_the_cli(tmp_path):

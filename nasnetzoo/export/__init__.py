@@ -22,14 +22,14 @@ def export_onnx(model_or_name, output_dir=".", **kwargs):
 def export(model_or_name, format="onnx", **kwargs):
     """Export in ``format`` (``runtimes.FORMATS``: onnx, executorch, tflite, openvino), checked in
     its runtime; see :func:`nasnetzoo.export.onnx_export.export_onnx` (``trt=True`` for the
-    TensorRT-ready graphs) and :func:`nasnetzoo.export.mobile.export_mobile`."""
+    TensorRT-ready graphs) and :func:`nasnetzoo.export.mobile_export.export_mobile`."""
     from .runtimes import runtime_for_format
 
     runtime = runtime_for_format(format)
     if runtime.format == "onnx":
         from .onnx_export import export_onnx as _export_onnx
         return _export_onnx(model_or_name, **kwargs)
-    from .mobile import export_mobile
+    from .mobile_export import export_mobile
     return export_mobile(model_or_name, runtime.format, **kwargs)
 
 

@@ -3,7 +3,7 @@
 For every model and batch size, the requested runtimes are timed side by side on the same input
 (``timing.time_interleaved``); every runtime other than PyTorch runs the file exported and verified
 from the very same ``nn.Module`` (ONNX graphs by ``export_onnx``; ExecuTorch, LiteRT and OpenVINO
-programs by ``mobile.convert_and_check``), as its record in ``runtimes.RUNTIMES`` says.
+programs by ``mobile_export.convert_and_check``), as its record in ``runtimes.RUNTIMES`` says.
 Runtimes that cannot run here are reported as skipped with the reason; a runtime that fails on one
 model is reported as failed for that model.
 
@@ -210,7 +210,7 @@ def _export(subject: Subject, batch: int, tmp: Path, threads: int, runtime) -> t
         result = export_onnx(subject.model, tmp, name=stem, batch=batch, input_size=subject.size[1:],
                              allow_size_mismatch=True, calibrate_bn=False, trt=trt, threads=threads)
         return (result.files["trt_onnx"] if trt else result.onnx_path), {}
-    from .mobile import convert_and_check
+    from .mobile_export import convert_and_check
 
     if batch != 1:
         raise ExportError(f"{runtime.name} programs are exported at batch 1 here; time it with --batch 1")

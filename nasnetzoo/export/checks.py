@@ -160,7 +160,7 @@ def verification_error(name: str, v: Verification, runtime: str = "ONNX Runtime"
 def verify_onnx(model_proto, variant: str, cases: Sequence[Case], *, fp16: bool,
                 threads: Optional[int] = None) -> Verification:
     """Run ``model_proto`` in ONNX Runtime (CPU) on each case and check it."""
-    from .runtimes import ort_run, ort_session
+    from .ort import ort_run, ort_session
 
     session = ort_session(model_proto, threads=threads)
     return check_outputs(variant, "onnxruntime CPUExecutionProvider", cases,

@@ -14,7 +14,8 @@ Export (``--format``), the benchmark (``--runtime``), the mobile report and the 
 
 The converters and loaders of the mobile runtimes are in ``mobile.py``, ONNX Runtime's below, the
 ONNX conversion in ``onnx_export.py`` and TensorRT's in ``trt.py``; they are imported only when a
-record is used, so listing the table imports none of those packages.
+record is used, so listing the table imports none of those packages.  ``ort_session`` and the
+runners are re-exported here for the callers that time a module directly.
 """
 from __future__ import annotations
 
@@ -107,10 +108,10 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
             extra_reason=_torch_compile_reason),
     Runtime("ort-cpu", "ONNX Runtime, CPUExecutionProvider, all graph optimizations", format="onnx",
             suffix=".onnx", extra="export", modules=("onnx", "onnxruntime", "onnxslim"),
-            loader=".runtimes:load_ort_cpu"),
+            loader=".ort:load_ort_cpu"),
     Runtime("ort-cuda", "ONNX Runtime, CUDAExecutionProvider (onnxruntime-gpu and a GPU)", format="onnx",
             suffix=".onnx", extra="export-gpu", modules=("onnx", "onnxruntime"), gpu=True,
-            loader=".runtimes:load_ort_cuda", extra_reason=_ort_cuda_reason),
+            loader=".ort:load_ort_cuda", extra_reason=_ort_cuda_reason),
     Runtime("tensorrt", "a TensorRT engine built from the TensorRT-ready graph (tensorrt and a GPU)",
             format="onnx", suffix=".trt.onnx", extra="export-gpu", modules=("onnx", "onnxruntime"), gpu=True,
             check="fp16", loader=".trt:load_engine", timed=".trt:engine_runner", extra_reason=_tensorrt_reason),
@@ -175,54 +176,7 @@ def help_text() -> str:
                      for r in RUNTIMES.values())
 
 
-# ------------------------------------------------------------------ ONNX Runtime
-def ort_session(model, providers: Sequence[str] = ("CPUExecutionProvider",), threads: Optional[int] = None):
-    """An ONNX Runtime session on ``model`` (path, bytes or ModelProto) with all graph optimizations.
-
-    ``threads`` sets the intra-op pool (inter-op 1, sequential execution), matching
-    ``torch.set_num_threads`` for a like-for-like comparison; None keeps ORT's default.
-    """
-    import onnxruntime as ort
-
-    if hasattr(model, "SerializeToString"):
-        model = model.SerializeToString()
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3  # the constant-folding notes on fp16 graphs are not errors
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model if isinstance(model, (bytes, str)) else str(model), opts,
-                                providers=list(providers))
-
-
-def ort_run(session, x: np.ndarray) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    return session.run(None, {name: x})[0]
-
-
-def _ort_loader(path, threads: Optional[int], cuda: bool):
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-    session = ort_session(str(path), providers, threads)
-    if cuda and session.get_providers()[0] != "CUDAExecutionProvider":
-        raise RuntimeError("onnxruntime fell back to the CPU provider")
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def load_ort_cpu(path, threads: Optional[int] = None):
-    return _ort_loader(path, threads, cuda=False)
-
-
-def load_ort_cuda(path, threads: Optional[int] = None):
-    return _ort_loader(path, threads, cuda=True)
-
-
-def ort_runner(onnx_path: str, x: np.ndarray, *, cuda: bool = False,
-               threads: Optional[int] = None) -> Callable[[], object]:
-    run = _ort_loader(onnx_path, threads, cuda)
-    return lambda: run(x)
+from .ort import ort_run, ort_runner, ort_session  # noqa: E402,F401  (the ONNX Runtime helpers)
 
 
 # ------------------------------------------------------------------ PyTorch
