@@ -17,9 +17,6 @@ from .text_table import text_table
 _user_errors = user_errors  # the subpackages' commands import it from nasnetzoo.cli_errors
 
 
-_table = text_table  # export.bench still imports it from here; new code: nasnetzoo.text_table
-
-
 def _num(value, fmt: str = "{:g}") -> str:
     return "-" if value is None else fmt.format(value)
 
