@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, NasNetZooError
+from .._version import __version__
 from ..fileio import atomic_write
 
 PathLike = Union[str, Path]
@@ -176,12 +177,6 @@ def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- writing
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def model_metadata(model: nn.Module) -> dict[str, Any]:
     """What the model itself knows: registry name, architecture, dataset, config, genotype."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
@@ -266,7 +261,7 @@ def write_weights(tensors: Mapping[str, torch.Tensor], path: PathLike, meta: Map
 
     tensors = _tensors(tensors)
     _finite_or_raise(tensors, path)
-    full = {"format": "pt", "nasnetzoo_format": FORMAT_VERSION, "nasnetzoo_version": _version(), **meta}
+    full = {"format": "pt", "nasnetzoo_format": FORMAT_VERSION, "nasnetzoo_version": __version__, **meta}
     payload = to_bytes(tensors, metadata=encode_metadata(full))
     return atomic_write(path, lambda handle: handle.write(payload))
 
