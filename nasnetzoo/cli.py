@@ -17,9 +17,6 @@ from .text_table import text_table
 _user_errors = user_errors  # the subpackages' commands import it from nasnetzoo.cli_errors
 
 
-_table = text_table  # export.bench still imports it from here; new code: nasnetzoo.text_table
-
-
 def _num(value, fmt: str = "{:g}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -84,6 +81,8 @@ def info(name: str, dataset: Optional[str], as_json: bool) -> None:
     from .factory import resolve
     from .profile import profile
 
+    from .weights.sources import as_json as weights_json
+
     spec = resolve(name, dataset=dataset)
     model = spec.build().eval()
     prof = profile(model, spec.data["input_size"])
@@ -93,7 +92,9 @@ def info(name: str, dataset: Optional[str], as_json: bool) -> None:
         click.echo(json.dumps({**cfg, "genotype_spec": spec.genotype.to_dict(), "config": spec.config,
                                "measured": {"params": prof.params, "params_with_aux": prof.params_with_aux,
                                             "macs": prof.macs, "input_size": list(prof.input_size)},
-                               "notes": spec.entry.notes if spec.entry else ""}, indent=2, default=str))
+                               "notes": spec.entry.notes if spec.entry else "",
+                               "weights": weights_json(spec.entry.name) if spec.entry else []},
+                              indent=2, default=str))
         return
     entry = spec.entry
     lines = [f"{spec.name}  ({spec.genotype.family} family, {spec.dataset}, {spec.arch.name})"]
@@ -125,7 +126,10 @@ def info(name: str, dataset: Optional[str], as_json: bool) -> None:
             lines.append(f"           source: {reported['source']}")
     if entry is not None and entry.notes:
         lines.append(f"notes:     {entry.notes}")
-    lines.append(f"weights:   {'available' if entry is not None and entry.has_weights else 'none published'}")
+    if entry is not None:
+        from .weights.sources import describe
+
+        lines.extend(describe(entry.name))
     click.echo("\n".join(lines))
 
 

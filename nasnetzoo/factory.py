@@ -13,6 +13,9 @@ from .errors import ConfigError, UnknownModelError, close_matches
 from .genotype import Genotype, parse
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
                        get_entry, is_model_name, list_models)
+from .weights.format import WeightsError, check_config_bounds, load_weights, read_metadata
+from .weights.pretrained import pretrained_file
+from .weights.sources import select_source
 
 # Builder options that describe the cell's ops rather than the network around it; they follow a
 # cell when it is built on another dataset (SNAS's pools keep their BatchNorm on ImageNet).
@@ -127,7 +130,7 @@ def _check_kwargs(builder, config: Mapping[str, Any], name: str) -> None:
 
 
 def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool = False, *,
-         weights: Optional[Union[str, Path]] = None, dataset: Optional[str] = None,
+         weights: Optional[Union[str, Path]] = None, dataset: Optional[str] = None, tag: Optional[str] = None,
          **overrides: Any) -> nn.Module:
     """Build a zoo network, in eval mode.
 
@@ -136,23 +139,85 @@ def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool
     ``dataset``: build the cell's network for ``cifar10``, ``cifar100`` or ``imagenet``.
     ``weights``: a safetensors file to load strictly; the builder config saved in it (by
     ``save_pretrained``) is used, so a 100-class or auxiliary-head network is rebuilt as saved.
-    ``pretrained``: the entry's published weights, fetched through the Hugging Face hub cache
-    (``HF_HOME``, ``HF_HUB_OFFLINE``) and sha256-checked before loading.
+    ``pretrained``: the entry's published weights (``nasnetzoo list`` shows which have some),
+    fetched from their publisher, checksum-verified, converted once and cached; ``tag`` picks a
+    non-default file (``nasnetzoo info NAME`` lists the tags).
     Other keyword arguments override the builder's defaults, and a weights file's saved config
     (``num_classes``, ``auxiliary``, ``drop_path_rate``, ``C``, ``layers``, ...).
     """
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True or weights=PATH, not both.")
+    if tag is not None and not pretrained:
+        raise ConfigError(f"tag={tag!r} picks a published weights file: pass pretrained=True with it.")
     if pretrained:
-        from .hub.download import fetch_pretrained
-
-        weights = fetch_pretrained(name_or_genotype, dataset=dataset)
+        weights = pretrained_weights(name_or_genotype, dataset=dataset, tag=tag)
     if weights is None:
         return resolve(name_or_genotype, dataset=dataset, **overrides).build().eval()
-    from .hub.pretrained import spec_for_weights
-    from .weights import load_weights
-
     spec = spec_for_weights(name_or_genotype, weights, dataset=dataset, overrides=overrides)
     model = spec.build()
     load_weights(model, weights)
     return model.eval()
+
+
+def pretrained_weights(name: Any, *, dataset: Optional[str] = None, tag: Optional[str] = None,
+                       force: bool = False) -> Path:
+    """The local nasnetzoo weights file of ``name``'s published weights (fetched on first use)."""
+    if not isinstance(name, str) or not is_model_name(name):
+        raise ConfigError(f"pretrained=True needs a registry name (see `nasnetzoo list`); {str(name)[:80]!r} "
+                          "is not one, so pass your own weights with weights='file.safetensors'.")
+    entry = get_entry(name)
+    source = select_source(entry.name, tag=tag, dataset=dataset)
+
+    def build(config: Mapping[str, Any]) -> nn.Module:
+        return resolve(entry.name, dataset=source.dataset or dataset, **config).build()
+
+    return pretrained_file(source, build, force=force)
+
+
+# ---------------------------------------------------------------------------- weights files
+def spec_for_weights(name_or_genotype: Any, path: Union[str, Path], *, dataset: Optional[str],
+                     overrides: Mapping[str, Any], meta: Optional[Mapping[str, Any]] = None) -> ModelSpec:
+    """The ModelSpec to build for weights file ``path``.
+
+    The file's saved config is the base and the user's keyword arguments override it (so
+    ``load("pcdarts_cifar", weights=w)`` rebuilds a 100-class, auxiliary-head network when ``w``
+    was saved from one).  Absurd saved sizes are refused before anything is allocated; a file saved
+    for another genotype or network raises WeightsError naming both and the call that loads it.
+    """
+    meta = read_metadata(path) if meta is None else meta
+    saved_config = meta.get("config")
+    if saved_config is not None and not isinstance(saved_config, Mapping):
+        raise WeightsError(f"{path}: metadata 'config' is not a mapping; rewrite it with save_pretrained.")
+    config = {**(saved_config or {}), **overrides}
+    check_config_bounds(config, path)
+    saved_dataset = meta.get("dataset")
+    if dataset is None and saved_dataset in DATASETS:
+        dataset = saved_dataset
+    spec = resolve(name_or_genotype, dataset=dataset, **config)
+    _check_same_network(spec, meta, path)
+    return spec
+
+
+def _check_same_network(spec: ModelSpec, meta: Mapping[str, Any], path) -> None:
+    saved = meta.get("genotype")
+    arch = meta.get("arch")
+    if isinstance(arch, str) and is_model_name(arch):
+        fix = f"Load it with nasnetzoo.load({arch!r}, weights={str(path)!r})"
+    else:
+        fix = "Load it with the genotype file it was trained from"
+    if isinstance(saved, Mapping):
+        try:
+            saved_genotype = Genotype.parse(dict(saved))
+        except Exception as err:  # a damaged field should not hide the weights
+            raise WeightsError(f"{path}: metadata 'genotype' cannot be parsed ({err}).") from None
+        if saved_genotype != spec.genotype:
+            raise WeightsError(
+                f"{path} holds weights for genotype {saved_genotype.name or '(custom)'!r}, but "
+                f"{spec.name!r} uses genotype {spec.genotype.name or '(custom)'!r}, a different cell. "
+                f"{fix}.")
+    saved_arch = meta.get("architecture")
+    if saved_arch and saved_arch != spec.arch.name:
+        raise WeightsError(
+            f"{path} holds weights for the {saved_arch!r} network, but {spec.name!r} builds "
+            f"{spec.arch.name!r}. {fix}, or pass the dataset it was trained on "
+            f"({meta.get('dataset') or 'see its metadata'}).")

@@ -600,7 +600,7 @@ def _check_path(path: Union[str, Path, None]) -> Optional[Path]:
 def _save(fig: Figure, path: Path) -> None:
     """Write atomically (a temporary file beside ``path``, then a rename): a full disk or a kill
     never leaves a torn plot, and a failure names ``path`` rather than the temporary file."""
-    from .train.checkpoint import atomic_write
+    from .fileio import atomic_write
 
     fmt = path.suffix.lower().lstrip(".")
 

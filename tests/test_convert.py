@@ -340,3 +340,64 @@ def test_safetensors_source(tmp_path):
     save_file({k: v.contiguous() for k, v in state.items()}, str(src))
     result = convert_checkpoint(src, tmp_path / "out.safetensors", fmt="darts", arch="darts_v2_cifar")
     torch.testing.assert_close(logits(nasnetzoo.load("darts_v2_cifar", weights=result.path), 32), logits(model, 32))
+
+
+# ============================================================================ pytorchcv
+def calibrated(model: torch.nn.Module, size: int) -> torch.nn.Module:
+    """Random weights with BatchNorm statistics calibrated on random images (cumulative average),
+    so every layer's output is of order 1 and a mis-mapped tensor shows in the logits."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, size, size, generator=gen))
+    return model.eval()
+
+
+PYTORCHCV = [("darts", "darts_v2_imagenet", 224), ("nasnet_4a1056", "nasnet_a_mobile", 224),
+             pytest.param("nasnet_6a4032", "nasnet_a_large", 331, marks=pytest.mark.slow),
+             pytest.param("pnasnet5large", "pnasnet5_large", 331, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("pcv_name,arch,size", PYTORCHCV)
+def test_pytorchcv_models_give_pytorchcv_logits(tmp_path, pcv_name, arch, size):
+    """`nasnetzoo convert --from pytorchcv` maps every key by name: max |logits difference| against
+    pytorchcv's own model is at most 1e-4 (the converter checks it too, at the same input size)."""
+    provider = pytest.importorskip("pytorchcv.model_provider")
+    torch.manual_seed(0)
+    source = calibrated(provider.get_model(pcv_name, pretrained=False), size)
+    src = tmp_path / f"{pcv_name}.pth"
+    torch.save(source.state_dict(), src)
+    dst = tmp_path / f"{arch}.safetensors"
+    result = run_convert("--from", "pytorchcv", src, "-o", dst, "--arch", arch, "--verify")
+    assert result.exit_code == 0, result.output
+    assert "verified: logits" in result.output and f"pytorchcv {pcv_name}" in result.output
+    meta = read_metadata(dst)
+    assert meta["provenance"]["converted_from"] == "pytorchcv"
+    assert meta["provenance"]["verified_max_abs_diff"] <= 1e-4
+    if arch != "darts_v2_imagenet":
+        assert meta["config"]["pool_padding"] == "tf"
+    ours = nasnetzoo.load(arch, weights=dst)
+    expected, got = logits(source, size), logits(ours, size)
+    assert expected.abs().max().item() > 0.05  # calibrated: not a vanishing signal
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_pytorchcv_by_position_would_be_wrong(tmp_path):
+    """Shapes and counts agree, but the orders do not: copying by position breaks the outputs,
+    which is why the converter maps by name."""
+    provider = pytest.importorskip("pytorchcv.model_provider")
+    torch.manual_seed(0)
+    source = calibrated(provider.get_model("nasnet_4a1056", pretrained=False), 224)
+    ours = nasnetzoo.load("nasnet_a_mobile", pool_padding="tf")
+    theirs, mine = source.state_dict(), ours.state_dict()
+    positional = {k: v for k, v in zip(mine, theirs.values())}
+    if all(positional[k].shape == mine[k].shape for k in mine):
+        ours.load_state_dict(positional)
+        assert (logits(ours, 224) - logits(source, 224)).abs().max().item() > 1e-2
+    else:  # the orders differ so much that even the shapes do not line up
+        assert any(positional[k].shape != mine[k].shape for k in mine)

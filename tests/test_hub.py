@@ -1,6 +1,6 @@
 """Published weights through the Hugging Face hub cache, with no network: the tests publish files
 into a temporary cache laid out as huggingface_hub lays it out, and the registry's weights table
-is patched to list them (no weights are published yet)."""
+is patched to list them.  (URL sources and foreign layouts: tests/test_pretrained_sources.py.)"""
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +15,11 @@ from click.testing import CliRunner
 import nasnetzoo
 from nasnetzoo import registry
 from nasnetzoo.cli import cli
-from nasnetzoo.hub import download as download_mod
 from nasnetzoo.hub.card import push_weights
-from nasnetzoo.hub.download import WeightsEntry, weights_entries
 from nasnetzoo.weights import ChecksumError, WeightsError, WeightsUnavailableError, read_metadata
+from nasnetzoo.weights import fetch as download_mod
+from nasnetzoo.weights import sources as sources_mod
+from nasnetzoo.weights.sources import WeightsSource, docs_row, sources_for as weights_entries
 
 SMALL = dict(C=8, layers=5)
 REPO = "nasnetzoo-test/pcdarts_cifar"
@@ -66,6 +67,12 @@ def register(monkeypatch, model: str, *entries: dict) -> None:
     monkeypatch.setitem(registry._zoo()[2], entry.name, dataclasses.replace(entry, weights=tuple(entries)))
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """nasnetzoo's own cache (converted files) in the test's folder, never the user's."""
+    monkeypatch.setenv("NASNETZOO_CACHE", str(tmp_path / "nasnetzoo_cache"))
+
+
 @pytest.fixture()
 def weights_file(tmp_path):
     torch.manual_seed(0)
@@ -83,7 +90,7 @@ def weights_file(tmp_path):
 def published(hub, weights_file, monkeypatch):
     model, path = weights_file
     link = publish(hub, REPO, FILE, path)
-    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": "main",
+    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT,
                                             "sha256": sha256(path), "metrics": {"top1": 97.1}})
     return model, link
 
@@ -108,7 +115,7 @@ def test_pinned_commit_needs_no_ref(hub, weights_file, monkeypatch):
     link = publish(hub, REPO, FILE, path, commit="f" * 40, ref="unused")
     register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": "f" * 40,
                                             "sha256": sha256(path)})
-    assert download_mod.fetch_pretrained("pcdarts_cifar") == link
+    assert nasnetzoo.factory.pretrained_weights("pcdarts_cifar") == link
     torch.testing.assert_close(_logits(nasnetzoo.load("pcdarts_cifar", pretrained=True)), _logits(model))
 
 
@@ -119,7 +126,7 @@ def test_flipped_byte_gives_checksum_error_and_leaves_the_cache(published):
     data[len(data) // 2] ^= 0x01
     blob.write_bytes(bytes(data))
     actual = hashlib.sha256(bytes(data)).hexdigest()
-    expected = weights_entries("pcdarts_cifar")[0].sha256
+    expected = weights_entries("pcdarts_cifar")[0].checksum
     with pytest.raises(ChecksumError) as info:
         nasnetzoo.load("pcdarts_cifar", pretrained=True)
     msg = str(info.value)
@@ -147,7 +154,7 @@ def test_truncated_download_is_a_checksum_error(hub, weights_file, monkeypatch):
     short = path.with_name("short.safetensors")
     short.write_bytes(path.read_bytes()[:1000])
     publish(hub, REPO, FILE, short)
-    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "sha256": sha256(path)})
+    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT, "sha256": sha256(path)})
     with pytest.raises(ChecksumError, match="checksum mismatch"):
         nasnetzoo.load("pcdarts_cifar", pretrained=True)
 
@@ -155,7 +162,7 @@ def test_truncated_download_is_a_checksum_error(hub, weights_file, monkeypatch):
 def test_published_file_of_another_architecture(hub, tmp_path, monkeypatch):
     other = nasnetzoo.save_pretrained(nasnetzoo.load("darts_v2_cifar", **SMALL), tmp_path / FILE)
     publish(hub, REPO, FILE, other)
-    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "sha256": sha256(other)})
+    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT, "sha256": sha256(other)})
     with pytest.raises(WeightsError, match="holds weights for genotype 'darts_v2'"):
         nasnetzoo.load("pcdarts_cifar", pretrained=True)
 
@@ -168,7 +175,7 @@ def test_published_file_with_wrong_keys(hub, tmp_path, monkeypatch):
     bad = tmp_path / FILE
     save_file(state, str(bad))  # no metadata: built with the entry's defaults, which the keys do not fit
     publish(hub, REPO, FILE, bad)
-    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "sha256": sha256(bad)})
+    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT, "sha256": sha256(bad)})
     with pytest.raises(WeightsError, match=r"does not fit this architecture; missing keys \(\d+\).*unexpected keys"):
         nasnetzoo.load("pcdarts_cifar", pretrained=True)
 
@@ -177,7 +184,9 @@ def test_no_published_weights_lists_the_models_that_have(published):
     with pytest.raises(WeightsUnavailableError) as info:
         nasnetzoo.load("darts_v2_cifar", pretrained=True)
     msg = str(info.value)
-    assert "darts_v2_cifar has no published weights (models with weights: pcdarts_cifar)" in msg
+    others = ", ".join(sources_mod.published())  # the real entries and the one this test publishes
+    assert "pcdarts_cifar" in others and "nasnet_a_large" in others
+    assert f"darts_v2_cifar has no published weights (models with weights: {others})" in msg
     assert "weights='file.safetensors'" in msg and "nasnetzoo convert" in msg
     with pytest.raises(WeightsUnavailableError, match="pcdarts_cifar has no published weights for cifar100"):
         nasnetzoo.load("pcdarts_cifar", pretrained=True, dataset="cifar100")
@@ -191,7 +200,7 @@ def test_bad_registry_weights_entries(monkeypatch):
     register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "sha256": "xyz"})
     with pytest.raises(nasnetzoo.ConfigError, match=r"weights\[0\]: sha256 'xyz' is not 64 hexadecimal"):
         weights_entries("pcdarts_cifar")
-    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "sha256": "a" * 64, "url": "x"})
+    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "sha256": "a" * 64, "sha": "x"})
     with pytest.raises(nasnetzoo.ConfigError, match="unknown weights field"):
         weights_entries("pcdarts_cifar")
     register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "sha256": "a" * 64})
@@ -203,9 +212,10 @@ def test_zoo_yaml_weights_are_valid_and_documented():
     """Every weights entry of zoo.yaml parses (repo, file, 64-hex sha256) and has its row in
     docs/weights.md, the one table of published files (empty until real files are published)."""
     docs = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
-    for name, entries in download_mod.published().items():
+    for name, entries in sources_mod.published().items():
         for weights in entries:
-            assert f"`{weights.filename}`" in docs and weights.sha256 in docs, (name, weights.filename)
+            assert f"`{weights.file_name}`" in docs and weights.checksum in docs, (name, weights.file_name)
+            assert docs_row(weights) in docs, (name, weights.tag)
     for name in nasnetzoo.list_models():
         weights_entries(name)
 
@@ -220,11 +230,16 @@ def test_online_download_goes_through_hf_hub_download(hub, weights_file, monkeyp
     register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT, "sha256": sha256(path)})
     calls = []
 
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     def fake_download(repo_id, filename, **kwargs):
+        if kwargs.get("local_files_only"):  # the cache lookup that comes first
+            raise LocalEntryNotFoundError("not cached")
         calls.append((repo_id, filename, kwargs))
         return str(publish(Path(kwargs["cache_dir"]), repo_id, filename, path, commit=kwargs["revision"]))
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(download_mod, "probe", lambda url, source: None)  # no network in tests
     result = CliRunner().invoke(cli, ["download", "pcdarts_cifar"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "sha256 verified" in result.output and FILE in result.output
@@ -239,12 +254,13 @@ def test_network_failure_message(hub, monkeypatch):
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "sha256": "a" * 64})
+    register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT, "sha256": "a" * 64})
 
     def no_network(*args, **kwargs):
         raise LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(download_mod, "probe", lambda url, source: None)
     with pytest.raises(WeightsUnavailableError, match="could not be downloaded .*check the network"):
         nasnetzoo.load("pcdarts_cifar", pretrained=True)
 
@@ -268,7 +284,10 @@ def test_download_cli(published):
     runner = CliRunner()
     result = runner.invoke(cli, ["download", "pcdarts_cifar"], catch_exceptions=False)
     assert result.exit_code == 0 and result.output.strip() == f"pcdarts_cifar: {link} (sha256 verified)"
-    result = runner.invoke(cli, ["download", "--all"], catch_exceptions=False)
+    only_ours = {"pcdarts_cifar": weights_entries("pcdarts_cifar")}  # the real files need the network
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sources_mod, "published", lambda: only_ours)
+        result = runner.invoke(cli, ["download", "--all"], catch_exceptions=False)
     assert result.exit_code == 0 and "pcdarts_cifar:" in result.output
     result = runner.invoke(cli, ["download", "darts_v2_cifar"], catch_exceptions=False)
     assert result.exit_code == 1
@@ -359,4 +378,5 @@ def test_push_dry_run_prints_the_card(tmp_path, fake_api):
     result = push_weights("pcdarts_cifar", path, REPO, dry_run=True)
     assert fake_api.calls == [] and result.revision is None
     assert "license: cc-by-4.0" in result.card and read_metadata(path)["license"] == "cc-by-4.0"
-    assert WeightsEntry.from_dict(result.entry, "push").sha256 == sha256(path)
+    parsed = WeightsSource.parse("pcdarts_cifar", {**result.entry, "revision": COMMIT}, 0)
+    assert parsed.checksum == sha256(path) and parsed.checksum_kind == "sha256"

@@ -187,17 +187,6 @@ def test_reader_resolves_relative_absolute_and_deferred_imports(tmp_path):
                                       "nasnetzoo.sub.d -> nasnetzoo.sub.e -> nasnetzoo.sub.d"]
 
 
-# The cycles on this branch when the test was written; other branches remove them.  Once they are
-# merged the test passes, strict=True turns that into a failure, and this marker goes.
-CYCLES_AT_WRITING = [
-    "nasnetzoo (package) -> hub.pretrained -> nasnetzoo (`from .. import __version__`), with factory "
-    "<-> hub.pretrained and factory <-> hub.download (deferred imports)",
-    "cli -> export.commands -> export.bench -> cli (`from ..cli import _table`), with export.report",
-    "export.onnx_export <-> export.trt, with export.runtimes",
-]
-
-
-@pytest.mark.xfail(strict=True, reason="import cycles remain: " + " | ".join(CYCLES_AT_WRITING))
 def test_no_import_cycles_in_nasnetzoo():
     graph = import_graph()
     assert len(graph) > 50 and "nasnetzoo.factory" in graph["nasnetzoo"]

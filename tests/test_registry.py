@@ -48,8 +48,43 @@ def test_entry_metadata(name):
     assert entry.reported.get("source"), "every reported figure carries its source"
     for key in ("top1_err", "params_m", "search_cost_gpu_days"):
         assert key in entry.reported, f"{name}: reported.{key} missing"
-    assert entry.weights == ()
+    # weights only where a publisher hosts a file with a checksum (issue 11; docs/weights.md)
+    assert bool(entry.weights) == (name in WITH_WEIGHTS)
     assert entry.genotype.name == entry.genotype_name
+
+
+WITH_WEIGHTS = {"darts_v2_imagenet", "nasnet_a_mobile", "nasnet_a_large", "pnasnet5_large"}
+
+
+def test_pytorchcv_sources_equal_the_publishers_csv():
+    """Every pytorchcv URL and SHA-1 in zoo.yaml equals the installed pytorchcv's own record
+    (pytorchcv/models/common/model_metainfos.csv), so the registry cannot drift from it."""
+    import csv
+    import importlib.util
+
+    from nasnetzoo.weights.sources import published
+
+    spec = importlib.util.find_spec("pytorchcv")
+    if spec is None:
+        pytest.skip("pytorchcv is not installed (it is in the dev extra)")
+    table = Path(spec.origin).parent / "models" / "common" / "model_metainfos.csv"
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = {row["model_name"]: row for row in csv.DictReader(handle)}
+    checked = set()
+    for name, sources in published().items():
+        for source in sources:
+            if source.layout != "pytorchcv":
+                continue
+            stem = source.member[: -len(".pth")]
+            model_name, error, short = stem.rsplit("-", 2)
+            row = rows[model_name]
+            assert source.checksum_kind == "sha1" and source.checksum == row["checksum"], name
+            assert (error, short) == (row["error_value"], row["checksum"][:8]), name
+            assert source.url == (f"https://github.com/osmr/imgclsmob/releases/download/{row['repo_release_tag']}/"
+                                  f"{stem}.pth.zip"), name
+            assert source.metrics["top5_err"] == int(row["error_value"]) / 100, name
+            checked.add(model_name)
+    assert checked == {"darts", "nasnet_4a1056", "nasnet_6a4032", "pnasnet5large"}
 
 
 @pytest.mark.parametrize("name", MODELS)

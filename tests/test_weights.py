@@ -144,13 +144,16 @@ def test_save_is_atomic(tmp_path, monkeypatch, cifar100_aux):
     _, path = cifar100_aux
     before = path.read_bytes()
 
-    def fail(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half")
-        raise OSError("disk full")
+    from nasnetzoo import fileio
+    from nasnetzoo.weights import format as format_mod
 
-    import safetensors.torch
+    def crash_midway(target, writer):  # the disk fills up half-way through the one writer
+        def half(handle):
+            handle.write(b"half")
+            raise OSError("disk full")
+        return fileio.atomic_write(target, half)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", fail)
+    monkeypatch.setattr(format_mod, "atomic_write", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         nasnetzoo.save_pretrained(nasnetzoo.load("pcdarts_cifar", **SMALL), path)
     assert path.read_bytes() == before  # the old file is untouched
@@ -189,3 +192,27 @@ def test_metadata_must_be_json(tmp_path):
 def test_exported():
     assert nasnetzoo.save_pretrained is pretrained_mod.save_pretrained
     assert "save_pretrained" in nasnetzoo.__all__
+
+
+def test_weights_package_sits_below_factory():
+    """One home for the format, sources and download, importing nothing above it: no module of
+    nasnetzoo.weights imports the factory, the hub commands, training or the CLI (at any depth,
+    so no cycle through a function-level import either)."""
+    import ast
+
+    above = ("nasnetzoo.factory", "nasnetzoo.hub", "nasnetzoo.train", "nasnetzoo.cli", "nasnetzoo.export")
+    package = Path(nasnetzoo.__file__).parent / "weights"
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = "nasnetzoo.weights" if node.level == 1 else "nasnetzoo" if node.level == 2 else ""
+                names = [f"{base}.{node.module}" if node.module else base] if node.level else [node.module or ""]
+                names += [f"{names[0]}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            bad = [n for n in names if n.startswith(above)]
+            assert not bad, (path.name, bad)
+    factory_src = (Path(nasnetzoo.__file__).parent / "factory.py").read_text()
+    assert "hub.pretrained" not in factory_src and "hub.download" not in factory_src

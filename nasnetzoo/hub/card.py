@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from ..errors import ConfigError, NasNetZooError
-from ..weights import read_metadata
+from ..weights.format import load_weights, read_metadata
 
 PathLike = Union[str, Path]
 
@@ -30,9 +30,9 @@ class PushResult:
 
     def docs_row(self) -> str:
         """The row of the published-weights table in docs/weights.md."""
-        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(self.entry.get("metrics", {}).items())) or "-"
-        return (f"| {self.model} | `{self.filename}` | {self.repo_id} | {self.revision or 'main'} | "
-                f"{self.sha256} | {metrics} | {self.entry.get('source', '-')} | {self.entry.get('license', '-')} |")
+        from ..weights.sources import WeightsSource, docs_row
+
+        return docs_row(WeightsSource.parse(self.model, {**self.entry, "revision": self.revision or "0" * 40}, 0))
 
 
 def _fmt(value: Any) -> str:
@@ -113,9 +113,8 @@ def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optiona
 
     The file is loaded strictly into ``name`` first, so nothing that would fail ``load`` is published.
     """
-    from .download import sha256_file
-    from .pretrained import spec_for_weights
-    from ..weights import load_weights
+    from ..factory import spec_for_weights
+    from ..weights.fetch import file_digest
 
     weights = Path(weights)
     meta = read_metadata(weights)
@@ -127,13 +126,14 @@ def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optiona
                           "with the terms in the card) for the weights you publish.")
     if "/" not in repo_id:
         raise ConfigError(f"hub repo id {repo_id!r} must be 'owner/name'.")
-    sha = sha256_file(weights)
+    sha = file_digest(weights, "sha256")
     revision = None
     card = model_card(spec, meta, filename=weights.name, sha256=sha, repo_id=repo_id, license=license)
     if not dry_run:
         revision = _upload(api, repo_id, weights, card, private=private,
                            message=commit_message or f"Add {weights.name} ({spec.name}) with its model card")
-    entry = {"hub": repo_id, "filename": weights.name, "revision": revision or "main", "sha256": sha}
+    entry = {"tag": "nasnetzoo", "hub": repo_id, "filename": weights.name, "revision": revision or "<commit>",
+             "sha256": sha, "layout": "nasnetzoo"}
     if meta.get("metrics"):
         entry["metrics"] = dict(meta["metrics"])
     if meta.get("dataset") and meta["dataset"] != (spec.entry.dataset if spec.entry else None):

@@ -1,8 +1,8 @@
 """Click commands of this subpackage; nasnetzoo.cli adds every command listed in COMMANDS.
 
-``convert`` (official checkpoints -> nasnetzoo weights), ``download`` (pre-fetch published weights
-into the hub cache) and ``push`` (upload weights with a model card).  They only parse and print;
-the work is in ``nasnetzoo.hub.convert``, ``.download`` and ``.card``.
+``convert`` (official checkpoints -> nasnetzoo weights), ``download`` (pre-fetch, verify and
+convert published weights) and ``push`` (upload weights with a model card).  They only parse and
+print; the work is in ``nasnetzoo.hub.convert``, ``nasnetzoo.weights`` and ``nasnetzoo.hub.card``.
 """
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from typing import Optional
 import click
 
 from ..cli_errors import user_errors as _user_errors
+from ..errors import NasNetZooError
 from ..registry import DATASETS
 from .convert import FORMATS
 
 
 @click.command("convert")
 @click.option("--from", "fmt", required=True, type=click.Choice(list(FORMATS)),
-              help="Checkpoint format: the official DARTS / PC-DARTS / P-DARTS code, timm, or Cadene's "
-                   "pretrainedmodels.")
+              help="Checkpoint format: the official DARTS / PC-DARTS / P-DARTS code, timm, Cadene's "
+                   "pretrainedmodels, or pytorchcv (osmr's imgclsmob).")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output weights file (.safetensors).")
@@ -29,7 +30,7 @@ from .convert import FORMATS
               help="Build the cell's network for this dataset (default: the entry's; CIFAR-100 is "
                    "recognised from a 100-class head).")
 @click.option("--verify/--no-verify", default=None,
-              help="Compare the logits of the source model (timm / Cadene code) and the converted one. "
+              help="Compare the logits of the source model (timm / Cadene / pytorchcv code) and the converted one. "
                    "Default: when that code is importable.")
 @click.option("--verify-size", type=int, default=None,
               help="Input size for --verify (default: the entry's, e.g. 331 for the large models).")
@@ -43,6 +44,7 @@ def convert(fmt: str, src: str, output: str, arch: str, dataset: Optional[str], 
       nasnetzoo convert --from darts cifar10_model.pt -o darts_v2_cifar.safetensors --arch darts_v2_cifar
       nasnetzoo convert --from pcdarts checkpoint.pth.tar -o pcdarts_in.safetensors --arch pcdarts_imagenet
       nasnetzoo convert --from timm nasnetalarge.pth -o nasnet_a_large.safetensors --arch nasnet_a_large
+      nasnetzoo convert --from pytorchcv darts-0775-fc3171c5.pth -o d.safetensors --arch darts_v2_imagenet
 
     Checkpoints are read with torch.load(weights_only=True): a pickle that would run code is refused.
     Load the result with nasnetzoo.load(ARCH, weights=OUTPUT).
@@ -57,29 +59,42 @@ def convert(fmt: str, src: str, output: str, arch: str, dataset: Optional[str], 
 @click.command("download")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_models", is_flag=True, help="Every model with published weights.")
+@click.option("--tag", default=None, help="The file with this tag (see `nasnetzoo info NAME`); default: the first.")
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
               help="The weights for this dataset (when an entry publishes several).")
-@click.option("--force", is_flag=True, help="Download again even if the file is cached.")
+@click.option("--force", is_flag=True, help="Download and convert again even if cached.")
 @_user_errors
-def download(names: tuple, all_models: bool, dataset: Optional[str], force: bool) -> None:
-    """Pre-fetch the published weights of NAMES into the Hugging Face cache (sha256-checked).
+def download(names: tuple, all_models: bool, tag: Optional[str], dataset: Optional[str], force: bool) -> None:
+    """Pre-fetch, verify and convert the published weights of NAMES for machines without network.
 
-    The cache is HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; copy it to a
-    machine without network and set HF_HUB_OFFLINE=1 there: load(NAME, pretrained=True) then
-    reads the cached file.
+    URL sources land in ~/.cache/nasnetzoo (NASNETZOO_CACHE), hub files in the Hugging Face cache
+    (HF_HUB_CACHE or $HF_HOME/hub); copy both to the offline machine: load(NAME, pretrained=True)
+    then reads the converted file with no network.
     """
-    from .download import fetch_pretrained, published
+    from ..factory import pretrained_weights
+    from ..registry import get_entry
+    from ..weights.sources import published, select_source
 
     if all_models:
         names = tuple(published())
-        if not names:
-            click.echo("no model has published weights yet.")
-            return
     if not names:
         raise click.UsageError("name a model (see `nasnetzoo list`, column 'weights') or pass --all.")
+    failed = []
     for name in names:
-        path = fetch_pretrained(name, dataset=dataset, force=force)
-        click.echo(f"{name}: {path} (sha256 verified)")
+        try:
+            entry = get_entry(name)  # an unknown name fails here, with the closest names
+            source = select_source(entry.name, tag=tag, dataset=dataset)
+            path = pretrained_weights(entry.name, tag=source.tag, dataset=dataset, force=force)
+        except NasNetZooError as err:
+            if len(names) == 1:
+                raise
+            click.echo(f"{name}: failed: {err}", err=True)  # the others still get fetched
+            failed.append(name)
+            continue
+        label = f"{entry.name} [{source.tag}]" if tag else entry.name
+        click.echo(f"{label}: {path} ({source.checksum_kind} verified)")
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(names)} downloads failed: {', '.join(failed)}.")
 
 
 @click.command("push")

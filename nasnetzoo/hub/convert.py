@@ -1,40 +1,18 @@
-"""Converters from the official checkpoints to nasnetzoo weights files.
+"""``nasnetzoo convert``: a foreign checkpoint -> a nasnetzoo weights file, checked by outputs.
 
-Formats (``--from``):
-
-* ``darts``, ``pcdarts``, ``pdarts``: the official ``cnn/model.py`` networks.  CIFAR files are a raw
-  state dict saved by PyTorch 0.3 (no ``num_batches_tracked``: filled with 0, the value a freshly
-  built BatchNorm holds and one that eval mode never reads); ImageNet files are
-  ``{'state_dict': ..., 'epoch': ..., ...}`` with DataParallel's ``module.`` prefix.  nasnetzoo's
-  DARTS-family module names are the official ones, so keys map one to one; ``C``, ``layers``,
-  ``num_classes``, ``auxiliary`` and the P-DARTS aux-head BatchNorm are read off the tensors.
-* ``timm``: ``nasnetalarge`` and ``pnasnet5large`` state dicts (``.pth`` or ``.safetensors``).
-* ``cadene``: Cadene's ``pretrainedmodels`` ``nasnetamobile``, ``nasnetalarge`` and
-  ``pnasnet5large``; their 1001-class heads (row 0 = TF's background class) lose row 0.
-
-Name differences (``reference_facts.md`` section 4.4): the classifier is ``last_linear``; NASNet
-cells keep the factorized reduction of their previous input (``path_1``/``path_2``/
-``final_path_bn``) on the cell itself where nasnetzoo has it under ``conv_prev_1x1``; PNASNet's stem
-conv is ``conv_0``; Cadene's NASNet-A Mobile numbers its cells as if every stage had six
-(``cell_0..3, reduction_cell_0, cell_6..9, reduction_cell_1, cell_12..15``).
+The layouts and their key maps are in :mod:`nasnetzoo.weights.layouts`; this module infers the
+builder options from the tensors, builds the network, maps the keys by name, compares the logits
+of the source library's own model (timm, Cadene's ``pretrainedmodels``, pytorchcv) with the
+converted network's when that library is importable, and writes through the one weights writer.
 
 Padding: timm's stride-2 "same" average pools count the padded zeros (``AvgPool2dSame``), so a
-timm conversion records ``pool_padding="timm"``.  Cadene emulates TF's asymmetric SAME padding
-with ``ZeroPad2d((1, 0, 1, 0))`` + crop and ``count_include_pad=False`` pools, which equals TF's
-padding at the designed input sizes (224 mobile, 331 large), so a Cadene conversion records
-``pool_padding="tf"``.  Either way the option is saved in the file's config and ``load`` rebuilds it.
-
-Every foreign file is read with ``torch.load(..., weights_only=True)``: a pickle that would run
-code (or build any object beyond tensors and plain containers) is refused, never executed.
-Conversions are checked by outputs: when the source model's code is importable (timm, or Cadene's
-``pretrainedmodels``) the source and converted networks are run on the same random input.
+timm conversion records ``pool_padding="timm"``; Cadene and pytorchcv emulate TF's SAME padding
+(equal to TF's at the designed input sizes), so they record ``pool_padding="tf"``.  The option is
+saved in the file's config and ``load`` rebuilds it.
 """
 from __future__ import annotations
 
-import pickle
 import re
-import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -43,7 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..weights import CheckpointError, WeightsError, state_dict_mismatch
+from ..weights.format import CheckpointError, WeightsError, check_config_bounds, check_tensors, state_dict_mismatch
+from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, map_state_dict, read_checkpoint,  # noqa: F401
+                               source_key_map)
 
 PathLike = Union[str, Path]
 
@@ -53,15 +33,15 @@ FORMATS = {
     "pdarts": "official P-DARTS (chenxin061/pdarts model.py, aux head with BatchNorm2d(768))",
     "timm": "timm nasnetalarge / pnasnet5large",
     "cadene": "Cadene pretrainedmodels nasnetamobile / nasnetalarge / pnasnet5large",
+    "pytorchcv": "pytorchcv (osmr imgclsmob) darts / nasnet_4a1056 / nasnet_6a4032 / pnasnet5large",
 }
-DARTS_FORMATS = ("darts", "pcdarts", "pdarts")
 
 # nasnetzoo registry name -> the source library's model name (for the output check)
 TIMM_MODELS = {"nasnet_a_large": "nasnetalarge", "pnasnet5_large": "pnasnet5large"}
 CADENE_MODELS = {"nasnet_a_mobile": "nasnetamobile", "nasnet_a_large": "nasnetalarge",
                  "pnasnet5_large": "pnasnet5large"}
-CADENE_CELLS_PER_STAGE = 6  # Cadene numbers normal cells as NASNet-A Large's 6 per stage
-BACKGROUND_CLASSES = 1001   # TF-slim ImageNet heads: class 0 is "background"
+PYTORCHCV_MODELS = {"darts_v2_imagenet": "darts", "nasnet_a_mobile": "nasnet_4a1056",
+                    "nasnet_a_large": "nasnet_6a4032", "pnasnet5_large": "pnasnet5large"}
 
 
 @dataclass
@@ -91,161 +71,34 @@ class ConversionResult:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- reading
-def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
-    """A foreign checkpoint's state dict, read without running any pickled code.
-
-    Accepts safetensors files, raw state dicts, and the usual training-checkpoint wrappers
-    (``{'state_dict': ...}``, ``{'model': ...}``); DataParallel's ``module.`` prefix is removed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
-    if _is_safetensors(path):
-        from ..weights import read_state_dict
-
-        return read_state_dict(path)
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = _unpickler_reason(err)
-        if "global" in reason.lower():
-            raise CheckpointError(
-                f"{path} was refused: it is a pickle that would build Python objects beyond tensors and "
-                f"plain containers ({reason}), and nasnetzoo never runs code from a checkpoint. If you "
-                "trust the file, load it yourself and re-save only the tensors: "
-                "torch.save(checkpoint['state_dict'], 'clean.pth').") from None
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint: the weights-only reader refused it ({reason}). "
-            "nasnetzoo never runs code from a checkpoint, so it reads only torch.save files of tensors "
-            "and plain containers, and safetensors files.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(err)}); it may "
-                              "be truncated or in another format.") from None
-    return _strip_prefix(_unwrap(obj, path))
-
-
-def _is_safetensors(path: Path) -> bool:
-    if path.suffix == ".safetensors":
-        return True
-    with open(path, "rb") as handle:  # 8-byte header length, then a JSON header
-        head = handle.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 27)
-
-
-def _unpickler_reason(err: BaseException) -> str:
-    """The line of torch's weights-only error that says what it refused."""
-    for line in str(err).splitlines():
-        line = line.strip()
-        if "GLOBAL" in line or line.startswith(("Unsupported", "WeightsUnpickler error: Unsupported")):
-            line = line.replace("WeightsUnpickler error: ", "")
-            return line.split(" was not an allowed global")[0].rstrip(".")[:200]
-    return _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    text = [line for line in str(err).strip().splitlines() if line.strip()]
-    return text[0].strip()[:300] if text else type(err).__name__
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if _is_state_dict(obj):
-        return dict(obj)
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict", "model", "net"):
-            if _is_state_dict(obj.get(key)):
-                return dict(obj[key])
-        keys = ", ".join(repr(k) for k in list(obj)[:10])
-        raise CheckpointError(f"{path} holds a dict ({keys}) with no state dict of tensors under "
-                              "'state_dict' or 'model'; save the network's state_dict().")
-    raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; save the network's "
-                          "state_dict() (a whole pickled module is not accepted).")
-
-
-def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-# ---------------------------------------------------------------------------- key mapping
-_CELL = re.compile(r"^cell_(\d+)\.")
-_PATHS = re.compile(r"^((?:cell_stem_\d+|cell_\d+|reduction_cell_\d+))\.conv_prev_1x1\."
-                    r"(path_1|path_2|final_path_bn)\.")
-
-
-def _nasnet_source_key(key: str, *, fmt: str, pnas: bool, cells_per_stage: int,
-                       reduction_indices: list[int]) -> str:
-    """nasnetzoo's parameter name -> the timm/Cadene one."""
-    if key.startswith("classifier."):
-        return "last_linear." + key[len("classifier."):]
-    if pnas:
-        return "conv_0." + key[len("conv0."):] if key.startswith("conv0.") else key
-    key = _PATHS.sub(r"\1.\2.", key)
-    match = _CELL.match(key)
-    if fmt == "cadene" and match and cells_per_stage != CADENE_CELLS_PER_STAGE:
-        index = int(match.group(1))
-        stage = sum(index >= r for r in reduction_indices)
-        key = f"cell_{index + (CADENE_CELLS_PER_STAGE - cells_per_stage) * stage}." + key[match.end():]
-    return key
-
-
-def source_key_map(model: nn.Module, fmt: str) -> dict[str, str]:
-    """{nasnetzoo key: source key} for every entry of ``model``'s state dict."""
-    if fmt in DARTS_FORMATS:
-        return {k: k for k in model.state_dict()}
-    pnas = getattr(model, "reduction", "cell") == "stride"
-    kwargs = dict(fmt=fmt, pnas=pnas, cells_per_stage=getattr(model, "N", CADENE_CELLS_PER_STAGE),
-                  reduction_indices=list(getattr(model, "reduction_indices", [])))
-    return {k: _nasnet_source_key(k, **kwargs) for k in model.state_dict()}
-
-
-def map_state_dict(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: str
-                   ) -> tuple[dict[str, torch.Tensor], int, list[str]]:
-    """Rename ``source`` to nasnetzoo's keys; fill missing num_batches_tracked; drop background rows.
-
-    Returns (state dict, number of buffers filled, notes).  Source keys that map to nothing keep
-    their name, so a mismatch report shows them as unexpected.
-    """
-    key_map = source_key_map(model, fmt)
-    by_source = {src: ours for ours, src in key_map.items()}
-    state = {by_source.get(k, k): v for k, v in source.items()}
-    own = model.state_dict()
-    filled = 0
-    for key, value in own.items():
-        if key.endswith(".num_batches_tracked") and key not in state:
-            prefix = key[: -len("num_batches_tracked")]
-            if prefix + "running_mean" in state:
-                state[key] = torch.zeros_like(value)
-                filled += 1
-    notes = []
-    weight = state.get("classifier.weight")
-    if (fmt in ("timm", "cadene") and weight is not None and weight.shape[0] == BACKGROUND_CLASSES
-            and own.get("classifier.weight") is not None
-            and own["classifier.weight"].shape[0] == BACKGROUND_CLASSES - 1):
-        state["classifier.weight"] = weight[1:].clone()
-        if "classifier.bias" in state:
-            state["classifier.bias"] = state["classifier.bias"][1:].clone()
-        notes.append("dropped row 0 (TF's background class) of the 1001-class classifier")
-    return state, filled, notes
-
-
 # ---------------------------------------------------------------------------- config inference
 def _cell_count(source: Mapping[str, torch.Tensor]) -> Optional[int]:
     indices = [int(m.group(1)) for k in source if (m := re.match(r"^cells\.(\d+)\.", k))]
     return max(indices) + 1 if indices else None
 
 
+def _pytorchcv_darts_config(source: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    stem = source.get("features.stem1_unit.conv2.conv.weight")
+    units = {m.group(0) for k in source if (m := re.match(r"^features\.stage\d+\.unit\d+\.", k))}
+    config: dict[str, Any] = {"auxiliary": False}
+    if stem is not None and stem.dim() == 4:
+        config["C"] = int(stem.shape[0])
+    if units:
+        config["layers"] = len(units)
+    return config
+
+
 def infer_config(source: Mapping[str, torch.Tensor], spec, fmt: str) -> dict[str, Any]:
     """Builder options read off the tensors, for ``spec``'s network and format ``fmt``."""
     builder = spec.arch.builder
     config: dict[str, Any] = {}
-    if fmt in DARTS_FORMATS:
+    if fmt == "pytorchcv" and spec.genotype.family == "darts":
+        if not builder.endswith("DartsImageNetNetwork"):
+            raise ConfigError(f"--from pytorchcv converts pytorchcv's ImageNet DARTS (darts_v2_imagenet); "
+                              f"{spec.name!r} is built by {builder}.")
+        config = _pytorchcv_darts_config(source)
+        head = source.get("output.weight")
+    elif fmt in DARTS_FORMATS:
         if spec.genotype.family != "darts" or not builder.startswith("nasnetzoo.models.darts:"):
             raise ConfigError(f"--from {fmt} converts DARTS-family networks; {spec.name!r} is a "
                               f"{spec.genotype.family}-family network ({spec.arch.name}). Pick a DARTS-family "
@@ -267,7 +120,7 @@ def infer_config(source: Mapping[str, torch.Tensor], spec, fmt: str) -> dict[str
                               f"nasnet_a_large, pnasnet5_large); {spec.name!r} is built by {builder}.")
         config["auxiliary"] = False
         config["pool_padding"] = "timm" if fmt == "timm" else "tf"
-        head = source.get("last_linear.weight")
+        head = source.get("output.fc.weight" if fmt == "pytorchcv" else "last_linear.weight")
         if head is not None and head.dim() == 2 and head.shape[0] == BACKGROUND_CLASSES:
             head = head[1:]
     if head is not None and head.dim() == 2:
@@ -307,6 +160,15 @@ def _reference_model(fmt: str, arch: str, num_classes: int) -> tuple[Optional[nn
         except Exception:  # ImportError, or its own missing dependencies
             return None, "Cadene's pretrainedmodels is not importable (pip install pretrainedmodels)"
         return getattr(pretrainedmodels, name)(num_classes=num_classes, pretrained=None), f"Cadene {name}"
+    if fmt == "pytorchcv":
+        name = PYTORCHCV_MODELS.get(arch)
+        if name is None:
+            return None, f"pytorchcv has no model for {arch}"
+        try:
+            from pytorchcv.model_provider import get_model
+        except ImportError:
+            return None, "pytorchcv is not installed (pip install pytorchcv)"
+        return get_model(name, pretrained=False, num_classes=num_classes), f"pytorchcv {name}"
     return None, (f"the official {fmt} code is research code, not an importable package; keys and shapes "
                   "were matched strictly by name")
 
@@ -340,13 +202,13 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
     """Convert the ``fmt`` checkpoint ``src`` for network ``arch`` (registry name or genotype file)
     into the nasnetzoo weights file ``dst`` (safetensors with metadata).
 
-    ``verify``: compare the logits of the source model (its own code: timm or Cadene's
-    ``pretrainedmodels``) and the converted one on a random ``verify_size`` image (default: the
+    ``verify``: compare the logits of the source model (its own code: timm, Cadene's
+    ``pretrainedmodels`` or pytorchcv) and the converted one on a random ``verify_size`` image (default: the
     entry's input size); ``None`` verifies when that code is importable, ``True`` requires it.  A
     difference above ``tolerance`` (relative to the largest logit, at least 1) writes nothing.
     """
     from ..factory import resolve
-    from .pretrained import save_pretrained
+    from ..weights.format import save_pretrained
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown checkpoint format {fmt!r}; use one of {', '.join(FORMATS)}.")
@@ -356,6 +218,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
     source = read_checkpoint(src)
     base = resolve(arch, dataset=dataset)
     config = infer_config(source, base, fmt)
+    check_config_bounds(config, src)
     if dataset is None:
         dataset = _dataset_for(base, config.get("num_classes"))
     spec = resolve(arch, dataset=dataset, **config)
@@ -365,6 +228,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
     if problems:
         raise WeightsError(f"{src} (--from {fmt}) does not fit {spec.name}; {problems}. Check --arch (the "
                            "genotype the checkpoint was trained with) and --from.")
+    check_tensors(state, model.state_dict(), src)
     model.load_state_dict(state, strict=True)
     result = ConversionResult(dst, spec.name, dict(spec.config), len(state), filled, notes)
 
@@ -396,5 +260,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
 
 
 def source_rows(source: Mapping[str, torch.Tensor], fmt: str) -> Optional[int]:
-    head = source.get("classifier.weight" if fmt in DARTS_FORMATS else "last_linear.weight")
+    key = {"pytorchcv": "output.weight" if "output.weight" in source else "output.fc.weight"}.get(
+        fmt, "classifier.weight" if fmt in DARTS_FORMATS else "last_linear.weight")
+    head = source.get(key)
     return int(head.shape[0]) if head is not None and head.dim() == 2 else None

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..train.recipe import RecipeError, RecipeFile, check_choices, from_mapping
+from ..recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
+from ..registry import DATASETS
+from .strategies import TABLE
 
+# The strategy choices are the strategies table's names (strategies/__init__.py).
 CHOICES = {
-    "strategy": ("darts", "pcdarts", "parsec", "nasnet_rl"),
-    "dataset": ("cifar10", "cifar100", "digits", "imagenet"),
+    "dataset": tuple(DATASETS),   # the registry's datasets
     "stem": ("cifar", "imagenet"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "off"),
@@ -24,7 +26,7 @@ CHOICES = {
 class SearchRecipe(RecipeFile):
     name: str = "custom"
     description: str = ""
-    strategy: str = "pcdarts"     # darts | pcdarts | parsec
+    strategy: str = "pcdarts"     # darts | pcdarts | parsec | any supernet strategy in the table
     second_order: bool = False    # DARTS's unrolled architecture gradient
 
     # ---- data: the training set is split into a weight half and an architecture half
@@ -71,10 +73,11 @@ class SearchRecipe(RecipeFile):
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_choices(self, CHOICES)
-        if self.strategy == "nasnet_rl":
-            raise RecipeError("strategy 'nasnet_rl' is NASNet's RL search, whose recipe has its own keys: write it "
-                              "in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
+        require_finite(self)
+        check_choices(self, {"strategy": tuple(TABLE), **CHOICES})
+        if TABLE[self.strategy].build is None:   # a pipeline of its own (NASNet's RL search), with its own keys
+            raise RecipeError(f"strategy {self.strategy!r} runs its own pipeline, whose recipe has its own keys: write "
+                              "it in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
         for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")

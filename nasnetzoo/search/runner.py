@@ -10,12 +10,16 @@ The run directory holds::
     checkpoint.pt        written atomically after every epoch; ``--resume`` continues exactly
     genotype.yaml        the final genotype, which ``nasnetzoo.load`` and ``nasnetzoo train`` accept
 
+The lock, resume, RNG states, commits, logs and Ctrl-C/SIGTERM are the run envelope's
+(``train/envelope.py``); this module keeps the search's own steps.
+
 Under torchrun every rank computes, gradients of weights and architecture parameters are averaged
 across ranks, and rank 0 writes the files.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,17 +32,19 @@ from .. import __version__
 from ..errors import NasNetZooError
 from ..genotype import Genotype
 from ..train import distributed as D
-from ..train.checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from ..train.checkpoint import CheckpointError, atomic_write, load_checkpoint, seed_everything
+from ..train.envelope import CHECKPOINTS, Run, RunInterrupted, check_finite, check_resumable
 from ..train.optim import LRSchedule, build_optimizer
-from ..train.progress import MetricsLog, RunProgress, say
+from ..train.progress import RunProgress, say
 from .data import build_search_data
 from .history import SearchHistory, plot_history
 from .recipe import SearchRecipe, load_search_recipe
-from .strategies import STRATEGIES, SearchStrategy
+from .strategies import SearchStrategy, get_strategy
 from .supernet import SearchNetwork
 
 PathLike = Union[str, Path]
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = CHECKPOINTS["search"]
+SearchInterrupted = RunInterrupted   # Ctrl-C or SIGTERM; the message says how to resume
 
 
 @dataclass
@@ -54,19 +60,20 @@ def default_run_dir(recipe: SearchRecipe) -> Path:
 
 
 def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrategy:
-    common = dict(arch_lr=recipe.arch_lr, arch_betas=recipe.arch_betas, arch_weight_decay=recipe.arch_weight_decay,
-                  grad_clip=recipe.grad_clip or None)
-    if recipe.strategy == "parsec":
-        # Its own generator, seeded alike on every rank: all ranks sample the same architectures.
-        generator = torch.Generator(device="cpu").manual_seed(recipe.seed)
-        return STRATEGIES["parsec"](network, num_samples=recipe.parsec_samples, generator=generator, **common)
-    return STRATEGIES[recipe.strategy](network, second_order=recipe.second_order, **common)
+    """The recipe's strategy, built as its entry in the strategies table says."""
+    entry = get_strategy(recipe.strategy)
+    if entry.build is None:
+        raise NasNetZooError(f"strategy {recipe.strategy!r} does not run on the supernet; run it with "
+                             "nasnetzoo.search.run_search or `nasnetzoo search`.")
+    return entry.build(recipe, network)
 
 
 def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
-    return SearchNetwork(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps,
-                         stem=recipe.stem, partial_k=recipe.partial_k,
-                         edge_norm=recipe.edge_norm and recipe.strategy != "parsec")
+    """The supernet, with the options the recipe's strategy fixes (PARSEC: no edge normalisation)."""
+    options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
+                   partial_k=recipe.partial_k, edge_norm=recipe.edge_norm)
+    options.update(get_strategy(recipe.strategy).network)
+    return SearchNetwork(**options)
 
 
 def _broadcast_parameters(network: torch.nn.Module) -> None:
@@ -76,11 +83,13 @@ def _broadcast_parameters(network: torch.nn.Module) -> None:
 
 
 def search(recipe: SearchRecipe, *, out: Optional[PathLike] = None, resume: Optional[PathLike] = None,
-           recipe_path: str = "", on_epoch_end: Optional[Callable[[int], bool]] = None) -> SearchResult:
-    """Run (or resume) a search.  ``on_epoch_end(epoch)`` may return True to stop after that epoch."""
+           recipe_path: str = "", on_epoch_end: Optional[Callable[[int], bool]] = None,
+           overwrite: bool = False) -> SearchResult:
+    """Run (or resume) a search.  ``on_epoch_end(epoch)`` may return True to stop after that epoch;
+    ``overwrite`` replaces another run that ``out`` holds (otherwise refused)."""
     info = D.setup(recipe.device)
     try:
-        return _search(info, recipe, out, resume, recipe_path, on_epoch_end)
+        return _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite)
     finally:
         D.teardown()
 
@@ -90,27 +99,75 @@ def prepare_resume(run_dir: PathLike, overrides: Sequence[str] = ()) -> SearchRe
     if not (run_dir / "recipe.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a search run directory (no recipe.yaml); pass the folder "
                               "that `nasnetzoo search --out` created.")
+    check_resumable(run_dir, "search")
     return load_search_recipe(run_dir / "recipe.yaml", overrides)
 
 
-def _search(info, recipe, out, resume, recipe_path, on_epoch_end) -> SearchResult:
-    device = info.device
+@dataclass
+class _Loop:
+    """What a search builds before its first step."""
+    info: D.DistInfo
+    recipe: SearchRecipe
+    data: object
+    network: SearchNetwork
+    strategy: SearchStrategy
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    steps_per_epoch: int
+    history: SearchHistory
+
+
+def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> SearchResult:
     run_dir = Path(resume) if resume is not None else Path(out) if out is not None else default_run_dir(recipe)
     run_dir = Path(D.broadcast_object(str(run_dir)))
-    checkpoint_path = run_dir / CHECKPOINT
-    if resume is None and checkpoint_path.exists():
-        raise NasNetZooError(f"{run_dir} already holds a search; resume it with --resume {run_dir} or choose "
-                             "another --out.")
     if info.world > 1 and recipe.batch_size % info.world:
         raise NasNetZooError(f"batch_size {recipe.batch_size} does not split over {info.world} processes; "
                              f"use a multiple of {info.world}.")
+    loop = _build(info, recipe)
+    run = Run("search", run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite, info=info)
+    with run:
+        start_epoch = _start(run, loop)
+        progress = RunProgress(recipe.epochs, loop.steps_per_epoch, enabled=recipe.progress and info.is_main,
+                               done_steps=start_epoch * loop.steps_per_epoch, world=info.world)
+        if info.is_main and recipe.progress:
+            weights = sum(p.numel() for p in loop.network.weight_parameters())
+            say(f"search {recipe.strategy} on {loop.data.description}; {weights / 1e6:.2f}M supernet weights; "
+                f"run dir {run_dir}")
+        records = loop.history.records
+        genotype = Genotype.from_dict(records[-1]["genotype"]) if records else None
+        val_acc = records[-1]["metrics"]["val_acc"] if records else 0.0
+        try:
+            for epoch in range(start_epoch, recipe.epochs):
+                progress.start_epoch(epoch)
+                train_loss, train_acc = _search_epoch(run, loop, epoch, progress)
+                val_acc = _held_out_accuracy(loop.strategy, loop.data.arch, info.device,
+                                             max_batches=max(1, loop.steps_per_epoch // 2))
+                genotype = loop.strategy.derive(name=f"{recipe.name}_epoch{epoch + 1}")
+                progress.end_epoch(_commit_epoch(run, loop, epoch, genotype, train_loss, train_acc, val_acc))
+                D.barrier()
+                if on_epoch_end is not None and on_epoch_end(epoch):
+                    return SearchResult(run_dir, genotype, epoch + 1, val_acc)
+        finally:
+            progress.end_epoch()
+        final = _final_genotype(recipe, genotype, val_acc, recipe_path, run_dir)
+        if info.is_main:
+            run.write_text("genotype.yaml", final.to_yaml())
+            with contextlib.suppress(ImportError):
+                plot_history(loop.history, run_dir / "alphas.png", list(loop.network.primitives))
+            if recipe.progress:
+                say(f"genotype: {final.to_string()}\nwrote {run_dir / 'genotype.yaml'}; train it with "
+                    f"`nasnetzoo train --recipe recipes/retrain_cifar10.yaml --arch {run_dir / 'genotype.yaml'}`")
+    return SearchResult(run_dir, final, recipe.epochs, val_acc)
+
+
+def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     seed_everything(recipe.seed)
-    data = build_search_data(recipe, micro_batch=recipe.batch_size // info.world, device=device,
+    data = build_search_data(recipe, micro_batch=recipe.batch_size // info.world, device=info.device,
                              rank=info.rank, world=info.world)
-    network = build_network(recipe, data.num_classes).to(device)
+    network = build_network(recipe, data.num_classes).to(info.device)
     _broadcast_parameters(network)
     strategy = build_strategy(recipe, network)
-    if device.type == "cuda" and recipe.amp in ("auto", "bf16"):
+    if info.device.type == "cuda" and recipe.amp in ("auto", "bf16"):
         strategy.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
@@ -123,87 +180,81 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end) -> SearchResul
     schedule = LRSchedule(optimizer, kind="cosine", base_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
                           steps_per_epoch=steps_per_epoch, lr_min=recipe.lr_min,
                           warmup_steps=int(round(recipe.lr_warmup_epochs * steps_per_epoch)))
+    return _Loop(info, recipe, data, network, strategy, optimizer, schedule, steps_per_epoch, SearchHistory())
 
-    history, start_epoch = SearchHistory(), 0
-    log = MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main)
-    if resume is not None:
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        strategy.load_state_dict(state["strategy"])
-        history = SearchHistory(state["history"])
-        start_epoch = int(state["epoch"]) + 1
-        set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else None)
-        log.truncate_after(start_epoch - 1)
-    else:
-        if recipe.init_distribution:
-            source = load_checkpoint(Path(recipe.init_distribution) / CHECKPOINT)
-            strategy.init_distribution(source["strategy"]["pi"])
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+
+def _start(run: Run, loop: _Loop) -> int:
+    """Resume from the checkpoint (the first epoch to run), or start, warm-started when asked."""
+    recipe = loop.recipe
+    state = run.load(map_location=loop.info.device)
+    if state is not None:
+        def restore() -> None:
+            loop.network.load_state_dict(state["model"])
+            loop.optimizer.load_state_dict(state["optimizer"])
+            loop.schedule.load_state_dict(state["schedule"])
+            loop.strategy.load_state_dict(state["strategy"])
+
+        run.restore("supernet", restore)
+        loop.history = SearchHistory(state["history"])
+        run.restore_rng(state)
+        run.position = f"epoch {int(state['epoch']) + 1}/{recipe.epochs}"
+        return int(state["epoch"]) + 1
+    if recipe.init_distribution:
+        source = load_checkpoint(Path(recipe.init_distribution) / CHECKPOINT)
+        if "pi" not in (source.get("strategy") or {}):
+            raise CheckpointError(f"{recipe.init_distribution} is not a PARSEC search (its checkpoint has no "
+                                  "distribution pi); pass the run directory of a `strategy: parsec` search.")
+        loop.strategy.init_distribution(source["strategy"]["pi"])
+    run.write_text("recipe.yaml", recipe.to_yaml())
     D.barrier()
+    return 0
 
-    progress = RunProgress(recipe.epochs, steps_per_epoch, enabled=recipe.progress and info.is_main,
-                           done_steps=start_epoch * steps_per_epoch, world=info.world)
-    if info.is_main and recipe.progress:
-        say(f"search {recipe.strategy} on {data.description}; {sum(p.numel() for p in network.weight_parameters()) / 1e6:.2f}M "
-             f"supernet weights; run dir {run_dir}")
-    genotype, val_acc = (Genotype.from_dict(history.records[-1]["genotype"]) if history.records else None), 0.0
-    for epoch in range(start_epoch, recipe.epochs):
-        data.set_epoch(epoch)
-        progress.start_epoch(epoch)
-        train_loss, train_correct, seen = 0.0, 0, 0
-        for step, (train_batch, arch_batch) in enumerate(zip(data.weights, data.arch)):
-            if step >= steps_per_epoch:
-                break
-            train_batch = tuple(t.to(device, non_blocking=True) for t in train_batch)
-            if epoch >= recipe.warmup_epochs:
-                arch_batch = tuple(t.to(device, non_blocking=True) for t in arch_batch)
-                strategy.arch_step(train_batch, arch_batch, optimizer)
-            loss, logits = strategy.weight_step(train_batch, optimizer)
-            schedule.step()
-            n = train_batch[1].shape[0]
-            correct = int((logits.argmax(1) == train_batch[1]).sum())
-            train_loss, train_correct, seen = train_loss + float(loss) * n, train_correct + correct, seen + n
-            progress.on_step({"loss": float(loss), "acc": 100.0 * correct / n, "lr": schedule.lr, "images": n})
-        val_acc = _held_out_accuracy(strategy, data.arch, device, max_batches=max(1, steps_per_epoch // 2))
-        genotype = strategy.derive(name=f"{recipe.name}_epoch{epoch + 1}")
-        record = history.add(epoch, strategy.distribution(), genotype,
-                             {"train_loss": train_loss / max(seen, 1), "train_acc": 100.0 * train_correct / max(seen, 1),
-                              "val_acc": val_acc})
-        rngs = _gather_rng(info)
-        if info.is_main:
-            genotype.save(run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.yaml")
-            history.save(run_dir / "history.json")
-            atomic_save({"model": network.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "strategy": strategy.state_dict(),
-                         "history": history.records, "epoch": epoch, "rng": rngs, "recipe": recipe.to_dict()},
-                        checkpoint_path)
-        # Logged after the checkpoint, so the log never claims an epoch a resume cannot start from.
-        log.write({"epoch": epoch, "train_loss": train_loss / max(seen, 1), "train_acc": 100.0 * train_correct / max(seen, 1),
-                   "val_acc": val_acc, "lr": schedule.lr, "arch_updates": epoch >= recipe.warmup_epochs,
-                   **record["collapse"], "genotype": genotype.to_string()})
-        summary = (f"epoch {epoch + 1}/{recipe.epochs}: train acc {100.0 * train_correct / max(seen, 1):.1f}%  "
-                   f"held-out acc {val_acc:.1f}%  normal cell: {record['collapse']['param_free_ops']} parameter-free ops")
-        if record["collapse"]["collapse_warning"]:
-            summary += (f"  WARNING: {record['collapse']['skip_connects']} skip connections in the normal cell "
-                        "(the DARTS collapse); consider early stopping or fewer epochs")
-        progress.end_epoch(summary)
-        D.barrier()
-        if on_epoch_end is not None and on_epoch_end(epoch):
-            return SearchResult(run_dir, genotype, epoch + 1, val_acc)
 
-    final = _final_genotype(recipe, genotype, val_acc, recipe_path, run_dir)
-    if info.is_main:
-        final.save(run_dir / "genotype.yaml")
-        with contextlib.suppress(ImportError):
-            plot_history(history, run_dir / "alphas.png", list(network.primitives))
-        if recipe.progress:
-            say(f"genotype: {final.to_string()}\nwrote {run_dir / 'genotype.yaml'}; train it with "
-                 f"`nasnetzoo train --recipe recipes/retrain_cifar10.yaml --arch {run_dir / 'genotype.yaml'}`")
-    return SearchResult(run_dir, final, recipe.epochs, val_acc)
+def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> tuple[float, float]:
+    """One epoch of weight (and, after the warm-up, architecture) steps: mean loss and accuracy."""
+    recipe, strategy, device = loop.recipe, loop.strategy, loop.info.device
+    loop.data.set_epoch(epoch)
+    train_loss, train_correct, seen = 0.0, 0, 0
+    for step, (train_batch, arch_batch) in enumerate(zip(loop.data.weights, loop.data.arch)):
+        if step >= loop.steps_per_epoch:
+            break
+        train_batch = tuple(t.to(device, non_blocking=True) for t in train_batch)
+        if epoch >= recipe.warmup_epochs:
+            arch_batch = tuple(t.to(device, non_blocking=True) for t in arch_batch)
+            strategy.arch_step(train_batch, arch_batch, loop.optimizer)
+        loss, logits = strategy.weight_step(train_batch, loop.optimizer)
+        loop.schedule.step()
+        n = train_batch[1].shape[0]
+        correct = int((logits.argmax(1) == train_batch[1]).sum())
+        train_loss, train_correct, seen = train_loss + float(loss) * n, train_correct + correct, seen + n
+        progress.on_step({"loss": float(loss), "acc": 100.0 * correct / n, "lr": loop.schedule.lr, "images": n})
+    check_finite(train_loss, f"search epoch {epoch + 1}", run)
+    return train_loss / max(seen, 1), 100.0 * train_correct / max(seen, 1)
+
+
+def _commit_epoch(run: Run, loop: _Loop, epoch: int, genotype: Genotype, train_loss: float, train_acc: float,
+                  val_acc: float) -> str:
+    """The checkpoint with the epoch's record, its genotype and history staged with it; the summary line."""
+    recipe, strategy = loop.recipe, loop.strategy
+    record = loop.history.add(epoch, strategy.distribution(), genotype,
+                              {"train_loss": train_loss, "train_acc": train_acc, "val_acc": val_acc})
+    history_text, genotype_text = json.dumps(loop.history.records), genotype.to_yaml()
+    staged = {run.path / "history.json": lambda path: atomic_write(path, lambda f: f.write(history_text.encode())),
+              run.path / "genotypes" / f"epoch_{epoch + 1:03d}.yaml":
+                  lambda path: atomic_write(path, lambda f: f.write(genotype_text.encode()))}
+    state = {"model": loop.network.state_dict(), "optimizer": loop.optimizer.state_dict(),
+             "schedule": loop.schedule.state_dict(), "strategy": strategy.state_dict(),
+             "history": loop.history.records, "epoch": epoch, "recipe": recipe.to_dict()}
+    metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_acc": val_acc,
+               "lr": loop.schedule.lr, "arch_updates": epoch >= recipe.warmup_epochs, **record["collapse"],
+               "genotype": genotype.to_string()}
+    run.save(state, f"epoch {epoch + 1}/{recipe.epochs}", staged=staged, records={"metrics.jsonl": [metrics]})
+    summary = (f"epoch {epoch + 1}/{recipe.epochs}: train acc {train_acc:.1f}%  held-out acc {val_acc:.1f}%  "
+               f"normal cell: {record['collapse']['param_free_ops']} parameter-free ops")
+    if record["collapse"]["collapse_warning"]:
+        summary += (f"  WARNING: {record['collapse']['skip_connects']} skip connections in the normal cell "
+                    "(the DARTS collapse); consider early stopping or fewer epochs")
+    return summary
 
 
 def _final_genotype(recipe: SearchRecipe, genotype: Genotype, val_acc: float, recipe_path: str,
@@ -233,13 +284,3 @@ def _held_out_accuracy(strategy: SearchStrategy, loader, device, max_batches: in
     D.all_reduce_sum(correct)
     D.all_reduce_sum(total)
     return float(100.0 * correct / total.clamp(min=1))
-
-
-def _gather_rng(info) -> list:
-    state = rng_state()
-    if not info.distributed:
-        return [state]
-    states = [None] * info.world
-    dist.all_gather_object(states, state)
-    return states
-

@@ -1,16 +1,15 @@
 """What a run leaves for users: inference weights (safetensors), the model config, the load call.
 
 ``save_weights`` writes ``model.state_dict()`` without the auxiliary head (a training-only device
-that eval mode never runs), with metadata in nasnetzoo's weights schema (``arch``,
-``architecture``, ``dataset``, ``genotype``, ``config``, ``metrics``, ``provenance``; JSON strings)
-so that a metadata-aware ``nasnetzoo.load`` rebuilds the trained size without being told.  The
-lead can swap the body for ``nasnetzoo.hub.pretrained.save_pretrained`` without changing callers.
+that eval mode never runs) through nasnetzoo's one weights writer
+(:func:`nasnetzoo.weights.write_weights`), with the metadata ``nasnetzoo.load`` reads to rebuild the
+trained size without being told (``arch``, ``architecture``, ``dataset``, ``genotype``, ``config``,
+``metrics``, ``provenance``).
 
 ``model.json`` in the run directory holds the same config and the exact ``nasnetzoo.load`` call.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import inspect
 import json
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write
+from ..weights.format import created_provenance, write_weights
+from ..fileio import atomic_write
 
 PathLike = Union[str, Path]
 AUX_PREFIX = "auxiliary_head."
@@ -42,45 +42,32 @@ def inference_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def weights_metadata(spec, config: Mapping[str, Any], metrics: Optional[Mapping] = None,
-                     provenance: Optional[Mapping] = None) -> dict[str, str]:
-    from .. import __version__
-
+                     provenance: Optional[Mapping] = None) -> dict[str, Any]:
+    """The weights-format metadata of a trained ``spec`` (the writer adds the format fields)."""
     meta: dict[str, Any] = {
-        "format": "pt", "nasnetzoo_format": "1", "nasnetzoo_version": __version__,
         "arch": spec.name, "architecture": spec.arch.name, "dataset": spec.dataset,
         "genotype": spec.genotype.to_dict(), "config": dict(config),
-        "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-                       "torch": torch.__version__, **dict(provenance or {})},
+        "provenance": created_provenance(provenance),
     }
     if metrics:
         meta["metrics"] = dict(metrics)
-    return {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in meta.items()}
+    return meta
 
 
 def save_weights(model: nn.Module, path: PathLike, spec, *, metrics: Optional[Mapping] = None,
                  provenance: Optional[Mapping] = None) -> Path:
     """Atomically write ``model``'s inference weights to ``path`` (safetensors + metadata)."""
-    from safetensors.torch import save as save_bytes
-
-    payload = save_bytes(inference_state(model),
-                         metadata=weights_metadata(spec, inference_config(spec), metrics, provenance))
-    return atomic_write(path, lambda handle: handle.write(payload))
+    return write_weights(inference_state(model), path,
+                         weights_metadata(spec, inference_config(spec), metrics, provenance))
 
 
 def read_config(weights: PathLike) -> dict:
-    """The builder config stored in a weights file's metadata ({} when there is none)."""
-    from safetensors import safe_open
+    """The builder config stored in a weights file's metadata ({} when it has none); an
+    unreadable file raises WeightsError instead of passing as config-less."""
+    from ..weights.format import read_metadata
 
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            meta = handle.metadata() or {}
-    except Exception:
-        return {}
-    try:
-        config = json.loads(meta.get("config", "{}"))
-    except json.JSONDecodeError:
-        return {}
-    return config if isinstance(config, dict) else {}
+    config = read_metadata(weights).get("config")
+    return dict(config) if isinstance(config, Mapping) else {}
 
 
 def load_call(arch: str, weights: str, config: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
@@ -105,10 +92,10 @@ def builder_defaults(spec) -> dict:
 
 
 def load_trained(arch: str, weights: PathLike, **overrides: Any) -> nn.Module:
-    """``nasnetzoo.load(arch, weights=...)`` with the builder config saved in the weights file."""
+    """``nasnetzoo.load(arch, weights=...)``: load reads the builder config saved in the file."""
     from ..factory import load
 
-    return load(arch, weights=str(weights), **{**read_config(weights), **overrides})
+    return load(arch, weights=str(weights), **overrides)
 
 
 def write_json(path: PathLike, data: Mapping[str, Any]) -> Path:

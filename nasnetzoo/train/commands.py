@@ -7,6 +7,7 @@ import click
 
 from ..bounds import MAX_IMAGE_SIZE
 from ..cli_errors import user_errors as _user_errors
+from ..registry import DATASETS
 
 
 @click.command("train")
@@ -17,9 +18,10 @@ from ..cli_errors import user_errors as _user_errors
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable): --set epochs=10 --set model.C=16.")
+@click.option("--overwrite", is_flag=True, help="Replace another run that --out holds (its files are removed).")
 @_user_errors
 def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str], resume: Optional[str],
-              overrides: Sequence[str]) -> None:
+              overrides: Sequence[str], overwrite: bool) -> None:
     """Train ARCH with a recipe; writes logs, checkpoints and safetensors weights to a run directory.
 
     Works under `torchrun --nproc-per-node N -m nasnetzoo train ...` (DDP)."""
@@ -27,16 +29,19 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
     from .runner import prepare_resume, train
 
     if resume:
-        if recipe_path or arch or out:
+        if recipe_path or arch is not None or out or overwrite:
             raise RecipeError("--resume RUN continues RUN with its own recipe.yaml and arch; drop --recipe, "
-                              "--arch and --out (use --set to change a key).")
+                              "--arch, --out and --overwrite (use --set to change a key).")
         recipe, arch = prepare_resume(resume, overrides)
         result = train(recipe, arch, resume=resume)
     else:
         if not recipe_path:
             raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_train.yaml) or --resume RUN_DIR.")
+        if arch is not None and not arch.strip():
+            raise RecipeError("--arch is empty; pass a registry name (e.g. pcdarts_cifar) or a genotype file, "
+                              "or leave --arch out to train the recipe's `arch:`.")
         recipe = load_recipe(recipe_path, overrides)
-        result = train(recipe, arch, out=out)
+        result = train(recipe, arch, out=out, overwrite=overwrite)
     import os
 
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, rank 0 alone reports
@@ -51,7 +56,7 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
 @click.option("--arch", required=True, help="Registry name, alias or genotype file the weights belong to.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False), help="A safetensors weights file.")
 @click.option("--data", default="cifar10", show_default=True,
-              type=click.Choice(["cifar10", "cifar100", "imagenet", "digits"]), help="Validation set.")
+              type=click.Choice(list(DATASETS)), help="Validation set.")
 @click.option("--data-dir", default="data", show_default=True, help="Where the dataset lives.")
 @click.option("--download", is_flag=True, help="Download CIFAR into --data-dir if it is not there.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))

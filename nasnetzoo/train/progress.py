@@ -6,9 +6,10 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
-from .checkpoint import atomic_write
+from .. import fileio
+from ..fileio import atomic_write
 
 
 class MetricsLog:
@@ -22,12 +23,19 @@ class MetricsLog:
         if not self.enabled:
             return
         line = json.dumps(_clean(record), sort_keys=False)
-        with open(self.path, "a") as handle:
-            handle.write(line + "\n")
+        with open(self.path, "ab") as handle:
+            fileio._write_bytes(handle, (line + "\n").encode())
             handle.flush()
 
     def read(self) -> list[dict]:
         return read_jsonl(self.path)
+
+    def rewrite(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the file by ``records`` (a resume restores the log its checkpoint carries), atomically."""
+        if not self.enabled:
+            return
+        text = "".join(json.dumps(_clean(r)) + "\n" for r in records)
+        atomic_write(self.path, lambda handle: handle.write(text.encode()))
 
     def truncate_after(self, epoch: int, key: str = "epoch") -> None:
         """Drop records whose ``key`` (the epoch) is after ``epoch`` (a resumed run redoes them), atomically."""

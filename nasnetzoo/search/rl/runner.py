@@ -11,7 +11,8 @@ The run directory holds::
     rewards.png       every child's reward over the search, with the per-update mean and the best
     genotype.yaml     the best child's cell, which ``nasnetzoo.load`` and ``nasnetzoo train`` accept
 
-``top_k.yaml`` and ``genotype.yaml`` are refreshed after every update, so a stopped search has them.
+``top_k.yaml`` and ``genotype.yaml`` are refreshed with every checkpoint, so a stopped search has them.
+The lock, resume, commits, logs and Ctrl-C/SIGTERM are the run envelope's (``train/envelope.py``).
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from typing import Callable, Optional, Sequence, Union
 from ... import __version__
 from ...errors import NasNetZooError
 from ...genotype import Genotype, dump_yaml
-from ...train.checkpoint import CheckpointError, atomic_save, atomic_write, load_checkpoint, seed_everything
-from ...train.progress import MetricsLog, say
-from ...train.runner import sigterm_as_interrupt
+from ...train.checkpoint import CheckpointError, atomic_write, seed_everything
+from ...train.envelope import CHECKPOINTS, Run, RunInterrupted, check_resumable
+from ...train.progress import say
 from ..runner import default_run_dir
 from .child import ChildJob, ChildResult
 from .controller import Controller
@@ -37,12 +38,9 @@ from .recipe import RLSearchRecipe, load_rl_recipe
 from .space import SearchSpace
 
 PathLike = Union[str, Path]
-CHECKPOINT = "controller.pt"
+CHECKPOINT = CHECKPOINTS["nasnet_rl"]
 Evaluate = Callable[[Sequence[ChildJob]], Sequence[ChildResult]]
-
-
-class SearchInterrupted(NasNetZooError):
-    """Ctrl-C or SIGTERM: the run directory holds the last finished update and can be resumed."""
+SearchInterrupted = RunInterrupted   # Ctrl-C or SIGTERM; the message says how to resume
 
 
 @dataclass
@@ -78,123 +76,114 @@ def prepare_resume(run_dir: PathLike, overrides: Sequence[str] = ()) -> RLSearch
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir} is not a NASNet RL search directory with a finished controller update "
                               f"(no recipe.yaml / {CHECKPOINT}); start it again without --resume.")
+    check_resumable(run_dir, "nasnet_rl")
     return load_rl_recipe(run_dir / "recipe.yaml", overrides)
 
 
 def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume: Optional[PathLike] = None,
               recipe_path: str = "", evaluate: Optional[Evaluate] = None,
-              on_step_end: Optional[Callable[[int, dict], bool]] = None) -> RLSearchResult:
+              on_step_end: Optional[Callable[[int, dict], bool]] = None, overwrite: bool = False) -> RLSearchResult:
     """Run (or resume) the search.  ``evaluate(jobs) -> results`` replaces child training (tests,
-    custom rewards); ``on_step_end(step, record)`` may return True to stop after that update."""
-    if resume is not None:
-        run_dir = Path(resume)
-    else:
-        run_dir = Path(out) if out is not None else default_run_dir(recipe)
-        if (run_dir / CHECKPOINT).exists():
-            raise NasNetZooError(f"{run_dir} already holds a search; resume it with --resume {run_dir} or choose "
-                                 "another --out.")
+    custom rewards); ``on_step_end(step, record)`` may return True to stop after that update;
+    ``overwrite`` replaces another run that ``out`` holds (otherwise refused)."""
+    run_dir = Path(resume) if resume is not None else Path(out) if out is not None else default_run_dir(recipe)
     space = build_space(recipe)
     trainer = build_controller_trainer(recipe, space)
-    child_config = recipe.child_config
-    children: list[dict] = []
-    start_step = 0
-    metrics, child_log = MetricsLog(run_dir / "metrics.jsonl"), MetricsLog(run_dir / "children.jsonl")
-    if resume is not None:
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        trainer.load_state_dict(state)
-        children = list(state["children"])
-        start_step = int(state["step"]) + 1
-        recipe_path = recipe_path or state.get("recipe_file", "")
-        # a resumed run redoes the updates after the checkpoint's: drop their records
-        metrics.truncate_after(start_step, key="update")
-        child_log.truncate_after(start_step, key="update")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-        for log in (metrics, child_log):
-            if log.path.exists():
-                log.path.unlink()
-
-    executor = None
-    if evaluate is None:
-        executor = make_executor(recipe.executor, workers=recipe.workers, ray_address=recipe.ray_address,
-                                 ray_num_cpus=recipe.ray_num_cpus, gpus_per_child=recipe.gpus,
-                                 cpus_per_child=recipe.cpus_per_child)
-        evaluate = executor.run
-    total = recipe.controller_steps * recipe.children_per_step
-    bar = _progress_bar(total, len(children), recipe.progress)
-    if recipe.progress:
-        where = executor.name if executor is not None else "custom evaluator"
-        say(f"NASNet RL search ({recipe.algorithm}): {recipe.controller_steps} updates x {recipe.children_per_step} "
-             f"children, space of {len(space.ops)} ops x {space.num_blocks} blocks; children N={child_config.N} "
-             f"F={child_config.F}, {child_config.epochs} epochs on {child_config.dataset}, run on {where}; "
-             f"run dir {run_dir}")
-    step, done = start_step - 1, start_step   # done: finished controller updates
-    try:
-        with sigterm_as_interrupt():
-            for step in range(start_step, recipe.controller_steps):
-                rollout = trainer.sample(recipe.children_per_step)
-                genotypes = [space.to_genotype(a) for a in rollout.actions.tolist()]
-                first = len(children)   # children are numbered (and seeded) in order over the whole search
-                jobs = [ChildJob(first + i, g.to_dict(), child_config, child_seed(recipe, first + i))
-                        for i, g in enumerate(genotypes)]
-                t0 = time.perf_counter()
-                results = list(evaluate(jobs))
-                child_time = time.perf_counter() - t0
-                failed = [r for r in results if r.error]
-                if len(failed) == len(results):
-                    raise NasNetZooError(f"every child of controller update {step + 1} failed, e.g. child "
-                                         f"{failed[0].index}: {failed[0].error}; fix the child settings "
-                                         f"(--set child.batch_size=..., child.F=...) and --resume {run_dir}.")
-                if failed and recipe.progress:
-                    say(f"update {step + 1}: {len(failed)} of {len(results)} children failed (reward 0), e.g. "
-                         f"child {failed[0].index}: {failed[0].error}")
-                rewards = [float(r.reward) for r in results]
-                stats = trainer.update(rollout, rewards)
-                new = [{"update": step + 1, "child": r.index, "reward": r.reward, "val_acc": r.val_acc,
-                        "train_acc": r.train_acc, "params": r.params, "seconds": round(r.seconds, 3),
-                        "worker": r.worker, "genotype": g.to_string(), **({"error": r.error} if r.error else {})}
-                       for r, g in zip(results, genotypes)]
-                children += new
-                atomic_save({**trainer.state_dict(), "step": step, "children": children,
-                             "recipe": recipe.to_dict(), "recipe_file": recipe_path, "space": space.to_dict(),
-                             "version": __version__},
-                            run_dir / CHECKPOINT)
-                # Logged after the checkpoint: the logs never claim an update a resume would redo.
-                for record in new:
-                    child_log.write(record)
-                best = max(children, key=lambda c: c["reward"])
-                record = {"update": step + 1, "children": len(children), **stats, "best_reward": best["reward"],
-                          "failed_children": len(failed), "child_seconds": round(child_time, 3)}
-                metrics.write(record)
+    run = Run("nasnet_rl", run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite,
+              logs=("metrics.jsonl", "children.jsonl"))
+    with run:
+        state = run.load()
+        if state is not None:
+            run.restore("controller", lambda: trainer.load_state_dict(state))
+            run.restore_rng(state)
+            recipe_path = recipe_path or state.get("recipe_file", "")
+            run.position = f"controller update {int(state['step']) + 1}/{recipe.controller_steps}"
+        else:
+            run.write_text("recipe.yaml", recipe.to_yaml())
+        children = run.records["children.jsonl"]   # every child so far, numbered (and seeded) in order
+        executor = None
+        if evaluate is None:
+            executor = make_executor(recipe.executor, workers=recipe.workers, ray_address=recipe.ray_address,
+                                     ray_num_cpus=recipe.ray_num_cpus, gpus_per_child=recipe.gpus,
+                                     cpus_per_child=recipe.cpus_per_child)
+            evaluate = executor.run
+        _announce(recipe, space, executor, run_dir)
+        bar = _progress_bar(recipe.controller_steps * recipe.children_per_step, len(children), recipe.progress)
+        done = 0 if state is None else int(state["step"]) + 1   # finished controller updates
+        try:
+            for step in range(done, recipe.controller_steps):
+                record = _update(run, recipe, space, trainer, evaluate, step, recipe_path)
                 done = step + 1
-                _write_top_k(run_dir, children, recipe, recipe_path)
-                bar.update(len(new))
-                bar.set_postfix(mean=f"{100 * stats['reward_mean']:.1f}%", best=f"{100 * best['reward']:.1f}%")
+                bar.update(recipe.children_per_step)
+                bar.set_postfix(mean=f"{100 * record['reward_mean']:.1f}%", best=f"{100 * record['best_reward']:.1f}%")
                 if on_step_end is not None and on_step_end(step, record):
                     break
-    except KeyboardInterrupt:
-        bar.close()
-        raise SearchInterrupted(f"interrupted after controller update {done}/{recipe.controller_steps}; "
-                                f"continue with `nasnetzoo search --resume {run_dir}`.") from None
-    finally:
-        bar.close()
-        if executor is not None:
-            executor.close()
-
-    if not children:
-        raise NasNetZooError(f"{run_dir}: no child was trained (controller_steps={recipe.controller_steps}).")
-    best_genotype, best = _write_top_k(run_dir, children, recipe, recipe_path)
-    with contextlib.suppress(ImportError):
-        plot_rewards(children, run_dir / "rewards.png", metrics.read())
+        finally:
+            bar.close()
+            if executor is not None:
+                executor.close()
+        if not children:
+            raise NasNetZooError(f"{run_dir}: no child was trained (controller_steps={recipe.controller_steps}).")
+        best_genotype, best, files = _top_k(run_dir, children, recipe, recipe_path)
+        for name, text in files.items():
+            run.write_text(name, text)
+        with contextlib.suppress(ImportError):
+            plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"])
     if recipe.progress:
         say(f"best child {best['child']} (update {best['update']}): held-out acc {best['val_acc']:.2f}%\n"
-             f"{best_genotype.to_string()}\nwrote {run_dir / 'genotype.yaml'}")
+            f"{best_genotype.to_string()}\nwrote {run_dir / 'genotype.yaml'}")
     return RLSearchResult(run_dir, best_genotype, best["reward"], done, len(children))
 
 
-def _write_top_k(run_dir: Path, children: list[dict], recipe: RLSearchRecipe,
-                 recipe_path: str) -> tuple[Genotype, dict]:
+def _announce(recipe: RLSearchRecipe, space: SearchSpace, executor, run_dir: Path) -> None:
+    if recipe.progress:
+        child = recipe.child_config
+        where = executor.name if executor is not None else "custom evaluator"
+        say(f"NASNet RL search ({recipe.algorithm}): {recipe.controller_steps} updates x {recipe.children_per_step} "
+            f"children, space of {len(space.ops)} ops x {space.num_blocks} blocks; children N={child.N} "
+            f"F={child.F}, {child.epochs} epochs on {child.dataset}, run on {where}; run dir {run_dir}")
+
+
+def _update(run: Run, recipe: RLSearchRecipe, space: SearchSpace, trainer: ControllerTrainer, evaluate: Evaluate,
+            step: int, recipe_path: str) -> dict:
+    """One controller update: sample, train the children, update, commit; its metrics record."""
+    children = run.records["children.jsonl"]
+    rollout = trainer.sample(recipe.children_per_step)
+    genotypes = [space.to_genotype(a) for a in rollout.actions.tolist()]
+    first = len(children)
+    jobs = [ChildJob(first + i, g.to_dict(), recipe.child_config, child_seed(recipe, first + i))
+            for i, g in enumerate(genotypes)]
+    t0 = time.perf_counter()
+    results = list(evaluate(jobs))
+    child_time = time.perf_counter() - t0
+    failed = [r for r in results if r.error]
+    if len(failed) == len(results):
+        raise NasNetZooError(f"every child of controller update {step + 1} failed, e.g. child "
+                             f"{failed[0].index}: {failed[0].error}; fix the child settings "
+                             f"(--set child.batch_size=..., child.F=...) and --resume {run.path}.")
+    if failed and recipe.progress:
+        say(f"update {step + 1}: {len(failed)} of {len(results)} children failed (reward 0), e.g. "
+            f"child {failed[0].index}: {failed[0].error}")
+    stats = trainer.update(rollout, [float(r.reward) for r in results])
+    new = [{"update": step + 1, "child": r.index, "reward": r.reward, "val_acc": r.val_acc,
+            "train_acc": r.train_acc, "params": r.params, "seconds": round(r.seconds, 3),
+            "worker": r.worker, "genotype": g.to_string(), **({"error": r.error} if r.error else {})}
+           for r, g in zip(results, genotypes)]
+    _, best, files = _top_k(run.path, children + new, recipe, recipe_path)
+    record = {"update": step + 1, "children": len(children) + len(new), **stats, "best_reward": best["reward"],
+              "failed_children": len(failed), "child_seconds": round(child_time, 3)}
+    staged = {run.path / name: (lambda text: lambda path: atomic_write(path, lambda f: f.write(text.encode())))(text)
+              for name, text in files.items()}
+    run.save({**trainer.state_dict(), "step": step, "children": children, "recipe": recipe.to_dict(),
+              "recipe_file": recipe_path, "space": space.to_dict(), "version": __version__},
+             f"controller update {step + 1}/{recipe.controller_steps}", staged=staged,
+             records={"children.jsonl": new, "metrics.jsonl": [record]})
+    return record
+
+
+def _top_k(run_dir: Path, children: list[dict], recipe: RLSearchRecipe,
+           recipe_path: str) -> tuple[Genotype, dict, dict[str, str]]:
+    """The best child's genotype and record, and the texts of top_k.yaml and genotype.yaml."""
     ranked = sorted(children, key=lambda c: (-c["reward"], c["child"]))
     top = ranked[:recipe.top_k]
     entries = []
@@ -203,8 +192,6 @@ def _write_top_k(run_dir: Path, children: list[dict], recipe: RLSearchRecipe,
         entries.append({"rank": rank, "child": child["child"], "update": child["update"],
                         "reward": round(child["reward"], 6), "val_acc": round(child["val_acc"], 3),
                         "params": child["params"], "genotype": _cells(genotype)})
-    text = dump_yaml({"recipe": recipe.name, "children": len(children), "top_k": entries})
-    atomic_write(run_dir / "top_k.yaml", lambda handle: handle.write(text.encode()))
     best = top[0]
     provenance = {"searched_with": f"nasnetzoo {__version__}", "strategy": recipe.strategy,
                   "algorithm": recipe.algorithm, "recipe": recipe.name, "recipe_file": recipe_path,
@@ -213,8 +200,9 @@ def _write_top_k(run_dir: Path, children: list[dict], recipe: RLSearchRecipe,
                   "children_trained": len(children), "run_dir": str(run_dir)}
     genotype = Genotype.from_string(best["genotype"], family="nasnet")
     genotype = Genotype(genotype.normal, genotype.reduce, "nasnet", f"search_{recipe.name}", provenance)
-    genotype.save(run_dir / "genotype.yaml")
-    return genotype, best
+    files = {"top_k.yaml": dump_yaml({"recipe": recipe.name, "children": len(children), "top_k": entries}),
+             "genotype.yaml": genotype.to_yaml()}
+    return genotype, best, files
 
 
 def _cells(genotype: Genotype) -> dict:

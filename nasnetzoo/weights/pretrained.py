@@ -1,0 +1,67 @@
+"""``pretrained=True``: fetch a publisher's file, verify it, convert it once, cache the result.
+
+The converted nasnetzoo file is written atomically to ``<cache>/converted/<key>.safetensors``,
+the key holding the source's checksum (a publisher that replaces its file gets a new key, never
+the old conversion).  A second load finds that file and needs neither the network nor the source.
+
+The network the tensors are converted into is built by the caller (``nasnetzoo.factory``) and
+passed in as ``build``, so this package never imports the factory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping
+
+from torch import nn
+
+from . import fetch
+from .format import check_fits, save_pretrained
+from .layouts import map_state_dict, read_checkpoint
+from .sources import WeightsSource
+
+Builder = Callable[[Mapping], nn.Module]
+
+
+def converted_path(source: WeightsSource) -> Path:
+    return fetch.cache_root() / "converted" / f"{source.cache_key}.safetensors"
+
+
+def cached(source: WeightsSource) -> bool:
+    """True when ``source`` needs no network: converted already, or a hub file in the hub cache."""
+    if source.layout == "nasnetzoo":
+        return fetch.local_path(source).is_file()
+    return converted_path(source).is_file()
+
+
+def pretrained_file(source: WeightsSource, build: Builder, *, force: bool = False) -> Path:
+    """The nasnetzoo weights file for ``source``: from the cache, else fetched and converted."""
+    if source.layout == "nasnetzoo":  # already in nasnetzoo's format: only fetch and verify
+        return fetch.fetch(source, force=force)
+    target = converted_path(source)
+    if target.is_file() and not force:
+        return target
+    with fetch.locked(target):
+        if target.is_file() and not force:  # another process converted it while we waited
+            return target
+        return convert_source(source, build, target, force=force)
+
+
+def convert_source(source: WeightsSource, build: Builder, target: Path, *, force: bool = False) -> Path:
+    raw = fetch.fetch(source, force=force)
+    if source.archive:
+        with fetch.extracted(raw, source) as member:
+            fetch.verify(member, source, shown=Path(source.member), discard=raw)  # checked, then read
+            state = read_checkpoint(member)
+    else:
+        state = read_checkpoint(raw)
+    model = build(source.config)
+    mapped, filled, notes = map_state_dict(state, model, source.layout)
+    check_fits(model, mapped, f"{source.where} ({source.layout} layout)")
+    model.load_state_dict(mapped, strict=True)
+    provenance = {"source": source.where, "source_checksum": f"{source.checksum_kind}:{source.checksum}",
+                  "source_layout": source.layout, "converter": "nasnetzoo.weights.pretrained",
+                  "publisher": source.provenance, "filled_num_batches_tracked": filled, "notes": notes}
+    metadata = {"provenance": provenance, "license": source.license or None,
+                "metrics": {f"publisher_{k}" if k != "source" else "publisher_source": v
+                            for k, v in source.metrics.items()} or None}
+    return save_pretrained(model, target, metadata=metadata)
