@@ -258,12 +258,13 @@ def _finite_or_raise(tensors: Mapping[str, torch.Tensor], path: PathLike) -> Non
 
 
 def write_weights(tensors: Mapping[str, torch.Tensor], path: PathLike, meta: Mapping[str, Any], *,
-                  write: Callable[[PathLike, Callable], Path] = atomic_write) -> Path:
+                  write: Optional[Callable[[PathLike, Callable], Path]] = None) -> Path:
     """The one writer: ``tensors`` and ``meta`` (format fields added) as safetensors, atomically.
 
     NaN/Inf tensors are refused; the file gets the same mode as every other file nasnetzoo writes.
-    ``write`` is the atomic file writer: a training run passes its own (``train.checkpoint``),
-    whose every byte can be interrupted and resumed like the rest of the run directory.
+    ``write`` is the atomic file writer (default :func:`nasnetzoo.fileio.atomic_write`): a training
+    run passes its own (``train.checkpoint``), whose every byte can be interrupted and resumed like
+    the rest of the run directory.
     """
     from safetensors.torch import save as to_bytes
 
@@ -271,7 +272,7 @@ def write_weights(tensors: Mapping[str, torch.Tensor], path: PathLike, meta: Map
     _finite_or_raise(tensors, path)
     full = {"format": "pt", "nasnetzoo_format": FORMAT_VERSION, "nasnetzoo_version": _version(), **meta}
     payload = to_bytes(tensors, metadata=encode_metadata(full))
-    return write(path, lambda handle: handle.write(payload))
+    return (write or atomic_write)(path, lambda handle: handle.write(payload))
 
 
 def created_provenance(extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
