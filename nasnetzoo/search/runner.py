@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 import torch.distributed as dist
 
-from .. import __version__
+from .._version import __version__
 from ..errors import NasNetZooError
 from ..genotype import Genotype
 from ..train import distributed as D

@@ -149,10 +149,12 @@ def describe_file(source: WeightsSource) -> str:
 
 def _unavailable(source: WeightsSource, reason: str) -> WeightsUnavailableError:
     """One line: what is missing, why, the URL, and the exact path to put the file at."""
-    local = f"nasnetzoo.load({source.model!r}, weights='path/to/{source.file_name}')" if source.layout == "nasnetzoo" \
-        else f"`nasnetzoo convert --from {source.layout} FILE -o file.safetensors --arch {source.model}`"
+    what = source.member if source.archive else source.file_name
+    local = f"nasnetzoo.load({source.model!r}, weights='path/to/{what}')" if source.layout == "nasnetzoo" \
+        else f"`nasnetzoo convert --from {source.layout} {what} -o file.safetensors --arch {source.model}`"
+    file = describe_file(source) if source.hub else f"the weights file {source.file_name}"
     return WeightsUnavailableError(
-        f"{source.model}: {describe_file(source)} {reason}. Fetch {source.where} on a machine with network "
+        f"{source.model}: {file} {reason}. Fetch {source.where} on a machine with network "
         f"(`nasnetzoo download {source.model}` there) and put the file at {local_path(source)} (the cache is "
         f"set by {'HF_HUB_CACHE or HF_HOME' if source.hub else 'NASNETZOO_CACHE'}); or use a local copy with {local}.")
 

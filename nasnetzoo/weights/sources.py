@@ -152,6 +152,8 @@ NO_WEIGHTS_REASON = {
     "pdarts_cifar": "the authors' file is on Google Drive without a checksum, under a non-commercial licence",
     "pdarts_imagenet": "the authors' file is on Google Drive without a checksum, under a non-commercial licence",
     "darts_v1_cifar": "no public file with a published checksum",
+    "darts_v2_cifar": ("the authors' file is on Google Drive without a checksum, and NNI's darts-v2-5465b0d2.pth "
+                       "holds it under NNI's module names, a layout nasnetzoo could not verify"),
 }
 
 
