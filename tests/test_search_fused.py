@@ -136,3 +136,24 @@ def test_unknown_memory_mode_is_one_clear_error():
 
     with pytest.raises(ConfigError, match="memory mode 'lots'"):
         SearchNetwork(C=4, layers=3, memory="lots")
+
+
+@pytest.mark.parametrize("kind,strategy", [("darts", DARTSStrategy), ("pcdarts", PCDARTSStrategy)])
+def test_bf16_autocast_search_step_on_the_cpu(kind, strategy):
+    """``amp: bf16`` on the CPU: the fused ops (BatchNorm scaled in fp32, pools, checkpoint) run under
+    autocast, and the logits stay near fp32's."""
+    _, net = make_pair(kind, memory="checkpoint")
+    s = strategy(net)
+    s.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.05, momentum=0.9)
+    batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,)))
+    net.eval()
+    with torch.no_grad():
+        fp32 = net(batch[0])
+        bf16 = s.forward(batch[0])
+    net.train()
+    assert bf16.dtype == torch.bfloat16 and torch.allclose(bf16.float(), fp32, atol=0.1, rtol=0.1)
+    stats = s.arch_step(batch, batch, opt)
+    loss, _ = s.weight_step(batch, opt)
+    assert torch.isfinite(loss) and stats["arch_loss"] == stats["arch_loss"]
+    assert all(torch.isfinite(a.grad).all() for a in net.arch_parameters())

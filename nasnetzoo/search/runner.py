@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
+from ..threads import configure_threads
 from ..errors import NasNetZooError
 from ..genotype import Genotype
 from ..train import distributed as D
@@ -66,7 +67,7 @@ def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrate
 def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
     return SearchNetwork(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps,
                          stem=recipe.stem, partial_k=recipe.partial_k,
-                         edge_norm=recipe.edge_norm and recipe.strategy != "parsec")
+                         edge_norm=recipe.edge_norm and recipe.strategy != "parsec", memory=recipe.memory)
 
 
 def _broadcast_parameters(network: torch.nn.Module) -> None:
@@ -78,6 +79,7 @@ def _broadcast_parameters(network: torch.nn.Module) -> None:
 def search(recipe: SearchRecipe, *, out: Optional[PathLike] = None, resume: Optional[PathLike] = None,
            recipe_path: str = "", on_epoch_end: Optional[Callable[[int], bool]] = None) -> SearchResult:
     """Run (or resume) a search.  ``on_epoch_end(epoch)`` may return True to stop after that epoch."""
+    configure_threads(recipe.threads)
     info = D.setup(recipe.device)
     try:
         return _search(info, recipe, out, resume, recipe_path, on_epoch_end)
@@ -110,8 +112,8 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end) -> SearchResul
     network = build_network(recipe, data.num_classes).to(device)
     _broadcast_parameters(network)
     strategy = build_strategy(recipe, network)
-    if device.type == "cuda" and recipe.amp in ("auto", "bf16"):
-        strategy.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if recipe.amp == "bf16" or (recipe.amp == "auto" and device.type == "cuda"):
+        strategy.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     steps_per_epoch = min(len(data.weights), len(data.arch))
