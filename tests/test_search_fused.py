@@ -157,3 +157,22 @@ def test_bf16_autocast_search_step_on_the_cpu(kind, strategy):
     loss, _ = s.weight_step(batch, opt)
     assert torch.isfinite(loss) and stats["arch_loss"] == stats["arch_loss"]
     assert all(torch.isfinite(a.grad).all() for a in net.arch_parameters())
+
+
+def test_channel_shuffle_keeps_channels_last_and_permutes_alike():
+    x = torch.randn(2, 8, 3, 5)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    from nasnetzoo.search.supernet import channel_shuffle
+
+    out = channel_shuffle(nhwc, 4)
+    assert torch.equal(out, channel_shuffle(x, 4)) and out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_fast_path_runs_channels_last_end_to_end():
+    net = SearchNetwork(C=8, layers=5, num_classes=3, partial_k=2, edge_norm=True)
+    formats = []
+    for cell in net.cells:
+        cell.register_forward_hook(lambda m, args, out: formats.append(out.is_contiguous(memory_format=torch.channels_last)))
+    net(torch.randn(2, 3, 9, 9))
+    assert net.channels_last and all(formats)
+    assert not SearchNetwork(C=4, layers=3, fused=False).channels_last
