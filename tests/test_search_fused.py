@@ -176,3 +176,18 @@ def test_the_fast_path_runs_channels_last_end_to_end():
     net(torch.randn(2, 3, 9, 9))
     assert net.channels_last and all(formats)
     assert not SearchNetwork(C=4, layers=3, fused=False).channels_last
+
+
+def test_a_sampled_architecture_runs_alike_on_both_paths():
+    """PARSEC's discrete forward: the fused path (channels_last, pools without indices) equals the reference."""
+    ref, fused = make_pair("darts", torch.float64)
+    choice = {t: [[(0, 1), (1, 4)], [(2, 2), (0, 3)], [(3, 7), (1, 6)], [(4, 5), (2, 1)]] for t in ("normal", "reduce")}
+    x = torch.randn(4, 3, 9, 9, dtype=torch.float64)
+    outs = []
+    for net in (ref, fused):
+        logits = net.forward_discrete(x, choice)
+        outs.append((logits.detach(), torch.autograd.grad(logits.square().sum(), list(net.weight_parameters()),
+                                                          allow_unused=True)))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-10, atol=1e-12)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, rtol=1e-9, atol=1e-12))

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
 from ..ops.registry import build_op
-from .fused import max_pool, mixed
+from .fused import max_pool, mixed, single
 
 CELL_TYPES = ("normal", "reduce")
 # "checkpoint" keeps only each cell's inputs for the backward pass and recomputes the cell there.
@@ -129,7 +129,12 @@ class MixedOp(nn.Module):
 
     def run(self, x: torch.Tensor, op_index: int) -> torch.Tensor:
         part, bypass = self._split(x)
-        return self._merge(self.ops[op_index](part), bypass)
+        if not self.fused:
+            return self._merge(self.ops[op_index](part), bypass)
+        out = single(self.ops[op_index], part)
+        if bypass is not None and self.bypass_pool is not None:
+            bypass = max_pool(self.bypass_pool, bypass)
+        return out if bypass is None else channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
 
 
 class SearchCell(nn.Module):
