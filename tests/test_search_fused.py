@@ -136,3 +136,58 @@ def test_unknown_memory_mode_is_one_clear_error():
 
     with pytest.raises(ConfigError, match="memory mode 'lots'"):
         SearchNetwork(C=4, layers=3, memory="lots")
+
+
+@pytest.mark.parametrize("kind,strategy", [("darts", DARTSStrategy), ("pcdarts", PCDARTSStrategy)])
+def test_bf16_autocast_search_step_on_the_cpu(kind, strategy):
+    """``amp: bf16`` on the CPU: the fused ops (BatchNorm scaled in fp32, pools, checkpoint) run under
+    autocast, and the logits stay near fp32's."""
+    _, net = make_pair(kind, memory="checkpoint")
+    s = strategy(net)
+    s.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.05, momentum=0.9)
+    batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,)))
+    net.eval()
+    with torch.no_grad():
+        fp32 = net(batch[0])
+        bf16 = s.forward(batch[0])
+    net.train()
+    assert bf16.dtype == torch.bfloat16 and torch.allclose(bf16.float(), fp32, atol=0.1, rtol=0.1)
+    stats = s.arch_step(batch, batch, opt)
+    loss, _ = s.weight_step(batch, opt)
+    assert torch.isfinite(loss) and stats["arch_loss"] == stats["arch_loss"]
+    assert all(torch.isfinite(a.grad).all() for a in net.arch_parameters())
+
+
+def test_channel_shuffle_keeps_channels_last_and_permutes_alike():
+    x = torch.randn(2, 8, 3, 5)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    from nasnetzoo.search.supernet import channel_shuffle
+
+    out = channel_shuffle(nhwc, 4)
+    assert torch.equal(out, channel_shuffle(x, 4)) and out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_fast_path_runs_channels_last_end_to_end():
+    net = SearchNetwork(C=8, layers=5, num_classes=3, partial_k=2, edge_norm=True)
+    formats = []
+    for cell in net.cells:
+        cell.register_forward_hook(lambda m, args, out: formats.append(out.is_contiguous(memory_format=torch.channels_last)))
+    net(torch.randn(2, 3, 9, 9))
+    assert net.channels_last and all(formats)
+    assert not SearchNetwork(C=4, layers=3, fused=False).channels_last
+
+
+def test_a_sampled_architecture_runs_alike_on_both_paths():
+    """PARSEC's discrete forward: the fused path (channels_last, pools without indices) equals the reference."""
+    ref, fused = make_pair("darts", torch.float64)
+    choice = {t: [[(0, 1), (1, 4)], [(2, 2), (0, 3)], [(3, 7), (1, 6)], [(4, 5), (2, 1)]] for t in ("normal", "reduce")}
+    x = torch.randn(4, 3, 9, 9, dtype=torch.float64)
+    outs = []
+    for net in (ref, fused):
+        logits = net.forward_discrete(x, choice)
+        outs.append((logits.detach(), torch.autograd.grad(logits.square().sum(), list(net.weight_parameters()),
+                                                          allow_unused=True)))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-10, atol=1e-12)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, rtol=1e-9, atol=1e-12))

@@ -113,6 +113,12 @@ def _layers(op: nn.Module) -> Optional[list]:
     return None
 
 
+def single(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``op(x)`` (one sampled op, PARSEC), with max pooling that keeps no indices."""
+    layers = _layers(op)
+    return op(x) if layers is None else _run(layers, x)
+
+
 def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``sum_k weights[k] * ops[k](x)``, sharing and folding what it can (see the module docstring)."""
     relu = None

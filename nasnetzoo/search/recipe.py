@@ -19,6 +19,7 @@ CHOICES = {
     "stem": ("cifar", "imagenet"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "off"),
+    "memory": ("default", "checkpoint"),
 }
 
 
@@ -46,6 +47,7 @@ class SearchRecipe(RecipeFile):
     stem: str = "cifar"
     partial_k: int = 4            # PC-DARTS's K (1: full channels)
     edge_norm: bool = True        # PC-DARTS's edge normalisation
+    memory: str = "default"       # checkpoint: recompute each cell in the backward pass (less memory, ~1 more forward)
 
     # ---- weights
     epochs: int = 50
@@ -68,7 +70,8 @@ class SearchRecipe(RecipeFile):
     # ---- run
     seed: int = 2
     device: str = "auto"
-    amp: str = "auto"             # bf16 autocast on a GPU
+    amp: str = "auto"             # auto: bf16 autocast on a GPU, fp32 on the CPU; bf16: also on the CPU; off: fp32
+    threads: int = 0              # CPU intra-op threads (0: PyTorch's default, one per core)
     max_steps_per_epoch: int = 0  # cut epochs short (smoke runs); 0: whole epoch
     progress: bool = True
 
@@ -78,6 +81,8 @@ class SearchRecipe(RecipeFile):
         if TABLE[self.strategy].build is None:   # a pipeline of its own (NASNet's RL search), with its own keys
             raise RecipeError(f"strategy {self.strategy!r} runs its own pipeline, whose recipe has its own keys: write "
                               "it in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
+        if self.threads < 0:
+            raise RecipeError(f"recipe key 'threads' = {self.threads} must be 0 (PyTorch's default) or a thread count.")
         for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")

