@@ -20,6 +20,7 @@ the LiteRT interpreter's ``num_threads``, OpenVINO's ``INFERENCE_NUM_THREADS``).
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -44,12 +45,18 @@ def delegation_summary(edge) -> dict:
     for node in graph.nodes:
         if node.op != "call_function":
             continue
-        name = getattr(node.target, "__name__", str(node.target))
-        if "executorch_call_delegate" in name:
+        label = getattr(node.target, "__name__", "") or str(node.target)
+        if "executorch_call_delegate" in label:
             partitions += 1
-        elif name not in ("getitem",):
-            outside[name.split(".")[0].removeprefix("aten_")] += 1
+        elif "getitem" not in label:
+            outside[_op_name(node.target)] += 1
     return {"partitions": partitions, "ops_outside": sorted(outside), "ops_outside_counts": dict(outside)}
+
+
+def _op_name(target) -> str:
+    """``avg_pool2d`` for ``aten.avg_pool2d.default``, its edge-dialect overload or ``aten::avg_pool2d``."""
+    found = re.search(r"aten(?:\.|::)(\w+)", str(target))
+    return found.group(1) if found else str(target)
 
 
 def convert_executorch(model, x, path) -> dict:

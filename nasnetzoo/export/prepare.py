@@ -197,4 +197,10 @@ def prepare_export(model_or_name, *, name=None, weights=None, dataset=None, inpu
     except (RuntimeError, ValueError) as err:
         raise ExportError(f"{name} cannot run at {size[1]}x{size[2]}: {str(err).splitlines()[0]}; "
                           "choose another --input-size.") from None
+    if not all(c.finite for c in cases):  # nothing to check an export against: say so before converting
+        from .errors import ExportVerificationError
+        raise ExportVerificationError(
+            f"{name}: non-finite outputs (NaN or Inf logits) from PyTorch itself at {size[1]}x{size[2]}; nothing "
+            "was written. Check the weights for NaN/Inf values and the input size (a network run far below "
+            "its own size can divide by zero).")
     return Prepared(model, name, safe_filename(name), info, size, warns, bool(calibrate_bn), x_trace, cases)
