@@ -8,6 +8,8 @@ Modules, each with one job, so other loops (search) compose them:
 * ``optim``: SGD/AdamW and the cosine / step / linear schedules with warm-up;
 * ``engine``: ``Trainer`` (one optimizer step, an epoch, evaluation), drop-path schedules;
 * ``checkpoint``: atomic saves and RNG states; ``distributed``: torchrun / DDP helpers;
+* ``envelope``: the run directory every run loop shares (lock, one run per directory, exact
+  resume, kill-safe commits, metrics log, SIGTERM), used by retraining and both searches;
 * ``runner``: ``train(recipe, arch, out=...)`` writes a run directory; ``evaluate``: top-1/top-5;
 * ``artifacts``: inference weights (safetensors with the model config) and the load call.
 """
