@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from .errors import ConfigError, UnknownModelError, close_matches
-from .genotype import Genotype, from_file, load_yaml
+from .genotype import Genotype, from_file
+from .yamlio import read_yaml
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -105,7 +106,7 @@ class ModelEntry:
 
 @functools.lru_cache(maxsize=1)
 def _zoo() -> tuple[dict[str, Any], dict[str, Architecture], dict[str, ModelEntry]]:
-    raw = load_yaml((_PACKAGE_DIR / "zoo.yaml").read_text())
+    raw = read_yaml(_PACKAGE_DIR / "zoo.yaml", what="registry file")
     presets = raw["data"]
     archs = {name: Architecture(name, a["family"], a["builder"], a["dataset"], a["data"], a["config"],
                                 a.get("transfer_target", False))

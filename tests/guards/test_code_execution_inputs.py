@@ -32,3 +32,23 @@ def test_python_tags_in_a_genotype_or_recipe_do_not_run(tag, tmp_path, monkeypat
         assert len(lines) == 1 and str(path) in lines[0] and "python/" in lines[0]
         assert "Traceback" not in result.output
     assert not marker.exists()
+
+
+def test_only_yamlio_calls_a_yaml_loader():
+    """Every YAML read goes through nasnetzoo/yamlio.py (safe, no aliases, no duplicate keys)."""
+    import ast
+
+    loaders = {"load", "safe_load", "full_load", "unsafe_load", "load_all", "safe_load_all", "full_load_all",
+               "unsafe_load_all", "compose", "compose_all", "parse"}
+    offenders = []
+    for path in sorted((REPO / "nasnetzoo").rglob("*.py")):
+        if path.name == "yamlio.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr in loaders and isinstance(node.value, ast.Name)
+                    and node.value.id == "yaml"):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno} yaml.{node.attr}")
+            if isinstance(node, ast.ImportFrom) and node.module == "yaml":
+                offenders += [f"{path.relative_to(REPO)}:{node.lineno} from yaml import {a.name}"
+                              for a in node.names if a.name in loaders]
+    assert not offenders, "read YAML with nasnetzoo.yamlio instead: " + ", ".join(offenders)
