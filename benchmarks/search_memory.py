@@ -28,8 +28,10 @@ from nasnetzoo.search.supernet import SearchNetwork
 
 
 @contextmanager
-def saved_activation_bytes(record: list):
-    """Sum the bytes of distinct storages autograd saves for backward inside the block."""
+def saved_activation_bytes(record: list, extra: list = ()):
+    """Sum the bytes of distinct storages autograd saves for backward inside the block, plus those of
+    the tensors in ``extra`` (tuples of tensors something else holds for the backward pass, such as
+    the inputs of checkpointed blocks), each storage once."""
     seen = set()
     total = [0]
 
@@ -43,6 +45,10 @@ def saved_activation_bytes(record: list):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield
+        for tensors in extra:
+            for t in tensors:
+                if isinstance(t, torch.Tensor):
+                    pack(t)
     record.append(total[0])
 
 

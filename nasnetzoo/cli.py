@@ -9,18 +9,12 @@ from typing import Optional, Sequence
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .cli_errors import UserErrorGroup, user_errors
+from .text_table import text_table
 
 
 _user_errors = user_errors  # the subpackages' commands import it from nasnetzoo.cli_errors
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def _num(value, fmt: str = "{:g}") -> str:
@@ -72,7 +66,7 @@ def list_cmd(pattern: Optional[str], measure: bool) -> None:
         rows.append([name, entry.family, entry.dataset, "x".join(map(str, entry.input_size[1:])),
                      params, macs, _err(entry.reported), "yes" if entry.has_weights else "no"])
     kind = "measured" if measure else "reported"
-    click.echo(_table(["name", "family", "dataset", "input", f"params(M,{kind})", f"MACs(M,{kind})",
+    click.echo(text_table(["name", "family", "dataset", "input", f"params(M,{kind})", f"MACs(M,{kind})",
                        "top-1/top-5 err %", "weights"], rows))
 
 
@@ -118,7 +112,7 @@ def info(name: str, dataset: Optional[str], as_json: bool) -> None:
              _num(reported.get("params_m"))],
             ["MACs (M)", f"{prof.macs_m:.1f}", _num(computed.get("madds_m"), "{:.1f}"),
              _num(reported.get("madds_m"))]]
-    lines.append(_table(["", "measured", "reference (official code)", "paper"], rows))
+    lines.append(text_table(["", "measured", "reference (official code)", "paper"], rows))
     aux = (f"{prof.params_with_aux / 1e6:.3f}M with it" if prof.params_with_aux != prof.params
            else "not built; load with auxiliary=True for training")
     lines.append(f"(params exclude the auxiliary head ({aux}); MACs are conv + linear "

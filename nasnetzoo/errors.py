@@ -81,8 +81,3 @@ def os_error_line(err: OSError) -> str:
     if path is None:
         return f"{describe_os_error(err)}."
     return f"{str(path)!r}: {describe_os_error(err)}."
-
-
-class FileAccessError(NasNetZooError, OSError):
-    """A file or directory that cannot be read or written (read-only, in the way, disk full)."""
-

@@ -1,7 +1,9 @@
 """Atomic file writes: a temporary file beside the target, flushed, fsynced, then renamed over it.
 
 A crash or kill at any moment leaves either the previous file or the new one, never a torn file.
-The file gets the mode ``open()`` gives (0644 under the usual umask 022), whoever writes it.
+The file gets the mode ``open()`` gives (0644 under the usual umask 022), whoever writes it.  A
+temporary file that a killed writer leaves is named ``.NAME.PID.RANDOM.tmp``, so the run envelope
+recognises and removes it.
 """
 from __future__ import annotations
 
@@ -10,21 +12,50 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Union
 
+from .errors import NasNetZooError
+
 PathLike = Union[str, Path]
+
+
+class WriteError(NasNetZooError, OSError):
+    """A file that could not be written (full disk, read-only folder); the message names it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _write_bytes(handle, payload: bytes) -> None:
+    """The one place bytes hit the disk (tests replace it to simulate a crash or kill mid-write)."""
+    handle.write(payload)
+
+
+class _Sink:
+    """What ``atomic_write``'s writer writes to: every byte goes through :func:`_write_bytes`."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def write(self, payload: bytes) -> int:
+        _write_bytes(self.handle, payload)
+        return len(payload)
 
 
 def atomic_write(path: PathLike, writer: Callable[[Any], None]) -> Path:
     """Run ``writer(file)`` on a temporary file beside ``path``, then move it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # pid + random part: two processes (or threads) writing the same target never share a temp file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
-            writer(handle)
+            writer(_Sink(handle))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if isinstance(err, WriteError):
+            raise
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

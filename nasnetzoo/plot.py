@@ -14,6 +14,7 @@ as the caller drops it (plotting hundreds of cells does not accumulate open figu
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -32,7 +33,7 @@ try:
 except ImportError as err:  # matplotlib is the optional 'plot' extra
     raise ImportError("nasnetzoo.plot needs matplotlib: pip install 'nasnetzoo[plot]'") from err
 
-from .errors import ConfigError, FileAccessError, describe_os_error
+from .errors import ConfigError, describe_os_error
 from .genotype import CELL_TYPES, Cell, Genotype
 
 __all__ = ["plot_cell", "plot_genotype", "layout_cell", "op_kind", "SAVE_FORMATS"]
@@ -600,20 +601,18 @@ def _check_path(path: Union[str, Path, None]) -> Optional[Path]:
 def _save(fig: Figure, path: Path) -> None:
     """Write atomically (a temporary file beside ``path``, then a rename): a full disk or a kill
     never leaves a torn plot, and a failure names ``path`` rather than the temporary file."""
-    from .train.checkpoint import atomic_write
+    from .fileio import WriteError, atomic_write
 
     fmt = path.suffix.lower().lstrip(".")
-
-    def write(handle) -> None:
-        # svg.fonttype 'none' keeps labels as <text> (searchable, selectable) instead of glyph paths.
-        with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
-            fig.savefig(handle, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.08,
-                        facecolor="white")
-
+    buffer = io.BytesIO()  # rendered in memory first: the writer takes bytes, matplotlib wants a seekable file
+    # svg.fonttype 'none' keeps labels as <text> (searchable, selectable) instead of glyph paths.
+    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+        fig.savefig(buffer, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.08, facecolor="white")
+    payload = buffer.getvalue()
     try:
-        atomic_write(path, write)
+        atomic_write(path, lambda handle: handle.write(payload))
     except OSError as err:
-        raise FileAccessError(f"cannot write the plot to {str(path)!r}: {describe_os_error(err)}.") from None
+        raise WriteError(err.errno, f"cannot write the plot to {str(path)!r}: {describe_os_error(err)}.") from None
 
 
 def _as_genotype(genotype: Any) -> Genotype:

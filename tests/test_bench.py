@@ -168,10 +168,17 @@ def test_mobile_report(tmp_path):
     assert "| pcdarts_imagenet | 597 | 581.6 | 581.6 | yes | yes |" in text
     assert "mobilenet_v2 (torchvision)" in text and "eager / ort-cpu" in text and "latency / bound" in text
     assert "TensorRT engines were **not built or timed here**" in text or "tensorrt median" in text
+    # second edition: published phone ratios, what the graphs cost beyond MACs, the claims per runtime
+    assert "vs MobileNetV2 (phone, published)" in text and "## What the graphs cost beyond MACs" in text
+    assert "## Which claims hold, on which runtime" in text and "- **ort-cpu**: " in text
+    assert "Threads: 1 " in text
     data = json.loads(result.files["json"].read_text())
     entry = data["analysis"]["1"]["pcdarts_imagenet"]["runtimes"]["ort-cpu"]
     assert entry["vs_mobilenet_v2"] > 0 and entry["latency_over_bound"] > 0
     assert data["peak"]["peak_macs_per_s"] > 1e8
+    stats = data["graph_stats"]
+    assert stats["pcdarts_imagenet"]["ops"] > 3 * stats["mobilenet_v2"]["ops"] > 0
+    assert data["published_phone_ms"]["nasnet_a_mobile"]["ms"] == 183
 
 
 @needs_export_deps
@@ -193,3 +200,61 @@ def test_export_latency_script(tmp_path):
     assert row["torch"]["iters"] == 2 and row["ort_cpu"]["iters"] == 2
     text = (tmp_path / "export_latency.md").read_text()
     assert "eager / ORT" in text and "Peak MAC rate" in text
+
+
+# ------------------------------------------------------------------ the package's structure
+def _intra_package_imports(path: Path) -> set[str]:
+    """Modules of nasnetzoo/export that ``path`` imports, at any depth (lazy imports included), and
+    those the runtime table names as ``".module:function"``."""
+    import ast
+    import re
+
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.update(re.findall(r"^\.(\w+):\w+$", node.value))
+    return found
+
+
+def test_no_import_cycle_in_export():
+    pkg = REPO / "nasnetzoo" / "export"
+    modules = {p.stem for p in pkg.glob("*.py")} - {"__init__"}
+    graph = {m: _intra_package_imports(pkg / f"{m}.py") & modules - {m} for m in modules}
+    assert "onnx_export" not in graph["trt"] and "trt" not in graph["checks"]
+
+    def visit(node, stack):
+        assert node not in stack, f"import cycle: {' -> '.join(stack + [node])}"
+        for nxt in graph[node]:
+            visit(nxt, stack + [node])
+    for m in modules:
+        visit(m, [])
+
+
+def test_library_code_does_not_import_the_cli_nor_switch_the_plot_backend(tmp_path):
+    code = (
+        "import sys, matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "import nasnetzoo.export.bench as b, nasnetzoo.export.report, nasnetzoo.export.mobile_export\n"
+        "from nasnetzoo.export.bench import Row, BenchResult, plot_latency_vs_macs\n"
+        "rows = [Row('m', 'zoo', 'torch', 1, 'ok', median_ms=1.0, p90_ms=1.0, throughput_ips=1.0, macs=10)]\n"
+        f"plot_latency_vs_macs(rows, __import__('pathlib').Path({str(tmp_path / 'p.png')!r}))\n"
+        "BenchResult(rows, [], '', {}).table()\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert 'nasnetzoo.cli' not in sys.modules\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n")
+    pytest.importorskip("matplotlib")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nasnet_pool_latency_script_help():
+    """The before/after benchmark of issue 12 (run on a quiet machine; see its docstring)."""
+    help_text = subprocess.run([sys.executable, str(REPO / "benchmarks" / "nasnet_pool_latency.py"), "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "--threads" in help_text and "--size" in help_text and "XNNPACK" in help_text

@@ -160,7 +160,11 @@ def test_tensorrt_ready_graph(tmp_path):
     _check_against_pytorch(model, result.files["trt_onnx"], SMALL_IMAGENET)
     # NASNet's TF "SAME" pools: -inf padding folded into MaxPool, average pools made explicit.
     assert trt["rewrites"]["pad_neg_inf_folded_into_maxpool"] > 0
-    assert trt["average_pools"]["AveragePool"] == trt["average_pools"]["rescaled_to_exclude_padding"] > 0
+    # (a TF "SAME" pool is a padded pool plus, where TF pads one more cell after, an unpadded pool of
+    # the last window's cells: every padded one is rescaled, the others need nothing)
+    pools = trt["average_pools"]
+    assert pools["AveragePool"] == pools["rescaled_to_exclude_padding"] + pools["unpadded"]
+    assert pools["rescaled_to_exclude_padding"] > 0 and pools["after_explicit_pad"] == pools["rescaled_to_exclude_padding"]
     assert trt["trtexec"]["fp32"].startswith(f"trtexec --onnx={result.files['trt_onnx']} --saveEngine=")
     assert trt["trtexec"]["fp16"].endswith("--fp16")
     assert "operators.md" in trt["op_list_source"]
@@ -253,8 +257,9 @@ def test_bad_name(run, tmp_path):
 
 
 def test_bad_format(run, tmp_path):
-    line = _one_line_error(run("export", "pcdarts_cifar", "--format", "tflite", "-o", str(tmp_path)))
-    assert "'tflite'" in line and "onnx" in line
+    # (tflite became a format with issue 12; CoreML is not one)
+    line = _one_line_error(run("export", "pcdarts_cifar", "--format", "coreml", "-o", str(tmp_path)))
+    assert "'coreml'" in line and "onnx" in line and "executorch, tflite, openvino" in line
     line = _one_line_error(run("export", "pcdarts_cifar", "--format", "tensorrt", "-o", str(tmp_path)))
     assert "--trt" in line
 

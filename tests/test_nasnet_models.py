@@ -1,7 +1,7 @@
 """NASNet-family (TF-slim) primitives and networks: NASNet-A, AmoebaNet-A, PNASNet-5, ENAS.
 
 Parameter counts are checked against the reference emulations of the official TF code
-(``shared/reference/reference_facts.json``, ``computed_params_m``) and, exactly, against timm's
+(``tests/data/reference_figures.json``, ``computed_params_m``) and, exactly, against timm's
 ``nasnetalarge`` / ``pnasnet5large``.  The large models are built once per module and run forward
 only at a small input (the timm logits check); everything else runs small models on small inputs.
 """

@@ -87,13 +87,17 @@ def test_second_order_gradient_matches_finite_differences():
 def test_partial_channels_op_sees_C_over_K_and_bypass_is_untouched():
     C, K = 8, 4
     for stride in (1, 2):
-        op = MixedOp(C, stride, ["skip_connect", "sep_conv_3x3"], partial_k=K)
+        # The reference path calls each op module (so hooks see its input); the fused path must
+        # give the same output.
+        op = MixedOp(C, stride, ["skip_connect", "sep_conv_3x3"], partial_k=K, fused=False)
         seen = []
         for sub in op.ops:
             sub.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[1]))
         x = torch.randn(2, C, 9, 9)
         out = op(x, torch.tensor([1.0, 0.0]))
         assert seen == [C // K, C // K]
+        op.fused = True
+        assert torch.allclose(op(x, torch.tensor([1.0, 0.0])), out, atol=1e-6)
         # Undo the shuffle: the last C - C/K channels are the bypass, unchanged (or max-pooled).
         order = channel_shuffle(torch.arange(C, dtype=torch.float32).view(1, C, 1, 1), K).flatten().long()
         unshuffled = out[:, torch.argsort(order)]

@@ -6,6 +6,7 @@ import torch
 
 import nasnetzoo
 
+from nasnetzoo import fileio
 from nasnetzoo.train import checkpoint as ckpt
 from nasnetzoo.train.augment import BatchAugment, Cutout, cutout, random_crop
 from nasnetzoo.train.engine import DropPathSchedule, classification_loss, topk_correct
@@ -20,7 +21,7 @@ def test_crash_while_writing_leaves_previous_checkpoint_loadable(tmp_path, monke
         handle.write(payload[: len(payload) // 2])   # half the bytes reach the disk, then the process dies
         raise OSError("simulated crash mid-write")
 
-    monkeypatch.setattr(ckpt, "_write_bytes", crash)
+    monkeypatch.setattr(fileio, "_write_bytes", crash)
     with pytest.raises(OSError, match="simulated"):
         ckpt.atomic_save({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
     state = ckpt.load_checkpoint(path)

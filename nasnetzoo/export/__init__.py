@@ -1,10 +1,13 @@
-"""Deployment: ONNX / TensorRT-ready export checked against PyTorch, and latency benchmarks.
+"""Deployment: ONNX / TensorRT-ready / ExecuTorch / LiteRT / OpenVINO export, each checked against
+PyTorch in its own runtime, and latency benchmarks on every runtime of ``runtimes.RUNTIMES``.
 
-    >>> from nasnetzoo.export import export_onnx, benchmark
+    >>> from nasnetzoo.export import export, export_onnx, benchmark
     >>> export_onnx("pcdarts_imagenet", "out/", trt=True)      # out/pcdarts_imagenet.onnx + .json
-    >>> benchmark(["pcdarts_imagenet"], runtimes=["torch", "ort-cpu"], batches=[1])
+    >>> export("nasnet_a_mobile", "executorch", output_dir="out/")   # out/nasnet_a_mobile.pte + .json
+    >>> benchmark(["pcdarts_imagenet"], runtimes=["torch", "ort-cpu", "executorch"], batches=[1])
 
-Needs the optional packages onnx, onnxruntime and onnxslim (plots: matplotlib); nothing here is
+Needs the optional packages of the ``export`` extra (onnx, onnxruntime, onnxslim) or the ``mobile``
+extra (executorch, litert-torch, ai-edge-litert, openvino); plots need matplotlib.  Nothing here is
 imported by ``import nasnetzoo``.
 """
 from __future__ import annotations
@@ -17,9 +20,17 @@ def export_onnx(model_or_name, output_dir=".", **kwargs):
 
 
 def export(model_or_name, format="onnx", **kwargs):
-    """See :func:`nasnetzoo.export.onnx_export.export`."""
-    from .onnx_export import export as _export
-    return _export(model_or_name, format, **kwargs)
+    """Export in ``format`` (``runtimes.FORMATS``: onnx, executorch, tflite, openvino), checked in
+    its runtime; see :func:`nasnetzoo.export.onnx_export.export_onnx` (``trt=True`` for the
+    TensorRT-ready graphs) and :func:`nasnetzoo.export.mobile_export.export_mobile`."""
+    from .runtimes import runtime_for_format
+
+    runtime = runtime_for_format(format)
+    if runtime.format == "onnx":
+        from .onnx_export import export_onnx as _export_onnx
+        return _export_onnx(model_or_name, **kwargs)
+    from .mobile_export import export_mobile
+    return export_mobile(model_or_name, runtime.format, **kwargs)
 
 
 def benchmark(names, **kwargs):

@@ -1,9 +1,11 @@
 """``nasnetzoo bench``: latency of zoo networks on each runtime, next to torchvision's mobile nets.
 
 For every model and batch size, the requested runtimes are timed side by side on the same input
-(``timing.time_interleaved``); ONNX runtimes run the graph exported and verified by
-``export_onnx`` from the very same ``nn.Module``.  Runtimes that cannot run here are reported as
-skipped with the reason; a runtime that fails on one model is reported as failed for that model.
+(``timing.time_interleaved``); every runtime other than PyTorch runs the file exported and verified
+from the very same ``nn.Module`` (ONNX graphs by ``export_onnx``; ExecuTorch, LiteRT and OpenVINO
+programs by ``mobile_export.convert_and_check``), as its record in ``runtimes.RUNTIMES`` says.
+Runtimes that cannot run here are reported as skipped with the reason; a runtime that fails on one
+model is reported as failed for that model.
 
 All networks have random weights.  Their BatchNorm statistics are calibrated on random inputs
 (``calibrate_batchnorm``), so activations have a realistic scale (an uncalibrated random network's
@@ -22,13 +24,17 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .errors import require
+from ..text_table import text_table
+from .errors import ExportError, require
+from .files import ensure_output_dir, save_figure_atomic, write_text_atomic
 from .timing import TimingPolicy, time_interleaved
 
 BASELINES = ("mobilenet_v2", "mobilenet_v3_large", "shufflenet_v2_x1_0", "resnet18")
+# Baselines that torchvision builds from another name with arguments (the papers' width variants).
+BASELINE_VARIANTS = {"mobilenet_v2_1.4": ("mobilenet_v2", {"width_mult": 1.4})}
 CSV_FIELDS = ("model", "kind", "runtime", "batch", "status", "reason", "median_ms", "p90_ms", "mean_ms",
               "min_ms", "iters", "warmup_runs", "stable", "throughput_ips", "macs", "params", "input_size",
-              "threads")
+              "threads", "partitions", "ops_outside")
 
 
 @dataclass
@@ -64,6 +70,8 @@ class Row:
     params: int = 0
     input_size: str = ""
     threads: int = 0
+    partitions: Optional[int] = None  # ExecuTorch: XNNPACK partitions of the program timed
+    ops_outside: str = ""             # ExecuTorch: ops left outside the delegate (portable kernels)
 
 
 @dataclass
@@ -79,12 +87,10 @@ class BenchResult:
                 and (batch is None or r.batch == batch)]
 
     def table(self) -> str:
-        from ..cli import _table
-
         rows = [[r.model, r.runtime, str(r.batch), f"{r.median_ms:.2f}", f"{r.p90_ms:.2f}",
                  f"{r.throughput_ips:.1f}", str(r.iters), "yes" if r.stable else "no", f"{r.macs / 1e6:.0f}"]
                 for r in self.rows if r.status == "ok"]
-        text = _table(["model", "runtime", "batch", "median ms", "p90 ms", "img/s", "runs", "stable",
+        text = text_table(["model", "runtime", "batch", "median ms", "p90 ms", "img/s", "runs", "stable",
                        "MACs (M)"], rows) if rows else "(no runtime could be measured)"
         other = {(r.runtime, r.status, r.reason) for r in self.rows if r.status != "ok"}
         for key in sorted(other):
@@ -106,7 +112,7 @@ class BenchResult:
 def _load_zoo(name: str, input_size, calibrate: bool) -> Subject:
     from ..factory import load, resolve
     from ..profile import profile
-    from .onnx_export import calibrate_batchnorm, resolve_input_size
+    from .prepare import calibrate_batchnorm, resolve_input_size
 
     spec = resolve(name)
     model = load(name)
@@ -130,17 +136,21 @@ def _load_zoo(name: str, input_size, calibrate: bool) -> Subject:
 
 
 def load_baseline(name: str, size: Sequence[int], calibrate: bool = True) -> Subject:
-    """A torchvision network with random weights (``weights=None``), BN calibrated like the zoo's."""
+    """A torchvision network with random weights (``weights=None``), BN calibrated like the zoo's.
+
+    ``name`` is a torchvision model name or one of ``BASELINE_VARIANTS`` (``mobilenet_v2_1.4``)."""
     import torchvision
 
     from ..profile import profile
-    from .onnx_export import calibrate_batchnorm
+    from .prepare import calibrate_batchnorm
 
-    if name not in torchvision.models.list_models(module=torchvision.models):
+    base, kwargs = BASELINE_VARIANTS.get(name, (name, {}))
+    if base not in torchvision.models.list_models(module=torchvision.models):
         from ..errors import did_you_mean
-        raise ConfigError(f"unknown baseline {name!r}.{did_you_mean(name, BASELINES)} Baselines: "
-                          f"{', '.join(BASELINES)} (any torchvision classification model name works).")
-    model = torchvision.models.get_model(name, weights=None)
+        known = list(BASELINES) + list(BASELINE_VARIANTS)
+        raise ConfigError(f"unknown baseline {name!r}.{did_you_mean(name, known)} Baselines: "
+                          f"{', '.join(known)} (any torchvision classification model name works).")
+    model = torchvision.models.get_model(base, weights=None, **kwargs)
     size = tuple(int(v) for v in size)
     if calibrate:
         calibrate_batchnorm(model, size)
@@ -148,7 +158,9 @@ def load_baseline(name: str, size: Sequence[int], calibrate: bool = True) -> Sub
     prof = profile(model, size)
     reported = {}
     try:  # the accuracy torchvision publishes for its own weights, for context only
-        meta = torchvision.models.get_model_weights(name).DEFAULT.meta
+        if kwargs:
+            raise LookupError("no published weights for this width")
+        meta = torchvision.models.get_model_weights(base).DEFAULT.meta
         acc = meta["_metrics"]["ImageNet-1K"]["acc@1"]
         reported = {"top1_err": round(100 - acc, 3), "source": f"torchvision {name} DEFAULT weights meta (acc@1 {acc})"}
     except Exception:
@@ -159,44 +171,51 @@ def load_baseline(name: str, size: Sequence[int], calibrate: bool = True) -> Sub
 # ------------------------------------------------------------------ runners
 def _make_runners(subject: Subject, batch: int, runtimes: Sequence[str], reasons: dict, x: np.ndarray,
                   tmp: Path, threads: int) -> tuple[dict, dict]:
-    """({runtime: runner}, {runtime: (status, reason)}) for one subject and batch."""
-    from .runtimes import ONNX_RUNTIMES, ort_runner, torch_compile_runner, torch_runner
+    """({runtime: runner}, {runtime: (status, reason)}, {runtime: conversion info}) for one subject
+    and batch."""
+    from .runtimes import RUNTIMES, torch_compile_runner, torch_runner
 
-    runners, problems = {}, {}
-    onnx_path = trt_path = None
-    for runtime in runtimes:
-        if reasons.get(runtime):
-            problems[runtime] = ("skipped", reasons[runtime])
+    runners, problems, files, programs = {}, {}, {}, {}
+    for name in runtimes:
+        if reasons.get(name):
+            problems[name] = ("skipped", reasons[name])
             continue
+        runtime = RUNTIMES[name]
         try:
-            if runtime == "torch":
-                runners[runtime] = torch_runner(subject.model, x)
-            elif runtime == "torch-compile":
-                runners[runtime] = torch_compile_runner(subject.model, x)
-            elif runtime in ONNX_RUNTIMES:
-                if runtime == "tensorrt":
-                    if trt_path is None:
-                        trt_path = _export(subject, batch, tmp, threads, trt=True)
-                    from .trt import TensorRTEngine
-                    runners[runtime] = TensorRTEngine(trt_path).runner(x)
-                else:
-                    if onnx_path is None:
-                        onnx_path = _export(subject, batch, tmp, threads)
-                    runners[runtime] = ort_runner(str(onnx_path), x, cuda=runtime == "ort-cuda", threads=threads)
+            if name == "torch":
+                runners[name] = torch_runner(subject.model, x)
+            elif name == "torch-compile":
+                runners[name] = torch_compile_runner(subject.model, x)
+            else:
+                key = "trt" if name == "tensorrt" else runtime.format
+                if key not in files:
+                    files[key], programs[name] = _export(subject, batch, tmp, threads, runtime)
+                runners[name] = runtime.runner(files[key], x, threads)
         except Exception as err:  # one runtime failing on one model must not stop the others
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            status = "skipped" if runtime == "torch-compile" else "failed"
-            problems[runtime] = (status, f"{type(err).__name__}: {msg[:300]}")
-    return runners, problems
+            status = "skipped" if name == "torch-compile" else "failed"
+            problems[name] = (status, f"{type(err).__name__}: {msg[:300]}")
+    return runners, problems, programs
 
 
-def _export(subject: Subject, batch: int, tmp: Path, threads: int, trt: bool = False) -> Path:
-    from .onnx_export import export_onnx
+def _export(subject: Subject, batch: int, tmp: Path, threads: int, runtime) -> tuple[Path, dict]:
+    """The file ``runtime`` runs, exported from the subject's module and checked against it, and
+    what the conversion said (ExecuTorch: partitions, ops outside the delegate)."""
+    stem = f"{subject.name}_b{batch}"
+    if runtime.format == "onnx":
+        from .onnx_export import export_onnx
 
-    result = export_onnx(subject.model, tmp, name=f"{subject.name}_b{batch}", batch=batch,
-                         input_size=subject.size[1:], allow_size_mismatch=True, calibrate_bn=False,
-                         trt=trt, threads=threads)
-    return result.files["trt_onnx"] if trt else result.onnx_path
+        trt = runtime.name == "tensorrt"
+        result = export_onnx(subject.model, tmp, name=stem, batch=batch, input_size=subject.size[1:],
+                             allow_size_mismatch=True, calibrate_bn=False, trt=trt, threads=threads)
+        return (result.files["trt_onnx"] if trt else result.onnx_path), {}
+    from .mobile_export import convert_and_check
+
+    if batch != 1:
+        raise ExportError(f"{runtime.name} programs are exported at batch 1 here; time it with --batch 1")
+    path = tmp / f"{stem}{runtime.suffix}"
+    info = convert_and_check(runtime, subject.model, path, subject.size, threads=threads, name=subject.name)
+    return path, info
 
 
 # ------------------------------------------------------------------ the benchmark
@@ -214,9 +233,11 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
     import torch
 
     from .machine import machine_info
-    from .runtimes import parse_runtimes, unavailable_reason
+    from .runtimes import ONNX_RUNTIMES, parse_runtimes, unavailable_reason
 
     runtimes = parse_runtimes(runtimes)
+    if output_dir is not None:
+        ensure_output_dir(output_dir)  # a bad -o fails now, not after minutes of timing
     batches = [int(b) for b in batches]
     if not batches or min(batches) < 1:
         raise ConfigError(f"batch sizes {batches} must be positive integers.")
@@ -229,7 +250,7 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
     torch.set_num_threads(threads)
     try:
         reasons = {rt: unavailable_reason(rt) for rt in runtimes}
-        if any(rt in ("ort-cpu", "ort-cuda", "tensorrt") and not reasons[rt] for rt in runtimes):
+        if any(rt in ONNX_RUNTIMES and not reasons[rt] for rt in runtimes):
             require("onnx", "Timing an ONNX runtime")
         torch.manual_seed(seed)   # the same random weights every run, so a rerun times (and checks) the same models
         subjects = [_load_zoo(n, input_size, calibrate=True) for n in names]
@@ -244,7 +265,8 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
                     x = rng.standard_normal((batch,) + tuple(subject.size), dtype=np.float32)
                     say(f"[{i}/{len(subjects)}] {subject.name} ({'x'.join(map(str, subject.size))}, batch {batch}): "
                         f"preparing {', '.join(rt for rt in runtimes if not reasons[rt]) or 'nothing'}")
-                    runners, problems = _make_runners(subject, batch, runtimes, reasons, x, Path(tmp), threads)
+                    runners, problems, programs = _make_runners(subject, batch, runtimes, reasons, x, Path(tmp),
+                                                                threads)
                     timings = time_interleaved(runners, policy)
                     common = dict(model=subject.name, kind=subject.kind, batch=batch, macs=subject.macs,
                                   params=subject.params, input_size="x".join(map(str, subject.size)),
@@ -255,10 +277,12 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
                             rows.append(Row(runtime=runtime, status=status, reason=reason, **common))
                             continue
                         t = timings[runtime]
+                        prog = programs.get(runtime, {})
                         rows.append(Row(runtime=runtime, status="ok", median_ms=t.median_ms, p90_ms=t.p90_ms,
                                         mean_ms=t.mean_ms, min_ms=t.min_ms, iters=t.iters,
                                         warmup_runs=t.warmup_runs, stable=t.stable,
-                                        throughput_ips=t.throughput(batch), **common))
+                                        throughput_ips=t.throughput(batch), partitions=prog.get("partitions"),
+                                        ops_outside=", ".join(prog.get("ops_outside", [])), **common))
                         say(f"    {runtime:<13} median {t.median_ms:8.2f} ms  p90 {t.p90_ms:8.2f} ms  "
                             f"({t.iters} runs{'' if t.stable else ', not stable'})")
                     for runtime, (status, reason) in problems.items():
@@ -284,19 +308,24 @@ def to_json(result: BenchResult) -> dict:
 
 
 def write_outputs(result: BenchResult, out_dir: Path, stem: str = "bench", plot: bool = True) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """CSV, plot, then JSON (last), each written atomically."""
+    import io
+
+    out_dir = ensure_output_dir(out_dir)
     csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
-    with open(csv_path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
-    json_path.write_text(json.dumps(to_json(result), indent=2, default=str) + "\n")
-    result.files.update(csv=csv_path, json=json_path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in result.rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+    write_text_atomic(csv_path, buf.getvalue())
+    result.files["csv"] = csv_path
     if plot:
         png = out_dir / f"{stem}.png"
         plot_latency_vs_macs(result.rows, png)
         result.files["plot"] = png
+    write_text_atomic(json_path, json.dumps(to_json(result), indent=2, default=str) + "\n")
+    result.files["json"] = json_path
     return result.files
 
 
@@ -315,23 +344,18 @@ def plot_latency_vs_macs(rows: Sequence[Row], path: Path, title: str = "") -> Pa
     """Median latency against MACs, one panel per (batch, runtime); the Pareto front (fewest MACs
     and lowest latency: no other network is both cheaper and faster) is joined and ringed."""
     require("matplotlib", "The latency plot", "matplotlib")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r.status == "ok"]
     runtimes = list(dict.fromkeys(r.runtime for r in ok))
     batches = sorted({r.batch for r in ok})
     if not ok:
-        fig, ax = plt.subplots(figsize=(6, 3))
+        fig, axes = _figure(1, 1, (6, 3))
+        ax = axes[0][0]
         ax.axis("off")
         ax.text(0.5, 0.5, "no runtime could be measured\n" + "\n".join(
             sorted({f"{r.runtime}: {r.reason[:70]}" for r in rows})), ha="center", va="center", fontsize=8)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        return path
-    fig, axes = plt.subplots(len(batches), len(runtimes), figsize=(6.2 * len(runtimes), 4.6 * len(batches)),
-                             squeeze=False)
+        return save_figure_atomic(fig, path, dpi=120, bbox_inches="tight")
+    fig, axes = _figure(len(batches), len(runtimes), (6.2 * len(runtimes), 4.6 * len(batches)))
     for bi, batch in enumerate(batches):
         for ri, runtime in enumerate(runtimes):
             ax = axes[bi][ri]
@@ -357,6 +381,12 @@ def plot_latency_vs_macs(rows: Sequence[Row], path: Path, title: str = "") -> Pa
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure_atomic(fig, path, dpi=120, bbox_inches="tight")
+
+
+def _figure(rows: int, cols: int, figsize):
+    """A matplotlib Figure with its own canvas: no pyplot, so the caller's backend is left alone."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=False)

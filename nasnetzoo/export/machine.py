@@ -54,10 +54,13 @@ def machine_info(threads: Optional[int] = None) -> dict:
         "torch": torch.__version__,
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    for pkg in ("torchvision", "onnx", "onnxruntime", "onnxslim", "tensorrt"):
+    from importlib import metadata
+
+    for pkg in ("torchvision", "onnx", "onnxruntime", "onnxslim", "tensorrt", "executorch", "litert-torch",
+                "ai-edge-litert", "openvino"):
         try:
-            info[pkg] = __import__(pkg).__version__
-        except Exception:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
             info[pkg] = None
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -319,13 +319,23 @@ class TensorRTEngine:
         return self.runner(x)().cpu().numpy()
 
 
+def load_engine(path, threads: Optional[int] = None):
+    """The runtime table's loader: ``numpy input -> numpy logits`` through a TensorRT engine."""
+    return TensorRTEngine(Path(path))
+
+
+def engine_runner(path, x: np.ndarray, threads: Optional[int] = None):
+    """The runtime table's timed runner: input already on the GPU, synchronised after each run."""
+    return TensorRTEngine(Path(path)).runner(x)
+
+
 def build_and_compare(paths: dict[str, Path], cases) -> dict:
     """Build the fp32 and fp16 engines and compare them with PyTorch, or say why not."""
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         return {"status": f"not run: {reason}; build the engines with the trtexec commands above on a "
                           "machine with TensorRT and a GPU", "run": False}
-    from .onnx_export import check_outputs
+    from .checks import check_outputs
 
     results = {}
     for variant, path in paths.items():
@@ -348,7 +358,7 @@ def prepare_tensorrt(model, *, name: str, stem: str, out_dir: Path,
     ready, ``ExportVerificationError`` if a rewritten graph no longer matches PyTorch.
     """
     onnx = _onnx()
-    from .onnx_export import _fail, verify
+    from .checks import verification_error, verify_onnx
     from .onnx_graph import fold_constants, op_counts, to_fp16
 
     ready = onnx.ModelProto.FromString(model.SerializeToString())
@@ -365,11 +375,11 @@ def prepare_tensorrt(model, *, name: str, stem: str, out_dir: Path,
     problems16 = tensorrt_problems(ready16)
     if problems16:
         raise NotTensorRTReadyError(f"{name}: the fp16 graph is not TensorRT-ready: {'; '.join(problems16[:5])}.")
-    checks = [verify(ready, "tensorrt-ready fp32", cases, fp16=False, threads=threads),
-              verify(ready16, "tensorrt-ready fp16", cases, fp16=True, threads=threads)]
+    checks = [verify_onnx(ready, "tensorrt-ready fp32", cases, fp16=False, threads=threads),
+              verify_onnx(ready16, "tensorrt-ready fp16", cases, fp16=True, threads=threads)]
     for check in checks:
         if not check.passed:
-            raise _fail(name, check)
+            raise verification_error(name, check)
     paths = {"fp32": out_dir / f"{stem}.trt.onnx", "fp16": out_dir / f"{stem}.trt.fp16.onnx"}
     section = {
         "files": {k: p.name for k, p in paths.items()},

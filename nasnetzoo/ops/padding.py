@@ -118,13 +118,49 @@ class Pool2dSame(nn.Module):
             return F.avg_pool2d(x, k, s, padding=k // 2, count_include_pad=False)
         pad = same_pad_arg(x.shape[-2:], k, s)
         if not any(pad) or self.count_pad:
-            return F.avg_pool2d(F.pad(x, pad) if any(pad) else x, k, s)
-        # Sum over the window, divided by the number of valid (unpadded) cells.
-        summed = F.avg_pool2d(F.pad(x, pad), k, s, divisor_override=1)
-        ones = x.new_ones((1, 1) + tuple(x.shape[-2:]))
-        count = F.avg_pool2d(F.pad(ones, pad), k, s, divisor_override=1)
-        return summed / count
+            # no implicit padding left: count_include_pad=False says nothing here, but the XNNPACK
+            # partitioner refuses a pool that declares it counts padding
+            return F.avg_pool2d(F.pad(x, pad) if any(pad) else x, k, s, count_include_pad=False)
+        return avg_pool_same_exclude_pad(x, k, s)
 
     def extra_repr(self) -> str:
         return (f"{self.kind}, kernel_size={self.kernel_size}, stride={self.stride}, padding=SAME"
                 + (", count_pad=True" if self.count_pad else ""))
+
+
+# ------------------------------------------------------------------ TF "SAME" average pool
+def _axis_pieces(size: int, kernel: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """How TF "SAME" average pooling along one axis splits into plain pools, padding excluded.
+
+    Returns ``(start, kernel, stride, pad)`` pieces whose outputs, concatenated, are TF's: a pool
+    of the input from ``start`` with symmetric ``pad`` excluded from the count (what every runtime's
+    average pool does natively).  TF pads ``before`` cells first and ``before`` or ``before + 1``
+    after; in the second case the symmetric pool gives all windows but the last, and the last
+    window is the mean of the cells it still covers, one more pool over the input's tail.
+    """
+    before, after = same_pads(size, kernel, stride)
+    out = -(-size // stride)
+    if after == before:
+        return [(0, kernel, stride, before)]
+    pieces = [(0, kernel, stride, before)] if out > 1 else []
+    tail = max((out - 1) * stride - before, 0)  # first real cell of the last window
+    return pieces + [(tail, size - tail, 1, 0)]
+
+
+def avg_pool_same_exclude_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """TF ``avg_pool2d(padding="SAME")``: the mean of each window's real cells, at any size.
+
+    Built from plain ``avg_pool2d(..., count_include_pad=False)``, slices and concatenations, which
+    XNNPACK, LiteRT and OpenVINO all run (a ``divisor_override`` pool, the obvious sum / count, is
+    refused by XNNPACK's partitioner and OpenVINO's PyTorch frontend).  Each output cell is the
+    same sum divided by the same count as TF's.
+    """
+    rows = _axis_pieces(int(x.shape[-2]), kernel, stride)
+    cols = _axis_pieces(int(x.shape[-1]), kernel, stride)
+    bands = []
+    for r0, rk, rs, rp in rows:
+        parts = [F.avg_pool2d(x[:, :, r0:, c0:] if (r0 or c0) else x, (rk, ck), (rs, cs), (rp, cp),
+                              count_include_pad=False)
+                 for c0, ck, cs, cp in cols]
+        bands.append(parts[0] if len(parts) == 1 else torch.cat(parts, -1))
+    return bands[0] if len(bands) == 1 else torch.cat(bands, -2)

@@ -99,28 +99,6 @@ class StackedSeparable(nn.Module):
         return x
 
 
-class Subsample(nn.Module):
-    """Keep every ``stride``-th row and column from the first (TF's 1x1 avg pool, stride 2, VALID)."""
-
-    def __init__(self, stride: int = 2) -> None:
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, ::self.stride, ::self.stride]
-
-
-class Shift(nn.Module):
-    """Shift by one cell up and left, zero-filling the bottom row and right column.
-
-    TF: ``tf.pad(x, [[0, 1], [0, 1]])[:, 1:, 1:]``; followed by :class:`Subsample` it picks the odd
-    rows/columns, padding with zeros where the input has an odd size.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-
-
 class FactorizedReduction(nn.Module):
     """TF ``factorized_reduction``: halve H and W without dropping pixels.
 
@@ -142,18 +120,26 @@ class FactorizedReduction(nn.Module):
             self.bn = _bn(C_out, bn_eps)
             return
         half = C_out // 2
-        self.path_1 = nn.Sequential(OrderedDict([
-            ("subsample", Subsample(2)), ("conv", nn.Conv2d(C_in, half, 1, bias=False))]))
-        self.path_2 = nn.Sequential(OrderedDict([
-            ("shift", Shift()), ("subsample", Subsample(2)),
-            ("conv", nn.Conv2d(C_in, C_out - half, 1, bias=False))]))
+        # Path 1 reads the even rows/columns (a 1x1 conv of stride 2), path 2 the odd ones: the
+        # same stride-2 conv on the input less its first row and column, zero-padded right/bottom
+        # when the size is odd (TF: ``pad(x)[:, 1:, 1:]`` then a 1x1 stride-2 VALID pool).  One
+        # slice and one pad of the small output, no strided slicing: every runtime lowers it whole.
+        self.path_1 = nn.Sequential(OrderedDict([("conv", nn.Conv2d(C_in, half, 1, stride=2, bias=False))]))
+        self.path_2 = nn.Sequential(OrderedDict([("conv", nn.Conv2d(C_in, C_out - half, 1, stride=2, bias=False))]))
         self.final_path_bn = _bn(C_out, bn_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(x)
         if self.stride == 1:
             return self.bn(self.conv(x))
-        return self.final_path_bn(torch.cat([self.path_1(x), self.path_2(x)], 1))
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if min(h, w) == 1:  # nothing left after the shift along that axis: path 2 reads the padding
+            shifted = self.path_2(nn.functional.pad(x[:, :, 1:, 1:], (0, w % 2, 0, h % 2)))
+        else:
+            shifted = self.path_2(x[:, :, 1:, 1:])
+            if h % 2 or w % 2:
+                shifted = nn.functional.pad(shifted, (0, w % 2, 0, h % 2))
+        return self.final_path_bn(torch.cat([self.path_1(x), shifted], 1))
 
 
 class PoolProject(nn.Module):

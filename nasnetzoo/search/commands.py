@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional, Sequence
 
 import click
@@ -30,49 +29,25 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
     The gradient-based searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`;
     the RL search trains its children in a process pool or on Ray (recipe keys executor, workers)."""
     from ..train.recipe import RecipeError
-    from .recipe import load_search_recipe
-    from .rl.recipe import STRATEGY as RL_STRATEGY, recipe_strategy
-    from .runner import prepare_resume, search
+    from .api import run_search, strategy_of, summary
 
-    rl_recipe = Path(resume) / "recipe.yaml" if resume else recipe_path
-    if rl_recipe and recipe_strategy(rl_recipe) == RL_STRATEGY:
-        _rl_search(recipe_path, out, resume, init_distribution, overrides, overwrite)
-        return
     if resume:
         if recipe_path or out or init_distribution or overwrite:
-            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out and "
-                              "--init-distribution (use --set to change a key).")
-        result = search(prepare_resume(resume, overrides), resume=resume)
+            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out, "
+                              "--init-distribution and --overwrite (use --set to change a key).")
+        result = run_search(None, resume=resume, overrides=overrides)
     else:
         if not recipe_path:
             raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_search.yaml) or --resume RUN_DIR.")
         if init_distribution:
+            entry = strategy_of(recipe_path)
+            if "init_distribution" not in entry.recipe_class().__dataclass_fields__:
+                raise RecipeError(f"--init-distribution warm-starts PARSEC; the {entry.name} search has no such "
+                                  "option.")
             overrides = (*overrides, f"init_distribution={init_distribution}")
-        recipe = load_search_recipe(recipe_path, overrides)
-        result = search(recipe, out=out, recipe_path=recipe_path, overwrite=overwrite)
+        result = run_search(recipe_path, out=out, overrides=overrides, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"searched {result.epochs_done} epochs: held-out acc {result.val_acc:.2f}% -> "
-                   f"{result.run_dir / 'genotype.yaml'}")
-
-
-def _rl_search(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
-               init_distribution: Optional[str], overrides: Sequence[str], overwrite: bool) -> None:
-    from ..train.recipe import RecipeError
-    from .rl.recipe import load_rl_recipe
-    from .rl.runner import prepare_resume, rl_search
-
-    if init_distribution:
-        raise RecipeError("--init-distribution warm-starts PARSEC; the NASNet RL search has no such option.")
-    if resume:
-        if recipe_path or out or overwrite:
-            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out and "
-                              "--overwrite (use --set to change a key).")
-        result = rl_search(prepare_resume(resume, overrides), resume=resume)
-    else:
-        result = rl_search(load_rl_recipe(recipe_path, overrides), out=out, recipe_path=recipe_path,
-                           overwrite=overwrite)
-    click.echo(f"trained {result.children} children over {result.steps_done} controller updates: best held-out acc "
-               f"{100 * result.best_reward:.2f}% -> {result.run_dir / 'genotype.yaml'}")
+        click.echo(summary(result, recipe_path, resume))
 
 
 @click.command("imagenet-subset")

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..train.recipe import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
+from ..recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
+from ..registry import DATASETS
+from .strategies import TABLE
 
+# The strategy choices are the strategies table's names (strategies/__init__.py).
 CHOICES = {
-    "strategy": ("darts", "pcdarts", "parsec", "nasnet_rl"),
-    "dataset": ("cifar10", "cifar100", "digits", "imagenet"),
+    "dataset": tuple(DATASETS),   # the registry's datasets
     "stem": ("cifar", "imagenet"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "off"),
+    "memory": ("default", "checkpoint"),
 }
 
 
@@ -24,7 +27,7 @@ CHOICES = {
 class SearchRecipe(RecipeFile):
     name: str = "custom"
     description: str = ""
-    strategy: str = "pcdarts"     # darts | pcdarts | parsec
+    strategy: str = "pcdarts"     # darts | pcdarts | parsec | any supernet strategy in the table
     second_order: bool = False    # DARTS's unrolled architecture gradient
 
     # ---- data: the training set is split into a weight half and an architecture half
@@ -44,6 +47,7 @@ class SearchRecipe(RecipeFile):
     stem: str = "cifar"
     partial_k: int = 4            # PC-DARTS's K (1: full channels)
     edge_norm: bool = True        # PC-DARTS's edge normalisation
+    memory: str = "default"       # checkpoint: recompute each cell in the backward pass (less memory, ~1 more forward)
 
     # ---- weights
     epochs: int = 50
@@ -66,16 +70,19 @@ class SearchRecipe(RecipeFile):
     # ---- run
     seed: int = 2
     device: str = "auto"
-    amp: str = "auto"             # bf16 autocast on a GPU
+    amp: str = "auto"             # auto: bf16 autocast on a GPU, fp32 on the CPU; bf16: also on the CPU; off: fp32
+    threads: int = 0              # CPU intra-op threads (0: PyTorch's default, one per core)
     max_steps_per_epoch: int = 0  # cut epochs short (smoke runs); 0: whole epoch
     progress: bool = True
 
     def __post_init__(self) -> None:
         require_finite(self)
-        check_choices(self, CHOICES)
-        if self.strategy == "nasnet_rl":
-            raise RecipeError("strategy 'nasnet_rl' is NASNet's RL search, whose recipe has its own keys: write it "
-                              "in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
+        check_choices(self, {"strategy": tuple(TABLE), **CHOICES})
+        if TABLE[self.strategy].build is None:   # a pipeline of its own (NASNet's RL search), with its own keys
+            raise RecipeError(f"strategy {self.strategy!r} runs its own pipeline, whose recipe has its own keys: write "
+                              "it in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
+        if self.threads < 0:
+            raise RecipeError(f"recipe key 'threads' = {self.threads} must be 0 (PyTorch's default) or a thread count.")
         for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")

@@ -28,7 +28,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 import torch.distributed as dist
 
-from .. import __version__
+from .._version import __version__
+from ..threads import configure_threads
 from ..errors import NasNetZooError
 from ..genotype import Genotype
 from ..train import distributed as D
@@ -39,7 +40,7 @@ from ..train.progress import RunProgress, say
 from .data import build_search_data
 from .history import SearchHistory, plot_history
 from .recipe import SearchRecipe, load_search_recipe
-from .strategies import STRATEGIES, SearchStrategy
+from .strategies import SearchStrategy, get_strategy
 from .supernet import SearchNetwork
 
 PathLike = Union[str, Path]
@@ -60,19 +61,20 @@ def default_run_dir(recipe: SearchRecipe) -> Path:
 
 
 def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrategy:
-    common = dict(arch_lr=recipe.arch_lr, arch_betas=recipe.arch_betas, arch_weight_decay=recipe.arch_weight_decay,
-                  grad_clip=recipe.grad_clip or None)
-    if recipe.strategy == "parsec":
-        # Its own generator, seeded alike on every rank: all ranks sample the same architectures.
-        generator = torch.Generator(device="cpu").manual_seed(recipe.seed)
-        return STRATEGIES["parsec"](network, num_samples=recipe.parsec_samples, generator=generator, **common)
-    return STRATEGIES[recipe.strategy](network, second_order=recipe.second_order, **common)
+    """The recipe's strategy, built as its entry in the strategies table says."""
+    entry = get_strategy(recipe.strategy)
+    if entry.build is None:
+        raise NasNetZooError(f"strategy {recipe.strategy!r} does not run on the supernet; run it with "
+                             "nasnetzoo.search.run_search or `nasnetzoo search`.")
+    return entry.build(recipe, network)
 
 
 def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
-    return SearchNetwork(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps,
-                         stem=recipe.stem, partial_k=recipe.partial_k,
-                         edge_norm=recipe.edge_norm and recipe.strategy != "parsec")
+    """The supernet, with the options the recipe's strategy fixes (PARSEC: no edge normalisation)."""
+    options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
+                   partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory)
+    options.update(get_strategy(recipe.strategy).network)
+    return SearchNetwork(**options)
 
 
 def _broadcast_parameters(network: torch.nn.Module) -> None:
@@ -86,6 +88,7 @@ def search(recipe: SearchRecipe, *, out: Optional[PathLike] = None, resume: Opti
            overwrite: bool = False) -> SearchResult:
     """Run (or resume) a search.  ``on_epoch_end(epoch)`` may return True to stop after that epoch;
     ``overwrite`` replaces another run that ``out`` holds (otherwise refused)."""
+    configure_threads(recipe.threads)
     info = D.setup(recipe.device)
     try:
         return _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite)
@@ -166,8 +169,8 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     network = build_network(recipe, data.num_classes).to(info.device)
     _broadcast_parameters(network)
     strategy = build_strategy(recipe, network)
-    if info.device.type == "cuda" and recipe.amp in ("auto", "bf16"):
-        strategy.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
+        strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     steps_per_epoch = min(len(data.weights), len(data.arch))

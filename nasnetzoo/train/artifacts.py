@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..weights.format import created_provenance, write_weights
-from .checkpoint import atomic_write
+from ..fileio import atomic_write
 
 PathLike = Union[str, Path]
 AUX_PREFIX = "auxiliary_head."
@@ -58,8 +58,7 @@ def save_weights(model: nn.Module, path: PathLike, spec, *, metrics: Optional[Ma
                  provenance: Optional[Mapping] = None) -> Path:
     """Atomically write ``model``'s inference weights to ``path`` (safetensors + metadata)."""
     return write_weights(inference_state(model), path,
-                         weights_metadata(spec, inference_config(spec), metrics, provenance),
-                         write=atomic_write)  # the run's writer: killable and resumable like the rest
+                         weights_metadata(spec, inference_config(spec), metrics, provenance))
 
 
 def read_config(weights: PathLike) -> dict:

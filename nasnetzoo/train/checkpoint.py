@@ -9,6 +9,7 @@ or kill at any moment leaves either the previous checkpoint or the new one, neve
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
 from pathlib import Path
@@ -17,51 +18,13 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 
 from ..errors import NasNetZooError
-from ..fileio import atomic_write as _atomic_write
+from ..fileio import WriteError, atomic_write  # noqa: F401  (re-exported: their home is nasnetzoo.fileio)
 
 PathLike = Union[str, Path]
 
 
 class CheckpointError(NasNetZooError):
     """A checkpoint or run directory that is missing or unreadable."""
-
-
-class WriteError(CheckpointError, OSError):
-    """A file that could not be written (full disk, read-only folder); the message names it."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def _write_bytes(handle, payload: bytes) -> None:
-    """The one place bytes hit the disk (tests replace it to simulate a crash or kill mid-write)."""
-    handle.write(payload)
-
-
-class _Sink:
-    """What ``atomic_write``'s writer writes to: every byte goes through :func:`_write_bytes`."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-
-    def write(self, payload: bytes) -> int:
-        _write_bytes(self.handle, payload)
-        return len(payload)
-
-
-def atomic_write(path: PathLike, writer: Callable[[Any], None]) -> Path:
-    """Run ``writer(file)`` on a temporary file beside ``path``, then move it into place.
-
-    The mechanics (a ``.NAME.PID.*.tmp`` temporary file, fsync, rename) are
-    :func:`nasnetzoo.fileio.atomic_write`, which the weights writer shares; here every byte goes
-    through :func:`_write_bytes` and an OS error becomes a :class:`WriteError` naming the file.  A
-    temporary file that a killed writer leaves is recognisable, and the run envelope removes it."""
-    try:
-        return _atomic_write(path, lambda handle: writer(_Sink(handle)))
-    except OSError as err:
-        if isinstance(err, WriteError):
-            raise
-        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:

@@ -7,6 +7,7 @@ import click
 
 from ..bounds import MAX_IMAGE_SIZE
 from ..cli_errors import user_errors as _user_errors
+from ..registry import DATASETS
 
 
 @click.command("train")
@@ -55,7 +56,7 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
 @click.option("--arch", required=True, help="Registry name, alias or genotype file the weights belong to.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False), help="A safetensors weights file.")
 @click.option("--data", default="cifar10", show_default=True,
-              type=click.Choice(["cifar10", "cifar100", "imagenet", "digits"]), help="Validation set.")
+              type=click.Choice(list(DATASETS)), help="Validation set.")
 @click.option("--data-dir", default="data", show_default=True, help="Where the dataset lives.")
 @click.option("--download", is_flag=True, help="Download CIFAR into --data-dir if it is not there.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))

@@ -178,8 +178,10 @@ class Run:
     def _take(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"--out {self.path} is a file, not a directory; pass a directory path.")
-        if self.resuming and not self.path.is_dir():
-            raise RunDirError(f"{self.path} does not exist; pass the run directory to --resume.")
+        if self.resuming:
+            if not self.path.is_dir():
+                raise RunDirError(f"{self.path} does not exist; pass the run directory to --resume.")
+            check_resumable(self.path, self.kind)
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -192,9 +194,9 @@ class Run:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
-        if not self.resuming:
+        if not self.resuming:   # (a resume cleans up in load(), after the moves its checkpoint committed to)
             self._claim()
-        self._clean_scratch()
+            self._clean_scratch()
 
     def _release(self) -> None:
         if self._lock_fd is not None:

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from . import checkpoint as _checkpoint
-from .checkpoint import atomic_write
+from .. import fileio
+from ..fileio import atomic_write
 
 
 class MetricsLog:
@@ -24,7 +24,7 @@ class MetricsLog:
             return
         line = json.dumps(_clean(record), sort_keys=False)
         with open(self.path, "ab") as handle:
-            _checkpoint._write_bytes(handle, (line + "\n").encode())
+            fileio._write_bytes(handle, (line + "\n").encode())
             handle.flush()
 
     def read(self) -> list[dict]:

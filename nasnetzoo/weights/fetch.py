@@ -25,6 +25,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .._version import __version__
 from .format import ChecksumError, WeightsUnavailableError
 from .sources import WeightsSource
 
@@ -172,8 +173,6 @@ def download_url(source: WeightsSource, dest: Path) -> None:
     """Stream ``source.url`` into a temporary file beside ``dest``; verified, then renamed to ``dest``."""
     from tqdm.auto import tqdm
 
-    from .. import __version__
-
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     request = urllib.request.Request(source.url, headers={"User-Agent": f"nasnetzoo/{__version__}"})
     try:
@@ -207,8 +206,6 @@ def download_url(source: WeightsSource, dest: Path) -> None:
 def _fetch_hub(source: WeightsSource, force: bool) -> Path:
     from huggingface_hub import hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    from .. import __version__
 
     kwargs = dict(revision=source.revision, cache_dir=str(hub_cache_dir()), library_name="nasnetzoo",
                   library_version=__version__)

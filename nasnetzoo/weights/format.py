@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, NasNetZooError
+from .._version import __version__
 from ..fileio import atomic_write
 
 PathLike = Union[str, Path]
@@ -176,12 +177,6 @@ def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- writing
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def model_metadata(model: nn.Module) -> dict[str, Any]:
     """What the model itself knows: registry name, architecture, dataset, config, genotype."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
@@ -257,22 +252,18 @@ def _finite_or_raise(tensors: Mapping[str, torch.Tensor], path: PathLike) -> Non
                                "diverged); nothing was written.")
 
 
-def write_weights(tensors: Mapping[str, torch.Tensor], path: PathLike, meta: Mapping[str, Any], *,
-                  write: Optional[Callable[[PathLike, Callable], Path]] = None) -> Path:
+def write_weights(tensors: Mapping[str, torch.Tensor], path: PathLike, meta: Mapping[str, Any]) -> Path:
     """The one writer: ``tensors`` and ``meta`` (format fields added) as safetensors, atomically.
 
     NaN/Inf tensors are refused; the file gets the same mode as every other file nasnetzoo writes.
-    ``write`` is the atomic file writer (default :func:`nasnetzoo.fileio.atomic_write`): a training
-    run passes its own (``train.checkpoint``), whose every byte can be interrupted and resumed like
-    the rest of the run directory.
     """
     from safetensors.torch import save as to_bytes
 
     tensors = _tensors(tensors)
     _finite_or_raise(tensors, path)
-    full = {"format": "pt", "nasnetzoo_format": FORMAT_VERSION, "nasnetzoo_version": _version(), **meta}
+    full = {"format": "pt", "nasnetzoo_format": FORMAT_VERSION, "nasnetzoo_version": __version__, **meta}
     payload = to_bytes(tensors, metadata=encode_metadata(full))
-    return (write or atomic_write)(path, lambda handle: handle.write(payload))
+    return atomic_write(path, lambda handle: handle.write(payload))
 
 
 def created_provenance(extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from nasnetzoo.search.recipe import load_search_recipe
 from nasnetzoo.search.rl.recipe import RLSearchRecipe
 from nasnetzoo.search.rl.runner import rl_search
 from nasnetzoo.search.runner import prepare_resume as prepare_search_resume, search
+from nasnetzoo import fileio
 from nasnetzoo.train import checkpoint as ckpt
 from nasnetzoo.train.envelope import Run, RunDirError
 from nasnetzoo.train.progress import read_jsonl
@@ -132,7 +133,7 @@ class _Killer:
 
     def __init__(self, n: int) -> None:
         self.n, self.calls = n, 0
-        self.write, self.replace = ckpt._write_bytes, os.replace
+        self.write, self.replace = fileio._write_bytes, os.replace
 
     def _tick(self) -> bool:
         self.calls += 1
@@ -151,7 +152,7 @@ class _Killer:
                 os._exit(9)
             self.replace(src, dst)
 
-        ckpt._write_bytes = write
+        fileio._write_bytes = write
         os.replace = replace
 
 
@@ -159,13 +160,13 @@ def _count_kill_points(fn) -> int:
     """How many writes and renames ``fn`` makes: each is a place to kill it.  (Run it once before:
     a first run in a process also writes caches, matplotlib's font list for one.)"""
     calls = []
-    original_write, original_replace = ckpt._write_bytes, os.replace
+    original_write, original_replace = fileio._write_bytes, os.replace
     try:
-        ckpt._write_bytes = lambda h, p: (calls.append(1), original_write(h, p))
+        fileio._write_bytes = lambda h, p: (calls.append(1), original_write(h, p))
         os.replace = lambda s, d: (calls.append(1), original_replace(s, d))
         fn()
     finally:
-        ckpt._write_bytes, os.replace = original_write, original_replace
+        fileio._write_bytes, os.replace = original_write, original_replace
     return len(calls)
 
 
@@ -219,8 +220,11 @@ TINY_SEARCH = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_p
                "epochs=2", "warmup_epochs=0"]
 
 
-def test_search_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_path):
-    recipe = load_search_recipe(RECIPES / "smoke_search.yaml", TINY_SEARCH)
+def test_search_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    from nasnetzoo.search import runner
+
+    monkeypatch.setattr(runner, "plot_history", lambda *args: None)   # seconds per run, and not a record
+    recipe = load_search_recipe(RECIPES / "smoke_search.yaml", [*TINY_SEARCH, "max_steps_per_epoch=1"])
     straight = tmp_path / "straight"
     search(recipe, out=tmp_path / "warm")
     points = _count_kill_points(lambda: search(recipe, out=straight))

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import torch
 
-from ...errors import NasNetZooError
+from ...errors import NasNetZooError, first_line
 
 DATA_SPLIT_SEED = 20170721   # fixed: every child sees the same held-out images
 
@@ -154,7 +154,7 @@ def train_child(job: ChildJob) -> ChildResult:
             torch.cuda.empty_cache()
         device = _device(job.config)
         return ChildResult(job.index, 0.0, 0.0, 0.0, 0, time.perf_counter() - start, _worker_info(device),
-                           error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                           error=f"{type(err).__name__}: {first_line(err)}")
 
 
 def _train_child(job: ChildJob, start: float) -> ChildResult:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ...train.recipe import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
-from ...yamlio import YamlInputError, read_yaml
+from ...recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
+from ...registry import DATASETS
 from .child import ChildConfig
 from .executors import EXECUTORS
 from .policy import ALGORITHMS
@@ -25,7 +25,8 @@ from .space import PAPER_OPS
 
 STRATEGY = "nasnet_rl"
 CHOICES = {"strategy": (STRATEGY,), "algorithm": ALGORITHMS, "executor": EXECUTORS}
-CHILD_CHOICES = {"dataset": ("cifar10", "cifar100", "digits"), "device": ("auto", "cpu", "cuda"),
+# Children train on the CIFAR-sized datasets of the registry.
+CHILD_CHOICES = {"dataset": tuple(name for name, (preset, _) in DATASETS.items() if preset == "cifar"), "device": ("auto", "cpu", "cuda"),
                  "amp": ("auto", "bf16", "off")}
 
 
@@ -111,16 +112,4 @@ def load_rl_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = 
     return RLSearchRecipe.load(path, overrides)
 
 
-def recipe_strategy(path: Union[str, Path]) -> str:
-    """The ``strategy`` a search recipe file names (``pcdarts`` when it names none)."""
-    path = Path(path)
-    if not path.is_file():
-        return ""
-    try:
-        data = read_yaml(path) or {}
-    except YamlInputError:
-        return ""
-    return str(data.get("strategy", "pcdarts")) if isinstance(data, dict) else ""
-
-
-__all__ = ["RLSearchRecipe", "STRATEGY", "load_rl_recipe", "recipe_strategy"]
+__all__ = ["RLSearchRecipe", "STRATEGY", "load_rl_recipe"]

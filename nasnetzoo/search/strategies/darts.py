@@ -67,7 +67,7 @@ class DARTSStrategy(SearchStrategy):
         params = {**unrolled, **{names[id(a)]: a for a in arch}}
         buffers = {n: b.clone() for n, b in net.named_buffers()}
         xv, yv = val_batch
-        with self.autocast():
+        with self.autocast(), net.no_checkpoint():
             val_logits = functional_call(net, {**params, **buffers}, (xv,))
         val_loss = self.loss(val_logits, yv)
         d_arch = torch.autograd.grad(val_loss, arch, retain_graph=True)

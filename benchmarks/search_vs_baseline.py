@@ -1,0 +1,155 @@
+"""Search step time and saved-for-backward bytes, before (reference mixed op) and after (fused), in one run.
+
+At the configuration of issue 14 (supernet C=16, 8 cells, batch 16, 32 px, 2 threads), for DARTS,
+PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
+
+* **before**: ``SearchNetwork(fused=False)``, the mixed op as today's and the official code compute it;
+* **after**: the default supernet (``fused=True``);
+* **after + checkpoint**: ``memory="checkpoint"`` (each cell recomputed in the backward pass).
+
+Step time = first-order architecture step + weight step, median over ``--reps`` repetitions that
+interleave the variants (before, after, checkpoint, before, ...), so a load that changes over the run
+hits all of them alike.  Saved bytes = distinct storages autograd keeps for backward during one
+weight-step forward (``torch.autograd.graph.saved_tensors_hooks``); with checkpointing, the cell
+inputs the checkpoints hold are counted too.  Both are printed as a table with after/before ratios,
+and the numerics check (logits and architecture gradients of before vs after on one batch).
+
+    OMP_NUM_THREADS=2 python benchmarks/search_vs_baseline.py [--reps 5] [--threads 2] [--json out.json]
+
+About 3-4 minutes on a quiet 2-core machine with the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+from nasnetzoo.threads import configure_threads
+
+configure_threads()   # the package's thread defaults, before torch starts its pool
+
+import torch  # noqa: E402
+
+from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy  # noqa: E402
+from nasnetzoo.search.supernet import SearchCell, SearchNetwork  # noqa: E402
+from search_memory import saved_activation_bytes  # noqa: E402  (benchmarks/ is the script's folder)
+
+VARIANTS = {"before": dict(fused=False), "after": dict(fused=True),
+            "after+checkpoint": dict(fused=True, memory="checkpoint")}
+
+
+def strategies():
+    yield "DARTS", dict(partial_k=1, edge_norm=False), DARTSStrategy
+    yield "PC-DARTS", dict(partial_k=4, edge_norm=True), PCDARTSStrategy
+    yield "PARSEC", dict(partial_k=1, edge_norm=False), lambda net: PARSECStrategy(
+        net, num_samples=4, generator=torch.Generator().manual_seed(0))
+
+
+def build(net_kwargs, variant, make, args):
+    torch.manual_seed(0)   # the same weights and alphas in every variant
+    net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, **net_kwargs, **VARIANTS[variant])
+    strategy = make(net)
+    return strategy, torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9, weight_decay=3e-4)
+
+
+def saved_bytes(strategy, batch) -> int:
+    """Bytes autograd keeps during one weight-step forward (the largest sample's, for PARSEC)."""
+    net, (x, y) = strategy.network, batch
+    holds = []   # checkpointed cells hold their inputs: count them like saved tensors
+    hooks = [m.register_forward_pre_hook(lambda m, args: holds.append(args[:2]))
+             for m in net.modules() if isinstance(m, SearchCell)] if net.memory == "checkpoint" else []
+    record = []
+    passes = strategy.num_samples if isinstance(strategy, PARSECStrategy) else 1
+    for _ in range(passes):
+        holds.clear()
+        with saved_activation_bytes(record, extra=holds):
+            logits = net.forward_discrete(x, strategy.sample()[0]) if passes > 1 else net(x)
+            loss = strategy.loss(logits, y)
+        loss.backward()
+    for h in hooks:
+        h.remove()
+    net.zero_grad(set_to_none=True)
+    return max(record)
+
+
+def numerics(before, after, batch) -> dict:
+    """Max |difference| of the logits and of the architecture gradients, same weights, same batch."""
+    x, y = batch
+    out = {}
+    for name, strategy in (("before", before), ("after", after)):
+        net = copy.deepcopy(strategy.network)
+        if isinstance(strategy, PARSECStrategy):
+            logits = net.forward_discrete(x, strategy.most_probable())
+            grads = []
+        else:
+            logits = net(x)
+            grads = torch.autograd.grad(strategy.loss(logits, y), net.arch_parameters())
+        out[name] = (logits.detach(), grads)
+    (lb, gb), (la, ga) = out["before"], out["after"]
+    return {"logits_max_abs_diff": float((lb - la).abs().max()),
+            "arch_grad_max_abs_diff": max((float((a - b).abs().max()) for a, b in zip(ga, gb)), default=0.0)}
+
+
+def step(strategy, opt, batch) -> float:
+    start = time.perf_counter()
+    strategy.arch_step(batch, batch, opt)
+    strategy.weight_step(batch, opt)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--C", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated subset of DARTS,PC-DARTS,PARSEC")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    batch = (torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,)))
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    rows = []
+    for name, net_kwargs, make in strategies():
+        if only and name not in only:
+            continue
+        built = {v: build(net_kwargs, v, make, args) for v in VARIANTS}
+        row = {"strategy": name, **numerics(built["before"][0], built["after"][0], batch)}
+        for v, (strategy, _) in built.items():
+            row[f"{v}_saved_mb"] = saved_bytes(strategy, batch) / 2**20
+        times = {v: [] for v in VARIANTS}
+        for rep in range(args.reps + 1):
+            for v, (strategy, opt) in built.items():
+                t = step(strategy, opt, batch)
+                if rep:   # the first round warms up
+                    times[v].append(t)
+        for v in VARIANTS:
+            row[f"{v}_step_ms"] = 1000 * statistics.median(times[v])
+        rows.append(row)
+        print(f"{name}: done", flush=True)
+
+    print(f"\nsearch step (first-order arch step + weight step), batch {args.batch} x 3 x {args.size}^2, "
+          f"C={args.C}, {args.layers} cells, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"median of {args.reps} interleaved reps")
+    head = f"{'strategy':10s} {'variant':17s} {'step ms':>9s} {'x before':>9s} {'saved MB':>9s} {'x before':>9s}"
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        for v in VARIANTS:
+            print(f"{r['strategy']:10s} {v:17s} {r[f'{v}_step_ms']:9.0f} {r[f'{v}_step_ms'] / r['before_step_ms']:9.2f} "
+                  f"{r[f'{v}_saved_mb']:9.1f} {r[f'{v}_saved_mb'] / r['before_saved_mb']:9.2f}")
+    print("\nnumerics, after vs before on one batch (fp32):")
+    for r in rows:
+        print(f"  {r['strategy']:10s} logits max |diff| {r['logits_max_abs_diff']:.2e}   "
+              f"arch grads max |diff| {r['arch_grad_max_abs_diff']:.2e}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"args": vars(args), "torch": torch.__version__, "results": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

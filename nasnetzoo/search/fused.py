@@ -1,0 +1,152 @@
+"""The mixed operation of a supernet edge, computed once per edge instead of once per op.
+
+``MixedOp.forward_reference`` is today's (and the official code's) ``sum(w_k * op_k(x))``.  This
+module computes the same function, within float reordering, with less work and far fewer tensors
+kept for the backward pass:
+
+* **the shared ReLU**: every conv op (and ``FactorizedReduce``) starts with ``relu(x)``; it is
+  computed, and kept for backward, once per edge instead of once per op;
+* **the zero op** adds ``w * 0``: nothing in the forward, an exact 0 for its weight's gradient
+  either way, so it is skipped (a zeros tensor per edge less);
+* **the weighted sum folds each weight into the op's last BatchNorm**: ``w * BN(h)`` with a
+  non-affine BatchNorm is ``BN(h)`` with scale ``w``, and BatchNorm's backward needs only its
+  input (kept anyway), so autograd no longer keeps every op's output a second time for
+  ``d/dw``; PC-DARTS's edge weight ``beta`` is folded in the same way (``beta * w_k``);
+* **max pooling keeps no indices**: its argmax (int64, twice the bytes of the map) is recomputed
+  from the input, which is kept anyway, when the backward pass needs it.
+
+The op modules (and so the state-dict keys) are unchanged: this only decides how they are called.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ..ops.darts import DilConv, FactorizedReduce, SepConv, Zero
+
+
+# ---------------------------------------------------------------- max pooling without indices
+class _MaxPool2dRecomputed(torch.autograd.Function):
+    """``F.max_pool2d`` whose backward recomputes the argmax instead of keeping it."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, ceil_mode):
+        ctx.save_for_backward(x)
+        ctx.args = (kernel, stride, padding, ceil_mode)
+        return F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        kernel, stride, padding, ceil_mode = ctx.args
+        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, [1, 1], ceil_mode)
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, [1, 1],
+                                                                 ceil_mode, indices)
+        return grad_x, None, None, None, None
+
+
+def _pair(v) -> list:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+def max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
+    """``pool(x)`` for a MaxPool2d without dilation or returned indices; any other pool runs as is."""
+    if pool.return_indices or _pair(pool.dilation) != [1, 1] or not torch.is_grad_enabled():
+        return pool(x)
+    stride = pool.stride if pool.stride is not None else pool.kernel_size
+    return _MaxPool2dRecomputed.apply(x, _pair(pool.kernel_size), _pair(stride), _pair(pool.padding),
+                                      pool.ceil_mode)
+
+
+# ---------------------------------------------------------------- BatchNorm scaled by an op weight
+def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * bn(x)`` for a non-affine BatchNorm, as one BatchNorm whose weight is ``scale``.
+
+    The running statistics and ``num_batches_tracked`` are updated exactly as ``bn(x)`` would
+    (the same steps as ``nn.BatchNorm2d.forward``); only the output is scaled.
+    """
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch_stats = bn.training or bn.running_mean is None
+    track = not bn.training or bn.track_running_stats
+    # BatchNorm takes fp32 parameters beside bf16/fp16 activations (autocast), else the input's dtype.
+    weight = scale.to(torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype).expand(x.shape[1])
+    return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None,
+                        weight, None, use_batch_stats, momentum, bn.eps)
+
+
+def _foldable_bn(module: nn.Module) -> bool:
+    return type(module) is nn.BatchNorm2d and not module.affine
+
+
+# ---------------------------------------------------------------- one edge
+def _run(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
+    for m in modules:
+        h = max_pool(m, h) if type(m) is nn.MaxPool2d else m(h)
+    return h
+
+
+def _factorized_reduce(op: FactorizedReduce, r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * op(x)`` given ``r = relu(x)`` (the op's own ReLU, shared)."""
+    shifted = r[:, :, 1:, 1:]
+    pad_h, pad_w = r.shape[2] % 2, r.shape[3] % 2
+    if pad_h or pad_w:
+        shifted = F.pad(shifted, (0, pad_w, 0, pad_h))
+    h = torch.cat([op.conv_1(r), op.conv_2(shifted)], dim=1)
+    return scaled_batch_norm(op.bn, h, scale) if _foldable_bn(op.bn) else scale * op.bn(h)
+
+
+def _layers(op: nn.Module) -> Optional[list]:
+    """The op as a flat list of layers when it is a chain (SepConv, DilConv, pool + BN, ...)."""
+    if isinstance(op, (SepConv, DilConv)):
+        return list(op.op)
+    if type(op) is nn.Sequential:
+        return list(op)
+    return None
+
+
+def single(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``op(x)`` (one sampled op, PARSEC), with max pooling that keeps no indices."""
+    layers = _layers(op)
+    return op(x) if layers is None else _run(layers, x)
+
+
+def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_k weights[k] * ops[k](x)``, sharing and folding what it can (see the module docstring)."""
+    relu = None
+    out = None
+    for k, op in enumerate(ops):
+        w = weights[k]
+        if isinstance(op, Zero):
+            continue
+        if isinstance(op, nn.Identity):
+            term = w * x
+        elif isinstance(op, FactorizedReduce):
+            relu = F.relu(x) if relu is None else relu
+            term = _factorized_reduce(op, relu, w)
+        else:
+            layers = _layers(op)
+            if layers is None:               # an op this module does not know: run it whole
+                term = w * op(x)
+            else:
+                h = x
+                if layers and type(layers[0]) is nn.ReLU:
+                    relu = F.relu(x) if relu is None else relu
+                    h, layers = relu, layers[1:]
+                if layers and _foldable_bn(layers[-1]):
+                    term = scaled_batch_norm(layers[-1], _run(layers[:-1], h), w)
+                else:
+                    term = w * _run(layers, h)
+        out = term if out is None else out + term
+    if out is None:                          # only zero ops on this edge
+        zero = next(op for op in ops if isinstance(op, Zero))
+        return weights[0] * zero(x)
+    return out

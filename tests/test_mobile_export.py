@@ -1,0 +1,116 @@
+"""ExecuTorch (XNNPACK), LiteRT and OpenVINO export of every mobile entry, each written file run in its
+own runtime and checked against PyTorch; the benchmark on those runtimes (issue 12).
+
+What a converter and a delegate do with a network depends on its ops, not on its depth, width or
+input size, while their run time grows with the number of nodes: the seven entries are exported
+with their own cells, stem and reductions but one normal cell per stage (NASNet family ``N=1``,
+DARTS family ``layers=5``) and 8 channels, at 64x64 (even down to the last maps, like 224, so every
+TF "SAME" layer takes the asymmetric-padding branch it takes at 224).  The full NASNet-A Mobile at
+224 goes through the CLI to ExecuTorch.  CI installs the ``mobile`` extra, so none is skipped there.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+pytest.importorskip("executorch")
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("openvino")
+
+import nasnetzoo  # noqa: E402
+from nasnetzoo.cli import cli  # noqa: E402
+from nasnetzoo.export import export  # noqa: E402
+from nasnetzoo.export.checks import make_cases  # noqa: E402
+from nasnetzoo.export.errors import ExportVerificationError  # noqa: E402
+from nasnetzoo.export.report import MOBILE_MODELS  # noqa: E402
+from nasnetzoo.export.runtimes import RUNTIMES, runtime_for_format  # noqa: E402
+
+SIZE = (64, 64)
+FORMATS = ("executorch", "tflite", "openvino")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+SMALL = {"nasnet": dict(N=1, F=8), "darts": dict(layers=5, C=8)}
+
+
+def _small(name):
+    """The entry's cells, stem and reductions, one normal cell per stage, 8 channels."""
+    torch.manual_seed(0)
+    return nasnetzoo.load(name, **SMALL[nasnetzoo.get_entry(name).family])
+
+
+def _check_file_against_pytorch(fmt, path, model):
+    """An independent check: the written file, loaded afresh, on a new input, the fp32 bound."""
+    x = torch.randn((1, 3) + SIZE, generator=torch.Generator().manual_seed(123))
+    (case,) = make_cases(model.eval(), [x])
+    out = runtime_for_format(fmt).load(path, threads=1)(case.x)
+    assert out.shape == case.ref.shape
+    assert np.abs(out - case.ref).max() <= case.tolerance(fp16=False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", MOBILE_MODELS)
+def test_mobile_entry_exports_and_matches(name, fmt, tmp_path):
+    model = _small(name)
+    result = export(model, fmt, output_dir=tmp_path, name=name, input_size=SIZE, calibrate_bn=True, threads=1)
+    report = json.loads(result.report_path.read_text())
+    assert report["format"] == fmt and report["runtime"] == runtime_for_format(fmt).name
+    (check,) = report["verification"]
+    assert check["passed"] and check["finite"]
+    assert check["max_abs_diff"] <= 1e-4 + 16 * report["pytorch_fp32_error_vs_fp64"]
+    if fmt == "executorch":
+        # the goal of issue 12: one XNNPACK partition, nothing left to the portable kernels
+        assert report["partitions"] == 1 and report["ops_outside"] == [], report["ops_outside_counts"]
+    if fmt == "openvino":
+        assert (tmp_path / f"{name}.bin").stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*report["files"].values(), f"{name}.json"])
+    _check_file_against_pytorch(fmt, result.path, model)
+
+
+def test_nasnet_a_mobile_to_executorch_at_224_through_the_cli(tmp_path):
+    result = CliRunner().invoke(cli, ["export", "nasnet_a_mobile", "--format", "executorch", "--threads", "1",
+                                      "-o", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'nasnet_a_mobile.pte'}" in result.output
+    assert "XNNPACK partitions: 1; ops outside the delegate: none" in result.output
+    report = json.loads((tmp_path / "nasnet_a_mobile.json").read_text())
+    assert report["input_size"] == [3, 224, 224] and report["verification"][0]["passed"]
+    assert report["macs"] == pytest.approx(563.6e6, rel=1e-3)
+
+
+def test_a_program_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatch):
+    runtime = RUNTIMES["openvino"]
+    real_load = type(runtime).load
+
+    def off_by_one(self, path, threads=None):
+        run = real_load(self, path, threads)
+        return lambda x: run(x) + 1.0
+    monkeypatch.setattr(type(runtime), "load", off_by_one)
+    with pytest.raises(ExportVerificationError, match="beyond the tolerance"):
+        export("pcdarts_cifar", "openvino", output_dir=tmp_path, threads=1)
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_only_options_are_refused_for_mobile_formats(tmp_path):
+    result = CliRunner().invoke(cli, ["export", "pcdarts_cifar", "--format", "tflite", "--trt", "-o", str(tmp_path)])
+    assert result.exit_code == 1 and "--trt" in result.output and "--format onnx" in result.output
+
+
+def test_bench_on_every_cpu_runtime_at_one_thread(tmp_path):
+    result = CliRunner().invoke(cli, ["bench", "pcdarts_cifar", "--runtime", "torch,ort-cpu,executorch,litert,openvino",
+                                      "--threads", "1", "--iters", "2", "--no-baselines",
+                                      "-o", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    ok = {(r["model"], r["runtime"]) for r in data["results"] if r["status"] == "ok"}
+    assert ok == {("pcdarts_cifar", rt) for rt in ("torch", "ort-cpu", "executorch", "litert", "openvino")}, \
+        data["results"]
+    et = [r for r in data["results"] if r["runtime"] == "executorch"]
+    assert all(r["partitions"] == 1 and r["ops_outside"] == "" for r in et)
+    assert data["machine"]["threads"] == 1 and data["machine"]["executorch"] == "1.5.1"
