@@ -75,6 +75,7 @@ class ModelEntry:
     notes: str = ""
     transfer: Mapping[str, Any] = field(default_factory=dict)
     weights: tuple = ()
+    no_weights: str = ""  # why no weights are registered, when that is known (zoo.yaml `no_weights`)
 
     @property
     def family(self) -> str:
@@ -120,7 +121,7 @@ def _zoo() -> tuple[dict[str, Any], dict[str, Architecture], dict[str, ModelEntr
             config={**arch.config, **e.get("config", {})}, data=data, reported=e.get("reported", {}),
             computed=e.get("computed", {}), reference_key=e.get("reference_key", ""),
             notes=" ".join(e.get("notes", "").split()), transfer=e.get("transfer", {}),
-            weights=tuple(e.get("weights", ())))
+            weights=tuple(e.get("weights", ())), no_weights=" ".join(e.get("no_weights", "").split()))
     return presets, archs, entries
 
 

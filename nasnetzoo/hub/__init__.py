@@ -1,1 +1,3 @@
-"""Weights: safetensors with metadata, the Hugging Face hub, converters from official checkpoints."""
+"""The weights commands (``convert``, ``download``, ``push``), the converter's output checks and the
+model card.  The weights format, the publishers' sources and the download live in
+:mod:`nasnetzoo.weights`, below the factory."""

@@ -26,13 +26,6 @@ def converted_path(source: WeightsSource) -> Path:
     return fetch.cache_root() / "converted" / f"{source.cache_key}.safetensors"
 
 
-def cached(source: WeightsSource) -> bool:
-    """True when ``source`` needs no network: converted already, or a hub file in the hub cache."""
-    if source.layout == "nasnetzoo":
-        return fetch.local_path(source).is_file()
-    return converted_path(source).is_file()
-
-
 def pretrained_file(source: WeightsSource, build: Builder, *, force: bool = False) -> Path:
     """The nasnetzoo weights file for ``source``: from the cache, else fetched and converted."""
     if source.layout == "nasnetzoo":  # already in nasnetzoo's format: only fetch and verify

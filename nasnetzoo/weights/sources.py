@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError, did_you_mean
+from ..registry import get_entry, list_models
 from .format import WeightsUnavailableError
 
 LAYOUTS = ("nasnetzoo", "timm", "cadene", "pytorchcv", "darts", "pcdarts", "pdarts")
@@ -132,35 +133,20 @@ class WeightsSource:
 
 def sources_for(model: str) -> list[WeightsSource]:
     """The published weights of registry entry ``model`` (name or alias), default first."""
-    from ..registry import get_entry
-
     entry = get_entry(model)
     return [WeightsSource.parse(entry.name, w, i) for i, w in enumerate(entry.weights)]
 
 
 def published() -> dict[str, list[WeightsSource]]:
     """Every registry entry that has weights -> its sources."""
-    from ..registry import get_entry, list_models
-
     return {name: sources_for(name) for name in list_models() if get_entry(name).has_weights}
 
 
-# Why an entry has no weights, where the reason is known (docs/weights.md has the sources).
-NO_WEIGHTS_REASON = {
-    "pcdarts_cifar": "never published by its authors (the PC-DARTS README has said 'Coming soon!' since 2019)",
-    "pcdarts_imagenet": "never published by its authors (the PC-DARTS README has said 'Coming soon!' since 2019)",
-    "pdarts_cifar": "the authors' file is on Google Drive without a checksum, under a non-commercial licence",
-    "pdarts_imagenet": "the authors' file is on Google Drive without a checksum, under a non-commercial licence",
-    "darts_v1_cifar": "no public file with a published checksum",
-    "darts_v2_cifar": ("the authors' file is on Google Drive without a checksum, and NNI's darts-v2-5465b0d2.pth "
-                       "holds it under NNI's module names, a layout nasnetzoo could not verify"),
-}
+DEFAULT_NO_WEIGHTS = "no public file with a published checksum exists"
 
 
 def select_source(model: str, *, tag: Optional[str] = None, dataset: Optional[str] = None) -> WeightsSource:
     """The default source of ``model`` (or the one tagged ``tag``); a clear error when there is none."""
-    from ..registry import get_entry
-
     entry = get_entry(model)
     candidates = sources_for(entry.name)
     if dataset is not None:
@@ -174,7 +160,7 @@ def select_source(model: str, *, tag: Optional[str] = None, dataset: Optional[st
                 f"{', '.join(tags) or 'none'}.")
     if candidates:
         return candidates[0]
-    why = NO_WEIGHTS_REASON.get(entry.name, "no public file with a published checksum exists")
+    why = entry.no_weights or DEFAULT_NO_WEIGHTS
     what = f"{entry.name} has no published weights" + (f" for {dataset}" if dataset else "")
     recipe = "retrain_imagenet" if entry.dataset == "imagenet" else "retrain_cifar10"
     raise WeightsUnavailableError(
@@ -197,12 +183,10 @@ def _figures(metrics: Mapping[str, Any]) -> str:
 def describe(model: str) -> list[str]:
     """The ``weights:`` lines of ``nasnetzoo info``: each file, its checksum kind and the
     publisher's figures beside the paper's."""
-    from ..registry import get_entry
-
     entry = get_entry(model)
     sources = sources_for(entry.name)
     if not sources:
-        why = NO_WEIGHTS_REASON.get(entry.name, "no public file with a published checksum exists")
+        why = entry.no_weights or DEFAULT_NO_WEIGHTS
         return [f"weights:   none published ({why}); `nasnetzoo convert` a checkpoint you have, or retrain "
                 "it (docs/training.md)"]
     paper = _figures({k: v for k, v in entry.reported.items() if k in ("top1_err", "top5_err")})
