@@ -84,6 +84,22 @@ def test_nasnet_a_mobile_to_executorch_at_224_through_the_cli(tmp_path):
     assert report["macs"] == pytest.approx(563.6e6, rel=1e-3)
 
 
+class Tiny(torch.nn.Module):
+    """A conv, a TF "SAME" average pool and a classifier: converts in seconds on every runtime."""
+
+    def __init__(self):
+        super().__init__()
+        from nasnetzoo.ops.padding import Pool2dSame
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.pool = Pool2dSame("avg", 3, 2)
+        self.global_pool = torch.nn.AdaptiveAvgPool2d(1)  # as the zoo's heads (mean() is not delegated)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.global_pool(self.pool(torch.relu(self.conv(x)))).flatten(1))
+
+
 def test_a_program_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatch):
     runtime = RUNTIMES["openvino"]
     real_load = type(runtime).load
@@ -93,7 +109,7 @@ def test_a_program_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypa
         return lambda x: run(x) + 1.0
     monkeypatch.setattr(type(runtime), "load", off_by_one)
     with pytest.raises(ExportVerificationError, match="beyond the tolerance"):
-        export("pcdarts_cifar", "openvino", output_dir=tmp_path, threads=1)
+        export(Tiny(), "openvino", output_dir=tmp_path, name="tiny", input_size=(16, 16), threads=1)
     assert not list(tmp_path.iterdir())
 
 
@@ -103,14 +119,24 @@ def test_onnx_only_options_are_refused_for_mobile_formats(tmp_path):
 
 
 def test_bench_on_every_cpu_runtime_at_one_thread(tmp_path):
-    result = CliRunner().invoke(cli, ["bench", "pcdarts_cifar", "--runtime", "torch,ort-cpu,executorch,litert,openvino",
-                                      "--threads", "1", "--iters", "2", "--no-baselines",
-                                      "-o", str(tmp_path)], catch_exceptions=False)
+    """Every CPU runtime timed side by side on one network, from the files checked against it."""
+    from nasnetzoo.export.bench import Subject, _make_runners
+    from nasnetzoo.export.timing import TimingPolicy, time_interleaved
+
+    names = ["torch", "ort-cpu", "executorch", "litert", "openvino"]
+    subject = Subject("tiny", Tiny().eval(), (3, 16, 16), "zoo", 0, 0)
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
+    runners, problems, programs = _make_runners(subject, 1, names, {}, x, tmp_path, threads=1)
+    assert problems == {} and sorted(runners) == sorted(names)
+    assert programs["executorch"]["partitions"] == 1, programs["executorch"]
+    assert programs["executorch"]["ops_outside"] == [], programs["executorch"]
+    timings = time_interleaved(runners, TimingPolicy(iters=2))
+    assert all(t.iters == 2 and t.median_ms > 0 for t in timings.values())
+    # the CLI with the mobile runtimes: one line per runtime that cannot run, none here
+    result = CliRunner().invoke(cli, ["bench", "pcdarts_cifar", "--runtime", "torch,openvino", "--threads", "1",
+                                      "--iters", "2", "--no-baselines", "-o", str(tmp_path / "out")],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    data = json.loads((tmp_path / "bench.json").read_text())
-    ok = {(r["model"], r["runtime"]) for r in data["results"] if r["status"] == "ok"}
-    assert ok == {("pcdarts_cifar", rt) for rt in ("torch", "ort-cpu", "executorch", "litert", "openvino")}, \
-        data["results"]
-    et = [r for r in data["results"] if r["runtime"] == "executorch"]
-    assert all(r["partitions"] == 1 and r["ops_outside"] == "" for r in et)
-    assert data["machine"]["threads"] == 1 and data["machine"]["executorch"] == "1.5.1"
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert {r["runtime"] for r in data["results"] if r["status"] == "ok"} == {"torch", "openvino"}
+    assert data["machine"]["threads"] == 1 and data["machine"]["openvino"] == "2026.4.1"
