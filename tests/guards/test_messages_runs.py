@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from nasnetzoo import fileio
 from nasnetzoo.cli import cli
 from nasnetzoo.search.recipe import load_search_recipe
 from nasnetzoo.search.runner import search
-from nasnetzoo.train import checkpoint as ckpt
 from nasnetzoo.train.envelope import RunDirError, RunInterrupted
 from nasnetzoo.train.progress import read_jsonl
 
@@ -90,17 +90,17 @@ def test_read_only_out_is_one_line(tmp_path, monkeypatch):
 def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
     assert _train("--out", str(run)).exit_code == 0
-    real = ckpt._write_bytes
+    real = fileio._write_bytes
 
     def full(handle, payload):
         if len(payload) > 100_000:   # the next checkpoint (the small log lines still fit)
             raise OSError(errno.ENOSPC, "No space left on device")
         real(handle, payload)
 
-    monkeypatch.setattr(ckpt, "_write_bytes", full)
+    monkeypatch.setattr(fileio, "_write_bytes", full)
     line = _one_line(CliRunner().invoke(cli, ["train", "--resume", str(run), "--set", "epochs=3"]))
     assert "No space left on device" in line and f"--resume {run}" in line
-    monkeypatch.setattr(ckpt, "_write_bytes", real)
+    monkeypatch.setattr(fileio, "_write_bytes", real)
     assert [p.name for p in (run / "checkpoints").iterdir()] and not list(run.rglob(".*.tmp"))
     result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--set", "epochs=2"])
     assert result.exit_code == 0, result.output
