@@ -5,12 +5,15 @@ In one run (under 8 minutes on one H100/H200; sections past ``--budget-s`` are r
 1. **search**: a PC-DARTS CIFAR-10-shaped search epoch (supernet C=16, 8 cells, K=4, batch 256, the
    25,000 / 25,000 split: 98 steps of architecture + weight step) on synthetic device tensors (no
    download); variants ``reference fp32`` (the mixed op as the official code computes it),
-   ``fused fp32`` and ``fused bf16`` (autocast), each timed over the whole epoch.
+   ``fused fp32``, ``fused bf16`` (autocast) and, on a GPU, ``fused bf16 + channels_last``, each
+   timed over the whole epoch.
 2. **retrain**: ``darts_v2_cifar`` (auxiliary head, drop path 0.2) train steps at batch 96 with the
    package's ``Trainer``; ``fp32 eager``, ``bf16 + channels_last``, and the same ``+ torch.compile``.
-3. **inference**: the ImageNet mobile entries at 224 px, batch 1 and 64; ``fp32 eager``,
-   ``bf16 + channels_last``, ``+ torch.compile`` and ``+ CUDA graphs`` (compile mode
-   ``reduce-overhead``).
+3. **inference**: the ImageNet mobile entries at 224 px, batch 1 and 64; ``fp32 eager`` and
+   ``bf16 + channels_last`` for all, ``+ torch.compile`` and ``+ CUDA graphs`` (compile mode
+   ``reduce-overhead``) for DARTS (V2) and NASNet-A mobile (each model and batch is one compile).
+
+The eager variants run first, the compiled ones last; nothing starts after ``--budget-s`` (360 s).
 
 A variant that fails (say ``torch.compile`` without a working compiler) is recorded with its error,
 and the suite goes on.  Everything lands in one JSON (``--out``), with the device and versions.
@@ -81,10 +84,10 @@ def attempt(fn, *args, **kwargs) -> dict:
 
 
 # ---------------------------------------------------------------- 1. search
-def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool) -> dict:
+def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, channels_last: bool = False) -> dict:
     torch.manual_seed(0)
     net = SearchNetwork(C=cfg["C"], layers=cfg["layers"], num_classes=10, partial_k=4, edge_norm=True,
-                        fused=fused).to(device)
+                        fused=fused, channels_last=channels_last).to(device)
     strategy = PCDARTSStrategy(net)
     if bf16:
         strategy.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -165,7 +168,8 @@ def inference(name: str, cfg: dict, batch: int, device: torch.device, bf16: bool
 FULL = {
     "search": {"C": 16, "layers": 8, "batch": 256, "size": 32, "steps": 25000 // 256},
     "retrain": {"batch": 96, "size": 32, "warmup": 5, "steps": 30},
-    "inference": {"size": 224, "batches": (1, 64), "warmup": 10, "iters": 50, "models": MOBILE_MODELS},
+    "inference": {"size": 224, "batches": (1, 64), "warmup": 10, "iters": 50, "models": MOBILE_MODELS,
+                  "compile_models": ("darts_v2_imagenet", "nasnet_a_mobile")},
 }
 SMOKE = {
     "search": {"C": 4, "layers": 3, "batch": 4, "size": 8, "steps": 2},
@@ -176,33 +180,40 @@ SMOKE = {
 
 
 def run_suite(cfg: dict, device: torch.device, budget: Budget, compile_ok: bool, log) -> dict:
-    results: dict = {"search": {}, "retrain": {}, "inference": {}}
-
-    def timed(section: str, key: str, fn, *args):
-        if budget.left() <= 0:
-            results[section][key] = {"skipped": "time budget spent"}
-        else:
-            results[section][key] = attempt(fn, *args)
-        log(f"{section:9s} {key:40s} {json.dumps(results[section][key])[:150]}")
-
-    for name, fused, bf16 in (("reference fp32", False, False), ("fused fp32", True, False),
-                              ("fused bf16", True, True)):
-        timed("search", name, search_epoch, cfg["search"], device, fused, bf16)
+    """Every eager variant first, then the compiled ones (slow to build: the budget cuts them first)."""
+    tasks = []   # (compiled?, section, key, fn, args)
+    search = [("reference fp32", False, False, False), ("fused fp32", True, False, False),
+              ("fused bf16", True, True, False)]
+    if device.type == "cuda":   # NHWC is opt-in for the supernet (see docs/search_speed.md)
+        search.append(("fused bf16 + channels_last", True, True, True))
+    for name, fused, bf16, cl in search:
+        tasks.append((False, "search", name, search_epoch, (cfg["search"], device, fused, bf16, cl)))
     retrain = [("fp32 eager", False, False, False), ("bf16 + channels_last", True, True, False)]
     if compile_ok:
         retrain.append(("bf16 + channels_last + compile", True, True, True))
     for name, bf16, cl, comp in retrain:
-        timed("retrain", name, retrain_steps, cfg["retrain"], device, bf16, cl, comp)
+        tasks.append((comp, "retrain", name, retrain_steps, (cfg["retrain"], device, bf16, cl, comp)))
+    icfg = cfg["inference"]
     modes = [("fp32 eager", False, False, "eager"), ("bf16 + channels_last", True, True, "eager")]
-    if compile_ok:
+    if compile_ok:   # compiled variants for a few entries only: each model and batch is one compile
         modes.append(("bf16 + channels_last + compile", True, True, "compile"))
         if device.type == "cuda":
             modes.append(("bf16 + channels_last + CUDA graphs", True, True, "cudagraphs"))
-    icfg = cfg["inference"]
     for model in icfg["models"]:
         for batch in icfg["batches"]:
             for name, bf16, cl, mode in modes:
-                timed("inference", f"{model} b{batch} {name}", inference, model, icfg, batch, device, bf16, cl, mode)
+                if mode != "eager" and model not in icfg.get("compile_models", ()):
+                    continue
+                tasks.append((mode != "eager", "inference", f"{model} b{batch} {name}", inference,
+                              (model, icfg, batch, device, bf16, cl, mode)))
+
+    results: dict = {"search": {}, "retrain": {}, "inference": {}}
+    for _, section, key, fn, args in sorted(tasks, key=lambda t: t[0]):
+        if budget.left() <= 0:
+            results[section][key] = {"skipped": "time budget spent"}
+        else:
+            results[section][key] = attempt(fn, *args)
+        log(f"{section:9s} {key:45s} {json.dumps(results[section][key])[:150]}")
     return results
 
 
@@ -211,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="gpu_suite.json", help="where the JSON goes")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (for the tests)")
     parser.add_argument("--device", default=None, help="default: cuda when available (cpu with --smoke)")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="skip what would start after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=360.0, help="skip what would start after this many seconds")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile / CUDA-graph variants")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cpu" if args.smoke or not torch.cuda.is_available() else "cuda"))

@@ -89,7 +89,8 @@ def numerics(before, after, batch) -> dict:
         out[name] = (logits.detach(), grads)
     (lb, gb), (la, ga) = out["before"], out["after"]
     return {"logits_max_abs_diff": float((lb - la).abs().max()),
-            "arch_grad_max_abs_diff": max((float((a - b).abs().max()) for a, b in zip(ga, gb)), default=0.0)}
+            "arch_grad_max_abs_diff": max((float((a - b).abs().max()) for a, b in zip(ga, gb)), default=0.0),
+            "arch_grad_max_abs": max((float(b.abs().max()) for b in gb), default=0.0)}
 
 
 def step(strategy, opt, batch) -> float:
@@ -145,7 +146,7 @@ def main() -> None:
     print("\nnumerics, after vs before on one batch (fp32):")
     for r in rows:
         print(f"  {r['strategy']:10s} logits max |diff| {r['logits_max_abs_diff']:.2e}   "
-              f"arch grads max |diff| {r['arch_grad_max_abs_diff']:.2e}")
+              f"arch grads max |diff| {r['arch_grad_max_abs_diff']:.2e} (largest |grad| {r['arch_grad_max_abs']:.2e})")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"args": vars(args), "torch": torch.__version__, "results": rows}, handle, indent=2)

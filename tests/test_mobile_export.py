@@ -93,7 +93,7 @@ class Tiny(torch.nn.Module):
         torch.manual_seed(0)
         self.conv = torch.nn.Conv2d(3, 8, 3)
         self.pool = Pool2dSame("avg", 3, 2)
-        self.global_pool = torch.nn.AdaptiveAvgPool2d(1)  # as the zoo's heads (mean() is not delegated)
+        self.global_pool = torch.nn.AdaptiveAvgPool2d(1)  # as the zoo's heads; x.mean((2, 3)) made a 2nd partition
         self.fc = torch.nn.Linear(8, 5)
 
     def forward(self, x):

@@ -168,14 +168,14 @@ def test_channel_shuffle_keeps_channels_last_and_permutes_alike():
     assert torch.equal(out, channel_shuffle(x, 4)) and out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_the_fast_path_runs_channels_last_end_to_end():
-    net = SearchNetwork(C=8, layers=5, num_classes=3, partial_k=2, edge_norm=True)
+def test_channels_last_opt_in_runs_channels_last_end_to_end():
+    net = SearchNetwork(C=8, layers=5, num_classes=3, partial_k=2, edge_norm=True, channels_last=True)
     formats = []
     for cell in net.cells:
         cell.register_forward_hook(lambda m, args, out: formats.append(out.is_contiguous(memory_format=torch.channels_last)))
     net(torch.randn(2, 3, 9, 9))
-    assert net.channels_last and all(formats)
-    assert not SearchNetwork(C=4, layers=3, fused=False).channels_last
+    assert all(formats)
+    assert not SearchNetwork(C=4, layers=3).channels_last   # opt-in (see SearchNetwork)
 
 
 def test_a_sampled_architecture_runs_alike_on_both_paths():
