@@ -9,7 +9,7 @@ from typing import Any, Mapping, Optional, Union
 from torch import nn
 
 from .bounds import check_model_config
-from .errors import ConfigError, UnknownModelError, close_matches
+from .errors import ConfigError, UnknownModelError, did_you_mean
 from .genotype import Genotype, parse
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
                        get_entry, is_model_name, list_models)
@@ -110,9 +110,7 @@ def _read_genotype(value: Union[str, Path, Genotype, Mapping]) -> Genotype:
         path = path / "genotype.yaml"
     if path.is_file() or path.suffix in GENOTYPE_SUFFIXES:
         return parse(path)
-    everything = list_models()
-    hits = close_matches(text, everything, n=4)
-    hint = f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+    hint = did_you_mean(text, list_models(), n=4)
     raise UnknownModelError(f"unknown model {text!r}: not a registry name, alias or genotype file.{hint} "
                             "`nasnetzoo list` shows all models.")
 
@@ -124,9 +122,8 @@ def _check_kwargs(builder, config: Mapping[str, Any], name: str) -> None:
     valid = [p for p in params if p != "genotype"]
     for key in config:
         if key not in valid:
-            hits = close_matches(key, valid)
-            hint = f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
-            raise ConfigError(f"{name}: unknown option {key!r}.{hint} Valid options: {', '.join(valid)}.")
+            raise ConfigError(f"{name}: unknown option {key!r}.{did_you_mean(key, valid)} "
+                              f"Valid options: {', '.join(valid)}.")
 
 
 def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool = False, *,

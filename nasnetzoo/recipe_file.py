@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-from .errors import NasNetZooError, close_matches, did_you_mean
+from .errors import NasNetZooError, did_you_mean
 from .yamlio import dump_plain_yaml, load_yaml, read_yaml
 
 
@@ -68,8 +68,7 @@ def check_choices(recipe: Any, choices: Mapping[str, Sequence[str]]) -> None:
     for key, allowed in choices.items():
         value = getattr(recipe, key, None)
         if value is not None and value not in allowed:
-            hits = close_matches(str(value), allowed)
-            hint = f" Did you mean {hits[0]!r}?" if hits else ""
+            hint = did_you_mean(str(value), allowed, n=1)
             raise RecipeError(f"recipe key {key!r} = {value!r} is not one of {', '.join(allowed)}.{hint}")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from .errors import ConfigError, UnknownModelError, close_matches
+from .errors import ConfigError, UnknownModelError, close_matches, did_you_mean, hint_for
 from .genotype import Genotype, from_file
 from .yamlio import read_yaml
 
@@ -153,8 +153,7 @@ def get_entry(name: str) -> ModelEntry:
         hits = close_matches(name, everything, n=4)
         if not hits:  # fall back to canonical-form containment ("pcdarts" -> pcdarts_*)
             hits = [n for n in _zoo()[2] if _key(name) in _key(n)][:4]
-        hint = f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
-        raise UnknownModelError(f"unknown model {name!r}.{hint} `nasnetzoo list` shows all models.")
+        raise UnknownModelError(f"unknown model {name!r}.{hint_for(hits)} `nasnetzoo list` shows all models.")
     return _zoo()[2][canonical]
 
 
@@ -197,8 +196,7 @@ def get_genotype(name: str) -> Genotype:
             return _load_genotype(path)
     if is_model_name(name):
         return get_genotype(get_entry(name).genotype_name)
-    hits = close_matches(name, list(files) + list_models(), n=4)
-    hint = f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+    hint = did_you_mean(name, list(files) + list_models(), n=4)
     raise UnknownModelError(f"unknown genotype {name!r}.{hint} Published genotypes: {', '.join(files)}.")
 
 

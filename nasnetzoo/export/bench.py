@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..text_table import text_table
 from .errors import ExportError, require
 from .files import ensure_output_dir, save_figure_atomic, write_text_atomic
@@ -192,7 +192,7 @@ def _make_runners(subject: Subject, batch: int, runtimes: Sequence[str], reasons
                     files[key], programs[name] = _export(subject, batch, tmp, threads, runtime)
                 runners[name] = runtime.runner(files[key], x, threads)
         except Exception as err:  # one runtime failing on one model must not stop the others
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            msg = first_line(err)
             status = "skipped" if name == "torch-compile" else "failed"
             problems[name] = (status, f"{type(err).__name__}: {msg[:300]}")
     return runners, problems, programs

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .checks import check_outputs, verification_error
+from ..errors import first_line
 from .errors import ExportError
 from .files import commit, ensure_output_dir, staging
 from .prepare import prepare_export
@@ -49,7 +50,7 @@ def convert_and_check(runtime: Runtime, model, path, size, *, cases=None, thread
     except ExportError:
         raise
     except Exception as err:  # a converter's own error: say which runtime, in one line
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        first = first_line(err)[:300]
         raise ExportError(f"{name}: conversion to {runtime.format} ({runtime.name}) failed: "
                           f"{type(err).__name__}: {first}") from err
     info["convert_seconds"] = round(time.perf_counter() - t0, 2)

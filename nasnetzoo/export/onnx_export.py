@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .checks import (FP16_NOISE_FACTOR, FP16_RTOL, FP32_ATOL, FP32_NOISE_FACTOR, Case,  # noqa: F401
                      Verification, check_outputs, compare, make_cases, verification_error, verify_onnx)
 from .errors import ExportError, require
@@ -86,7 +86,7 @@ def torch_to_onnx(model, x, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool =
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
         except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise ExportError(f"torch.onnx.export failed at opset {opset}: {first}. The default "
                               f"opset is {DEFAULT_OPSET}.") from err
     return buf.getvalue()

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..errors import first_line
 from .errors import require
 
 # Ops whose value is not a function of their inputs: never folded.
@@ -53,7 +54,7 @@ def static_shape_problems(model) -> list[str]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as err:  # an inconsistent graph is a problem in itself
-        return [f"shape inference failed: {str(err).splitlines()[0]}"]
+        return [f"shape inference failed: {first_line(err)}"]
     known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.input,
                                     *inferred.graph.output)}
     problems = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..registry import DATASETS
 
 # Exporting a network at more than this factor above the size it was built for (a CIFAR net at
@@ -195,7 +195,7 @@ def prepare_export(model_or_name, *, name=None, weights=None, dataset=None, inpu
             inputs.append(torch.randn((batch + 1,) + size, generator=gen))
         cases = make_cases(model, inputs)
     except (RuntimeError, ValueError) as err:
-        raise ExportError(f"{name} cannot run at {size[1]}x{size[2]}: {str(err).splitlines()[0]}; "
+        raise ExportError(f"{name} cannot run at {size[1]}x{size[2]}: {first_line(err)}; "
                           "choose another --input-size.") from None
     if not all(c.finite for c in cases):  # nothing to check an export against: say so before converting
         from .errors import ExportVerificationError

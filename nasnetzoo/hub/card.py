@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from ..errors import ConfigError, NasNetZooError
+from ..errors import ConfigError, NasNetZooError, first_line
 from ..weights.format import load_weights, read_metadata
 
 PathLike = Union[str, Path]
@@ -154,7 +154,7 @@ def _upload(api: Any, repo_id: str, weights: Path, card: str, *, private: bool, 
         info = api.upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
                                repo_type="model", commit_message=f"Model card for {weights.name}")
     except HfHubHTTPError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise NasNetZooError(f"upload of {weights.name} to hub repo {repo_id} failed ({first}); log in with "
                              "`hf auth login` (or set HF_TOKEN) with write access to the repo.") from None
     except OSError as err:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
-from ..errors import NasNetZooError
+from ..errors import NasNetZooError, first_line
 from ..fileio import WriteError, atomic_write  # noqa: F401  (re-exported: their home is nasnetzoo.fileio)
 
 PathLike = Union[str, Path]
@@ -51,11 +51,6 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if not isinstance(state, Mapping) or "model" not in state:
         raise CheckpointError(f"{path} is not a nasnetzoo training checkpoint (no 'model' entry).")
     return dict(state)
-
-
-def first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
 
 
 def _refusal_reason(err: BaseException) -> str:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..errors import NasNetZooError
+from ..errors import NasNetZooError, first_line
 from . import distributed as D
 from .checkpoint import CheckpointError, atomic_save, atomic_write, load_checkpoint, rng_state, set_rng_state
 from .progress import MetricsLog
@@ -265,7 +265,7 @@ class Run:
         try:
             apply()
         except (RuntimeError, KeyError, ValueError, IndexError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise CheckpointError(f"cannot resume {self.path}: its checkpoint does not fit the {what} built from "
                                   f"the recipe ({first[:200]}); on --resume, --set may change only keys that "
                                   "leave the shapes alone (epochs, lr, ...).") from None

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Union
 import torch
 from torch import nn
 
+from ..errors import first_line
 from .format import CheckpointError, read_state_dict
 
 PathLike = Union[str, Path]
@@ -69,7 +70,7 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
             "nasnetzoo never runs code from a checkpoint, so it reads only torch.save files of tensors "
             "and plain containers, and safetensors files.") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(err)}); it may "
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first_line(err)[:300]}); it may "
                               "be truncated or in another format.") from None
     return _strip_prefix(_unwrap(obj, path))
 
@@ -89,12 +90,7 @@ def _unpickler_reason(err: BaseException) -> str:
         if "GLOBAL" in line or line.startswith(("Unsupported", "WeightsUnpickler error: Unsupported")):
             line = line.replace("WeightsUnpickler error: ", "")
             return line.split(" was not an allowed global")[0].rstrip(".")[:200]
-    return _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    text = [line for line in str(err).strip().splitlines() if line.strip()]
-    return text[0].strip()[:300] if text else type(err).__name__
+    return first_line(err)[:300]
 
 
 def _is_state_dict(obj: Any) -> bool:
