@@ -129,7 +129,7 @@ def _check_kwargs(builder, config: Mapping[str, Any], name: str) -> None:
 def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool = False, *,
          weights: Optional[Union[str, Path]] = None, dataset: Optional[str] = None, tag: Optional[str] = None,
          **overrides: Any) -> nn.Module:
-    """Build a zoo network, in eval mode.
+    """Build a zoo network, in eval mode (:func:`load_with_spec` also returns the spec it was built from).
 
     ``name_or_genotype``: a registry name or alias (``"pcdarts_imagenet"``, ``"PC-DARTS-ImageNet"``),
     a genotype file (``"runs/s1/genotype.yaml"``, or the run directory), a ``Genotype`` or its dict.
@@ -146,14 +146,23 @@ def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool
         raise ConfigError("pass either pretrained=True or weights=PATH, not both.")
     if tag is not None and not pretrained:
         raise ConfigError(f"tag={tag!r} picks a published weights file: pass pretrained=True with it.")
+    return load_with_spec(name_or_genotype, pretrained, weights=weights, dataset=dataset, tag=tag, **overrides)[1]
+
+
+def load_with_spec(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool = False, *,
+                   weights: Optional[Union[str, Path]] = None, dataset: Optional[str] = None,
+                   tag: Optional[str] = None, **overrides: Any) -> tuple[ModelSpec, nn.Module]:
+    """:func:`load`, returning ``(spec, model)``: what was built (name, dataset, input size, config)
+    beside the network, resolved once (a weights file's saved config included)."""
     if pretrained:
         weights = pretrained_weights(name_or_genotype, dataset=dataset, tag=tag)
     if weights is None:
-        return resolve(name_or_genotype, dataset=dataset, **overrides).build().eval()
+        spec = resolve(name_or_genotype, dataset=dataset, **overrides)
+        return spec, spec.build().eval()
     spec = spec_for_weights(name_or_genotype, weights, dataset=dataset, overrides=overrides)
     model = spec.build()
     load_weights(model, weights)
-    return model.eval()
+    return spec, model.eval()
 
 
 def pretrained_weights(name: Any, *, dataset: Optional[str] = None, tag: Optional[str] = None,

@@ -110,12 +110,11 @@ class BenchResult:
 
 # ------------------------------------------------------------------ subjects
 def _load_zoo(name: str, input_size, calibrate: bool) -> Subject:
-    from ..factory import load, resolve
+    from ..factory import load_with_spec
     from ..profile import profile
     from .prepare import calibrate_batchnorm, resolve_input_size
 
-    spec = resolve(name)
-    model = load(name)
+    spec, model = load_with_spec(name)
     info = {"native_input_size": list(spec.data["input_size"]), "dataset": spec.dataset}
     size, _ = resolve_input_size(spec.name, info, input_size, allow_size_mismatch=False)
     if calibrate:

@@ -31,10 +31,9 @@ def resolve_model(model_or_name, weights, dataset, name):
         name = name or cfg.get("name") or type(model).__name__.lower()
         return model, name, {"source": "nn.Module", "dataset": cfg.get("dataset"),
                              "native_input_size": cfg.get("input_size"), "weights": None}
-    from ..factory import load, resolve
+    from ..factory import load_with_spec
 
-    spec = resolve(model_or_name, dataset=dataset)
-    model = load(model_or_name, weights=weights, dataset=dataset)
+    spec, model = load_with_spec(model_or_name, weights=weights, dataset=dataset)
     classes = getattr(model, "num_classes", None)
     if dataset is not None and weights is not None and classes is not None and classes != DATASETS[dataset][1]:
         # the weights' saved config wins over --dataset: never label their graph as another dataset
