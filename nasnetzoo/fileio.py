@@ -7,6 +7,7 @@ recognises and removes it.
 """
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from pathlib import Path
@@ -68,3 +69,18 @@ def atomic_write(path: PathLike, writer: Callable[[Any], None]) -> Path:
     except OSError:
         pass
     return path
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    """``text`` as UTF-8, atomically."""
+    payload = text.encode("utf-8")
+    return atomic_write(path, lambda handle: handle.write(payload))
+
+
+def save_figure(fig, path: PathLike, **savefig_kwargs: Any) -> Path:
+    """Render a matplotlib figure in memory (its format from the suffix), then write it atomically."""
+    path = Path(path)
+    buffer = io.BytesIO()   # matplotlib wants a seekable file; the atomic writer takes bytes
+    fig.savefig(buffer, format=path.suffix.lower().lstrip(".") or "png", **savefig_kwargs)
+    payload = buffer.getvalue()
+    return atomic_write(path, lambda handle: handle.write(payload))

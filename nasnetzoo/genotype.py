@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .errors import GenotypeError, UnknownOpError
+from .fileio import write_text
 from .ops.registry import FAMILIES, get_op_factory
 from .yamlio import dump_yaml, load_yaml, read_text
 
@@ -140,11 +141,7 @@ class Genotype:
         path = Path(path)
         text = (json.dumps(self.to_dict(), indent=2) + "\n" if path.suffix == ".json"
                 else self.to_yaml())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        return path
+        return write_text(path, text)
 
     def to_string(self) -> str:
         """The DARTS code bases' ``Genotype(normal=[...], normal_concat=..., ...)`` form."""

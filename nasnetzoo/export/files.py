@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Union
 
 from ..errors import ConfigError
+from ..fileio import atomic_write, save_figure
 
 PathLike = Union[str, Path]
 
@@ -93,21 +94,10 @@ def write_bytes_atomic(path: PathLike, payload: bytes) -> Path:
     """Write ``payload`` to ``path`` through a temporary file beside it and a rename."""
     path = Path(path)
     ensure_output_dir(path.parent, "the folder of")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda handle: handle.write(payload))
     except OSError as err:
         raise ConfigError(f"cannot write {str(path)!r} ({_why(err)}).") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-    return path
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:
@@ -115,10 +105,10 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
 
 
 def save_figure_atomic(fig, path: PathLike, **kwargs) -> Path:
-    """``fig.savefig`` into a temporary file, then renamed over ``path``."""
-    import io
-
+    """``fig.savefig`` rendered in memory, then written atomically to ``path``."""
     path = Path(path)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kwargs)
-    return write_bytes_atomic(path, buf.getvalue())
+    ensure_output_dir(path.parent, "the folder of")
+    try:
+        return save_figure(fig, path, **kwargs)
+    except OSError as err:
+        raise ConfigError(f"cannot write {str(path)!r} ({_why(err)}).") from None

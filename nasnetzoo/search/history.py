@@ -3,10 +3,10 @@ and the collapse guard; saved as JSON and drawn as op weights per edge over the 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..fileio import save_figure, write_text
 from ..genotype import Genotype
 
 PARAM_FREE_OPS = {"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"}
@@ -36,10 +36,7 @@ class SearchHistory:
         return record
 
     def save(self, path: Union[str, Path]) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.records))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(self.records))
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "SearchHistory":
@@ -83,9 +80,7 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
         labels = [p for p in labels if p != "none"][:len(lines)]
     fig.legend(lines, labels, loc="outside lower center", ncols=min(len(labels), 8), fontsize=8)
     fig.suptitle("architecture weights per edge over the epochs")
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _panel_name(key: str, index: int) -> str:

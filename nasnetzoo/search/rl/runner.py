@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import NasNetZooError
+from ...fileio import save_figure
 from ...genotype import Genotype, dump_yaml
 from ...train.checkpoint import CheckpointError, atomic_write, seed_everything
 from ...train.envelope import CHECKPOINTS, Run, RunInterrupted, check_resumable
@@ -239,9 +240,7 @@ def plot_rewards(children: Sequence[dict], path: PathLike, updates: Sequence[dic
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _progress_bar(total: int, done: int, enabled: bool):
