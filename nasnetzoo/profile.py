@@ -13,7 +13,7 @@ linear counting gives ~530M), the registry keeps both and ``nasnetzoo info`` say
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import nn

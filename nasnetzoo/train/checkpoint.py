@@ -9,11 +9,10 @@ or kill at any moment leaves either the previous checkpoint or the new one, neve
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import random
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
