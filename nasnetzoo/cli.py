@@ -97,7 +97,7 @@ def info(name: str, dataset: Optional[str], as_json: bool) -> None:
                               indent=2, default=str))
         return
     entry = spec.entry
-    lines = [f"{spec.name}  ({spec.genotype.family} family, {spec.dataset}, {spec.arch.name})"]
+    lines = [f"{spec.name}  ({spec.genotype.family} family, {spec.dataset}, {spec.architecture.name})"]
     if entry is not None and entry.aliases:
         lines.append(f"aliases:   {', '.join(entry.aliases)}")
     lines.append(f"genotype:  {spec.genotype.name or '(custom)'}  {spec.genotype.to_string()}")

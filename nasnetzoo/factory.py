@@ -30,14 +30,14 @@ class ModelSpec:
 
     name: str
     genotype: Genotype
-    arch: Architecture
+    architecture: Architecture
     dataset: str
     config: dict
     data: dict
     entry: Optional[ModelEntry]
 
     def build(self) -> nn.Module:
-        builder = self.arch.builder_fn()
+        builder = self.architecture.builder_fn()
         _check_kwargs(builder, self.config, self.name)
         model = builder(self.genotype, **self.config)
         model.pretrained_cfg = self.pretrained_cfg()
@@ -45,7 +45,7 @@ class ModelSpec:
 
     def pretrained_cfg(self) -> dict:
         cfg = {"name": self.name, "genotype": self.genotype.name, "family": self.genotype.family,
-               "architecture": self.arch.name, "dataset": self.dataset, **self.data,
+               "architecture": self.architecture.name, "dataset": self.dataset, **self.data,
                "num_classes": self.config.get("num_classes"),
                "config": dict(self.config)}  # what save_pretrained records to rebuild the network
         if self.entry is not None:
@@ -66,13 +66,14 @@ def resolve(name_or_genotype: Union[str, Path, Genotype, Mapping], *, dataset: O
     if dataset not in DATASETS:
         raise ConfigError(f"genotype {genotype.name or ''!s} names dataset {dataset!r}; pass dataset= "
                           f"one of {', '.join(DATASETS)}.")
-    arch = architecture_for(genotype.family, dataset)
-    return _spec(genotype.name or "custom", genotype, arch, dataset, dict(arch.config), None, overrides)
+    architecture = architecture_for(genotype.family, dataset)
+    return _spec(genotype.name or "custom", genotype, architecture, dataset, dict(architecture.config), None,
+                 overrides)
 
 
 def _resolve_entry(entry: ModelEntry, dataset: Optional[str], overrides: dict) -> ModelSpec:
     if dataset is None or DATASETS[dataset][0] == DATASETS[entry.dataset][0]:
-        return _spec(entry.name, entry.genotype, entry.arch, dataset or entry.dataset,
+        return _spec(entry.name, entry.genotype, entry.architecture, dataset or entry.dataset,
                      dict(entry.config), entry, overrides)
     # The same cell on another dataset: a registry entry if the papers have one, else the
     # family's default network for that dataset.
@@ -80,23 +81,24 @@ def _resolve_entry(entry: ModelEntry, dataset: Optional[str], overrides: dict) -
     for name in list_models():
         other = get_entry(name)
         if other.genotype_name == entry.genotype_name and DATASETS[other.dataset][0] == preset:
-            return _spec(other.name, other.genotype, other.arch, dataset, dict(other.config), entry, overrides)
-    arch = architecture_for(entry.family, dataset)
-    config = dict(arch.config)
+            return _spec(other.name, other.genotype, other.architecture, dataset, dict(other.config), entry, overrides)
+    architecture = architecture_for(entry.family, dataset)
+    config = dict(architecture.config)
     config.update({k: v for k, v in entry.config.items() if k in CELL_OPTIONS})
-    return _spec(f"{entry.name}@{dataset}", entry.genotype, arch, dataset, config, entry, overrides)
+    return _spec(f"{entry.name}@{dataset}", entry.genotype, architecture, dataset, config, entry, overrides)
 
 
-def _spec(name, genotype, arch, dataset, config, entry, overrides) -> ModelSpec:
-    if genotype.family != arch.family:
+def _spec(name, genotype, architecture, dataset, config, entry, overrides) -> ModelSpec:
+    if genotype.family != architecture.family:
         raise ConfigError(f"genotype {genotype.name!r} is of the {genotype.family} family, but network "
-                          f"{arch.name!r} builds {arch.family} cells.")
-    if dataset != arch.dataset or "num_classes" not in config:
+                          f"{architecture.name!r} builds {architecture.family} cells.")
+    if dataset != architecture.dataset or "num_classes" not in config:
         config["num_classes"] = DATASETS[dataset][1]
     config.update(overrides)
     check_model_config(config)  # sizes in range before anything is allocated
-    data = dict(entry.data) if entry is not None and entry.arch is arch else dict(data_preset(arch.data))
-    return ModelSpec(name, genotype, arch, dataset, config, data, entry)
+    same_network = entry is not None and entry.architecture is architecture
+    data = dict(entry.data) if same_network else dict(data_preset(architecture.data))
+    return ModelSpec(name, genotype, architecture, dataset, config, data, entry)
 
 
 def _read_genotype(value: Union[str, Path, Genotype, Mapping]) -> Genotype:
@@ -221,9 +223,9 @@ def _check_same_network(spec: ModelSpec, meta: Mapping[str, Any], path) -> None:
                 f"{path} holds weights for genotype {saved_genotype.name or '(custom)'!r}, but "
                 f"{spec.name!r} uses genotype {spec.genotype.name or '(custom)'!r}, a different cell. "
                 f"{fix}.")
-    saved_arch = meta.get("architecture")
-    if saved_arch and saved_arch != spec.arch.name:
+    saved_architecture = meta.get("architecture")
+    if saved_architecture and saved_architecture != spec.architecture.name:
         raise WeightsError(
-            f"{path} holds weights for the {saved_arch!r} network, but {spec.name!r} builds "
-            f"{spec.arch.name!r}. {fix}, or pass the dataset it was trained on "
+            f"{path} holds weights for the {saved_architecture!r} network, but {spec.name!r} builds "
+            f"{spec.architecture.name!r}. {fix}, or pass the dataset it was trained on "
             f"({meta.get('dataset') or 'see its metadata'}).")

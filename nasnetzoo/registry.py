@@ -66,7 +66,7 @@ class ModelEntry:
     name: str
     aliases: tuple[str, ...]
     genotype_name: str
-    arch: Architecture
+    architecture: Architecture  # the macro-architecture (builder) the cell is placed in
     config: Mapping[str, Any]
     data: Mapping[str, Any]
     reported: Mapping[str, Any]
@@ -79,11 +79,11 @@ class ModelEntry:
 
     @property
     def family(self) -> str:
-        return self.arch.family
+        return self.architecture.family
 
     @property
     def dataset(self) -> str:
-        return self.arch.dataset
+        return self.architecture.dataset
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -109,20 +109,20 @@ class ModelEntry:
 def _zoo() -> tuple[dict[str, Any], dict[str, Architecture], dict[str, ModelEntry]]:
     raw = read_yaml(_PACKAGE_DIR / "zoo.yaml", what="registry file")
     presets = raw["data"]
-    archs = {name: Architecture(name, a["family"], a["builder"], a["dataset"], a["data"], a["config"],
+    architectures = {name: Architecture(name, a["family"], a["builder"], a["dataset"], a["data"], a["config"],
                                 a.get("transfer_target", False))
              for name, a in raw["architectures"].items()}
     entries = {}
     for name, e in raw["models"].items():
-        arch = archs[e["arch"]]
-        data = {**presets[arch.data], **e.get("data", {})}
+        architecture = architectures[e["architecture"]]
+        data = {**presets[architecture.data], **e.get("data", {})}
         entries[name] = ModelEntry(
-            name=name, aliases=tuple(e.get("aliases", ())), genotype_name=e["genotype"], arch=arch,
-            config={**arch.config, **e.get("config", {})}, data=data, reported=e.get("reported", {}),
+            name=name, aliases=tuple(e.get("aliases", ())), genotype_name=e["genotype"], architecture=architecture,
+            config={**architecture.config, **e.get("config", {})}, data=data, reported=e.get("reported", {}),
             computed=e.get("computed", {}), reference_key=e.get("reference_key", ""),
             notes=" ".join(e.get("notes", "").split()), transfer=e.get("transfer", {}),
             weights=tuple(e.get("weights", ())), no_weights=" ".join(e.get("no_weights", "").split()))
-    return presets, archs, entries
+    return presets, architectures, entries
 
 
 @functools.lru_cache(maxsize=1)

@@ -61,7 +61,7 @@ def model_card(spec, meta: Mapping[str, Any], *, filename: str, sha256: str, rep
              "datasets": ["imagenet-1k" if dataset == "imagenet" else dataset]}
     lines = ["---", dump_yaml(front).rstrip("\n"), "---", "",
              f"# {spec.name} (genotype {genotype.name or '(custom)'}, {genotype.family} family, {dataset})", "",
-             f"Weights for the nasnetzoo network `{spec.name}` (network `{spec.arch.name}`), stored as "
+             f"Weights for the nasnetzoo network `{spec.name}` (network `{spec.architecture.name}`), stored as "
              "safetensors with the metadata nasnetzoo needs to rebuild the network.", "",
              "## Usage", "", "```python", "import nasnetzoo",
              f"model = nasnetzoo.load({spec.name!r}, pretrained=True)       # once the registry lists this file",

@@ -90,7 +90,7 @@ def _pytorchcv_darts_config(source: Mapping[str, torch.Tensor]) -> dict[str, Any
 
 def infer_config(source: Mapping[str, torch.Tensor], spec, fmt: str) -> dict[str, Any]:
     """Builder options read off the tensors, for ``spec``'s network and format ``fmt``."""
-    builder = spec.arch.builder
+    builder = spec.architecture.builder
     config: dict[str, Any] = {}
     if fmt == "pytorchcv" and spec.genotype.family == "darts":
         if not builder.endswith("DartsImageNetNetwork"):
@@ -101,7 +101,7 @@ def infer_config(source: Mapping[str, torch.Tensor], spec, fmt: str) -> dict[str
     elif fmt in DARTS_FORMATS:
         if spec.genotype.family != "darts" or not builder.startswith("nasnetzoo.models.darts:"):
             raise ConfigError(f"--from {fmt} converts DARTS-family networks; {spec.name!r} is a "
-                              f"{spec.genotype.family}-family network ({spec.arch.name}). Pick a DARTS-family "
+                              f"{spec.genotype.family}-family network ({spec.architecture.name}). Pick a DARTS-family "
                               "--arch (e.g. darts_v2_cifar, pcdarts_imagenet) or its genotype file.")
         imagenet = builder.endswith("DartsImageNetNetwork")
         stem = source.get("stem0.3.weight" if imagenet else "stem.0.weight")

@@ -29,7 +29,7 @@ TRAINING_ONLY = {"auxiliary": False, "drop_path_rate": 0.0}
 def inference_config(spec) -> dict:
     """The builder config of the saved weights: the trained one, minus training-only parts."""
     config = dict(spec.config)
-    params = inspect.signature(spec.arch.builder_fn()).parameters
+    params = inspect.signature(spec.architecture.builder_fn()).parameters
     for key, value in TRAINING_ONLY.items():
         if key in config or key in params:
             config[key] = value
@@ -45,7 +45,7 @@ def weights_metadata(spec, config: Mapping[str, Any], metrics: Optional[Mapping]
                      provenance: Optional[Mapping] = None) -> dict[str, Any]:
     """The weights-format metadata of a trained ``spec`` (the writer adds the format fields)."""
     meta: dict[str, Any] = {
-        "arch": spec.name, "architecture": spec.arch.name, "dataset": spec.dataset,
+        "arch": spec.name, "architecture": spec.architecture.name, "dataset": spec.dataset,
         "genotype": spec.genotype.to_dict(), "config": dict(config),
         "provenance": created_provenance(provenance),
     }
@@ -82,7 +82,7 @@ def load_call(arch: str, weights: str, config: Mapping[str, Any], defaults: Mapp
 
 
 def builder_defaults(spec) -> dict:
-    params = inspect.signature(spec.arch.builder_fn()).parameters
+    params = inspect.signature(spec.architecture.builder_fn()).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     from ..factory import resolve
 

@@ -3,7 +3,7 @@
 Run directory layout::
 
     RUN/recipe.yaml              the resolved recipe (after --set), what --resume reads
-    RUN/model.json               arch, network, builder config and the nasnetzoo.load call
+    RUN/model.json               arch, architecture, builder config and the nasnetzoo.load call
     RUN/genotype.yaml            the trained cell (so nasnetzoo.load("RUN") works too)
     RUN/metrics.jsonl            JSON lines: {"kind": "epoch", "epoch", "val_acc", ...} and step records
     RUN/checkpoints/last.pt      full training state after the latest epoch (atomic)
@@ -248,7 +248,7 @@ def _start(run: Run, loop: _Loop) -> None:
         run.write_text("genotype.yaml", spec.genotype.to_yaml())
         if info.is_main:
             write_json(run.path / "model.json", {
-                "arch": _weights_arch(run.path, spec), "train_arch": loop.arch, "network": spec.arch.name,
+                "arch": _weights_arch(run.path, spec), "train_arch": loop.arch, "architecture": spec.architecture.name,
                 "dataset": spec.dataset, "trained_on": recipe.dataset, "config": inference_config(spec),
                 "params": _params(trainer.model), "mean": list(data.mean), "std": list(data.std),
                 "image_size": recipe.image_size, "load": _load_call(run.path, spec),
