@@ -54,8 +54,9 @@ def delegation_summary(edge) -> dict:
 
 
 def _op_name(target) -> str:
-    """``avg_pool2d`` for ``aten.avg_pool2d.default``, its edge-dialect overload or ``aten::avg_pool2d``."""
-    found = re.search(r"aten(?:\.|::)(\w+)", str(target))
+    """``avg_pool2d`` for ``aten.avg_pool2d.default``, its edge-dialect overload or ``aten::avg_pool2d``;
+    ``_to_dim_order_copy`` for ExecuTorch's ``dim_order_ops._to_dim_order_copy.default``."""
+    found = re.search(r"\b(?:aten|dim_order_ops|quantized_decomposed|[a-z_]+_ops)(?:\.|::)(\w+)", str(target))
     return found.group(1) if found else str(target)
 
 
