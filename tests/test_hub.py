@@ -182,11 +182,11 @@ def test_published_file_with_wrong_keys(hub, tmp_path, monkeypatch):
 
 def test_no_published_weights_lists_the_models_that_have(published):
     with pytest.raises(WeightsUnavailableError) as info:
-        nasnetzoo.load("darts_v2_cifar", pretrained=True)
+        nasnetzoo.load("pdarts_cifar", pretrained=True)
     msg = str(info.value)
     others = ", ".join(sources_mod.published())  # the real entries and the one this test publishes
     assert "pcdarts_cifar" in others and "nasnet_a_large" in others
-    assert f"darts_v2_cifar has no published weights (models with weights: {others})" in msg
+    assert f"pdarts_cifar has no published weights (models with weights: {others})" in msg
     assert "weights='file.safetensors'" in msg and "nasnetzoo convert" in msg
     with pytest.raises(WeightsUnavailableError, match="pcdarts_cifar has no published weights for cifar100"):
         nasnetzoo.load("pcdarts_cifar", pretrained=True, dataset="cifar100")
@@ -289,9 +289,9 @@ def test_download_cli(published):
         patch.setattr(sources_mod, "published", lambda: only_ours)
         result = runner.invoke(cli, ["download", "--all"], catch_exceptions=False)
     assert result.exit_code == 0 and "pcdarts_cifar:" in result.output
-    result = runner.invoke(cli, ["download", "darts_v2_cifar"], catch_exceptions=False)
+    result = runner.invoke(cli, ["download", "pdarts_cifar"], catch_exceptions=False)
     assert result.exit_code == 1
-    assert result.output.startswith("Error: darts_v2_cifar has no published weights")
+    assert result.output.startswith("Error: pdarts_cifar has no published weights")
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert runner.invoke(cli, ["download"]).exit_code == 2
 

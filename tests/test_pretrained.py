@@ -10,6 +10,7 @@ import http.server
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -273,27 +274,85 @@ def test_two_processes_loading_at_once_both_succeed(server, monkeypatch, pcv_dar
 
 
 # ---------------------------------------------------------------------------- other layouts
-def test_sha256_prefix_source_in_the_official_darts_layout(server, monkeypatch, caches):
-    """A torch.hub-style file (sha256 prefix in its name) holding the official DARTS CIFAR state
-    dict without its auxiliary head goes through the DARTS converter."""
+def _nni_name(key: str, first_cell_of_stage: list[int]) -> str:
+    """The name NNI's DARTS space (nni/nas/hub/pytorch/nasnet.py, nni/nas/nn/pytorch/cell.py) gives
+    the official network's tensor ``key``: a stage is a Sequential of cells starting at a reduction
+    cell, a cell holds ``preprocessor.pre0/pre1`` and ``ops[node][k]``, two ops per node."""
+    match = re.match(r"^cells\.(\d+)\.(.*)$", key)
+    if not match:
+        return key
+    cell, rest = int(match.group(1)), match.group(2)
+    stage = sum(cell >= first for first in first_cell_of_stage[1:])
+    rest = re.sub(r"^preprocess([01])\.(?:op\.)?", r"preprocessor.pre\1.", rest)
+    rest = re.sub(r"^_ops\.(\d+)\.(?:op\.)?", lambda m: f"ops.{int(m.group(1)) // 2}.{int(m.group(1)) % 2}.", rest)
+    return f"stages.{stage}.{cell - first_cell_of_stage[stage]}.{rest}"
+
+
+def _nni_file(official: torch.nn.Module) -> dict:
+    """NNI's darts-v2 file made as NNI made it (ultmaster/spacehub-conversion darts.py): the authors'
+    state dict without the auxiliary head (PyTorch 0.3: no num_batches_tracked), then for each key
+    of NNI's network in NNI's order, the first unused tensor of equal shape."""
+    authors = {k: v for k, v in official.state_dict().items()
+               if not k.startswith("auxiliary_head.") and not k.endswith("num_batches_tracked")}
+    first = [0] + [i for i, cell in enumerate(official.cells) if cell.reduction]
+    nni_keys = sorted(official.state_dict(), key=lambda k: _nni_order(_nni_name(k, first)))
+    nni_keys = [_nni_name(k, first) for k in nni_keys if not k.startswith("auxiliary_head.")]
+    shapes = {_nni_name(k, first): v.shape for k, v in official.state_dict().items()}
+    remaining, out = dict(authors), {}
+    for key in nni_keys:
+        hit = next((k for k, v in remaining.items() if v.shape == shapes[key]), None)
+        if hit is not None:
+            out[key] = remaining.pop(hit)
+    assert not remaining
+    return out
+
+
+def _nni_order(key: str):
+    """NNI registers the stem, then each stage's cells (preprocessor before ops), then the classifier."""
+    match = re.match(r"^stages\.(\d+)\.(\d+)\.(preprocessor|ops)\.(.*)$", key)
+    if key.startswith("stem"):
+        return (0,)
+    if match:
+        return (1, int(match.group(1)), int(match.group(2)), match.group(3) == "ops")
+    return (2,)
+
+
+def test_nni_file_with_a_sha256_prefix_loads_the_authors_network(server, monkeypatch, caches):
+    """NNI's darts-v2 file (NNI's module names, the sha256 prefix in its name, as NNI's downloader
+    checks it) is renamed to the official DARTS names and gives the authors' network exactly."""
     torch.manual_seed(1)
-    official = nasnetzoo.load("darts_v2_cifar", C=8, layers=5)
-    state = {k: v for k, v in official.state_dict().items() if not k.endswith("num_batches_tracked")}  # PyTorch 0.3
+    official = nasnetzoo.load("darts_v2_cifar", C=8, layers=5, auxiliary=True)
+    calibrate(official, 32)
+    state = _nni_file(official)
+    assert "stages.1.1.preprocessor.pre0.conv_1.weight" in state and "stages.2.1.ops.3.1.1.weight" in state
     buffer = io.BytesIO()
     torch.save(state, buffer)
     body = buffer.getvalue()
     prefix = hashlib.sha256(body).hexdigest()[:8]
     server.files[f"/nashub/darts-v2-{prefix}.pth"] = body
-    register(monkeypatch, "darts_v2_cifar", {"url": f"{server.url}/nashub/darts-v2-{prefix}.pth",
-                                             "sha256_prefix": prefix, "layout": "darts",
-                                             "config": {"C": 8, "layers": 5}})
+    register(monkeypatch, "darts_v2_cifar", {"tag": "nni", "url": f"{server.url}/nashub/darts-v2-{prefix}.pth",
+                                             "sha256_prefix": prefix, "layout": "nni",
+                                             "config": {"C": 8, "layers": 5, "auxiliary": False}})
     model = nasnetzoo.load("darts_v2_cifar", pretrained=True)
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(model(x), official.eval()(x), rtol=0, atol=0)
     from nasnetzoo.weights.sources import describe
 
     assert any("a weaker check" in line for line in describe("darts_v2_cifar"))
+
+    server.files[f"/nashub/darts-v2-{prefix}.pth"] = body[:-1] + b"x"   # one byte changed: refused
+    (caches / "converted").rename(caches / "old")
+    for source in (caches / "sources").iterdir():
+        source.unlink()
+    with pytest.raises(ChecksumError, match=f"expected {prefix}"):
+        nasnetzoo.load("darts_v2_cifar", pretrained=True)
+
+
+def test_registered_nni_source_is_the_file_nni_names():
+    (source,) = registry.get_entry("darts_v2_cifar").weights
+    assert source["url"] == "https://nni.blob.core.windows.net/nashub/darts-v2-5465b0d2.pth"
+    assert source["sha256_prefix"] == "5465b0d2" and source["layout"] == "nni"
 
 
 def test_tag_picks_the_other_file(server, monkeypatch, pcv_darts):
@@ -324,7 +383,8 @@ def test_cli_info_and_list_show_the_sources():
     assert "publisher's figures: top-1/top-5 error 17.374 / 3.958 %" in out and "paper: top-1/top-5 error 17.3 / 3.8 %" in out
     listing = CliRunner().invoke(cli, ["list"], catch_exceptions=False).output
     with_weights = {line.split()[0] for line in listing.splitlines() if line.rstrip().endswith(" yes")}
-    assert with_weights == {"darts_v2_imagenet", "nasnet_a_mobile", "nasnet_a_large", "pnasnet5_large"}
+    assert with_weights == {"darts_v2_cifar", "darts_v2_imagenet", "nasnet_a_mobile", "nasnet_a_large",
+                           "pnasnet5_large"}
 
 
 def test_hub_file_in_timm_layout_from_the_local_hub_cache(tmp_path, monkeypatch, caches):

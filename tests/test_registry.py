@@ -53,7 +53,7 @@ def test_entry_metadata(name):
     assert entry.genotype.name == entry.genotype_name
 
 
-WITH_WEIGHTS = {"darts_v2_imagenet", "nasnet_a_mobile", "nasnet_a_large", "pnasnet5_large"}
+WITH_WEIGHTS = {"darts_v2_cifar", "darts_v2_imagenet", "nasnet_a_mobile", "nasnet_a_large", "pnasnet5_large"}
 
 
 def test_pytorchcv_sources_equal_the_publishers_csv():

@@ -19,7 +19,7 @@ from .convert import FORMATS
 @click.command("convert")
 @click.option("--from", "fmt", required=True, type=click.Choice(list(FORMATS)),
               help="Checkpoint format: the official DARTS / PC-DARTS / P-DARTS code, timm, Cadene's "
-                   "pretrainedmodels, or pytorchcv (osmr's imgclsmob).")
+                   "pretrainedmodels, pytorchcv (osmr's imgclsmob), or NNI's DARTS space.")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output weights file (.safetensors).")
@@ -30,7 +30,7 @@ from .convert import FORMATS
               help="Build the cell's network for this dataset (default: the entry's; CIFAR-100 is "
                    "recognised from a 100-class head).")
 @click.option("--verify/--no-verify", default=None,
-              help="Compare the logits of the source model (timm / Cadene / pytorchcv code) and the converted one. "
+              help="Compare the logits of the source model (timm / Cadene / pytorchcv / NNI code) and the converted one. "
                    "Default: when that code is importable.")
 @click.option("--verify-size", type=int, default=None,
               help="Input size for --verify (default: the entry's, e.g. 331 for the large models).")
@@ -45,6 +45,7 @@ def convert(fmt: str, src: str, output: str, arch: str, dataset: Optional[str], 
       nasnetzoo convert --from pcdarts checkpoint.pth.tar -o pcdarts_in.safetensors --arch pcdarts_imagenet
       nasnetzoo convert --from timm nasnetalarge.pth -o nasnet_a_large.safetensors --arch nasnet_a_large
       nasnetzoo convert --from pytorchcv darts-0775-fc3171c5.pth -o d.safetensors --arch darts_v2_imagenet
+      nasnetzoo convert --from nni darts-v2-5465b0d2.pth -o darts_v2_cifar.safetensors --arch darts_v2_cifar
 
     Checkpoints are read with torch.load(weights_only=True): a pickle that would run code is refused.
     Load the result with nasnetzoo.load(ARCH, weights=OUTPUT).

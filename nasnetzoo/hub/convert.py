@@ -22,8 +22,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..weights.format import CheckpointError, WeightsError, check_config_bounds, check_tensors, state_dict_mismatch
-from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, map_state_dict, read_checkpoint,  # noqa: F401
-                               source_key_map)
+from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, map_state_dict, nni_to_darts,  # noqa: F401
+                               read_checkpoint, source_key_map)
 
 PathLike = Union[str, Path]
 
@@ -34,6 +34,7 @@ FORMATS = {
     "timm": "timm nasnetalarge / pnasnet5large",
     "cadene": "Cadene pretrainedmodels nasnetamobile / nasnetalarge / pnasnet5large",
     "pytorchcv": "pytorchcv (osmr imgclsmob) darts / nasnet_4a1056 / nasnet_6a4032 / pnasnet5large",
+    "nni": "NNI's DARTS space with a fixed architecture (nni.nas.hub.pytorch.DARTS, e.g. darts-v2-5465b0d2.pth)",
 }
 
 # nasnetzoo registry name -> the source library's model name (for the output check)
@@ -169,6 +170,14 @@ def _reference_model(fmt: str, arch: str, num_classes: int) -> tuple[Optional[nn
         except ImportError:
             return None, "pytorchcv is not installed (pip install pytorchcv)"
         return get_model(name, pretrained=False, num_classes=num_classes), f"pytorchcv {name}"
+    if fmt == "nni":
+        if arch != "darts_v2_cifar":
+            return None, f"NNI's space hub has no fixed model for {arch}"
+        try:
+            from nni.nas.hub.pytorch import DARTS
+        except Exception:  # ImportError, or NNI's own dependencies
+            return None, "NNI is not importable (pip install nni)"
+        return DARTS.load_searched_model("darts-v2"), "NNI DARTS.load_searched_model('darts-v2')"
     return None, (f"the official {fmt} code is research code, not an importable package; keys and shapes "
                   "were matched strictly by name")
 
@@ -215,15 +224,17 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".safetensors":
         raise ConfigError(f"output {str(dst)!r} must end in .safetensors (nasnetzoo writes safetensors).")
-    source = read_checkpoint(src)
+    raw = read_checkpoint(src)
+    # NNI's file is the official DARTS network under NNI's names: renamed, it is read as `darts`
+    source, layout = (nni_to_darts(raw), "darts") if fmt == "nni" else (raw, fmt)
     base = resolve(arch, dataset=dataset)
-    config = infer_config(source, base, fmt)
+    config = infer_config(source, base, layout)
     check_config_bounds(config, src)
     if dataset is None:
         dataset = _dataset_for(base, config.get("num_classes"))
     spec = resolve(arch, dataset=dataset, **config)
     model = spec.build()
-    state, filled, notes = map_state_dict(source, model, fmt)
+    state, filled, notes = map_state_dict(source, model, layout)
     problems = state_dict_mismatch(model.state_dict(), state)
     if problems:
         raise WeightsError(f"{src} (--from {fmt}) does not fit {spec.name}; {problems}. Check --arch (the "
@@ -233,7 +244,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
     result = ConversionResult(dst, spec.name, dict(spec.config), len(state), filled, notes)
 
     if verify is not False:
-        reference, why = _reference_model(fmt, spec.name, int(source_rows(source, fmt) or 0))
+        reference, why = _reference_model(fmt, spec.name, int(source_rows(source, layout) or 0))
         if reference is None:
             if verify:
                 raise ConfigError(f"cannot verify the conversion by outputs: {why}.")
@@ -242,7 +253,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
             size = spec.data["input_size"]
             if verify_size:
                 size = (size[0], int(verify_size), int(verify_size))
-            diff, scale = compare_outputs(reference, source, model, tuple(size), drop_background=True)
+            diff, scale = compare_outputs(reference, raw, model, tuple(size), drop_background=True)
             del reference
             result.max_abs_diff = diff
             result.verify_note = f"{why}, eval mode, one random {size[1]}x{size[2]} image"

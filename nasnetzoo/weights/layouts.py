@@ -10,6 +10,14 @@ Layouts (the ``layout`` of a registry source, the ``--from`` of ``nasnetzoo conv
   (``path_1``/``path_2``/``final_path_bn``), PNASNet's stem conv is ``conv_0``; Cadene numbers
   NASNet-A Mobile's cells as if every stage had six.  1001-class heads (row 0 = TF's background)
   lose row 0.
+* ``nni``: NNI's DARTS space with a fixed architecture (``nni.nas.hub.pytorch.DARTS``, NNI's
+  ``darts-v2-5465b0d2.pth``): ``stages.{s}.{j}`` cells (a stage starts at a reduction cell),
+  ``preprocessor.pre{0,1}`` and ``ops.{node}.{k}`` inside a cell, the official DARTS ops' own
+  ``Sequential`` indices.  Renamed to the official DARTS names (``nni_to_darts``), then read as
+  ``darts``.  NNI made the file from the authors' tensors by taking, for each of its keys in
+  order, the first unused tensor of equal shape; both networks register their modules in the
+  same order, so that matching pairs every tensor with its namesake (tests/test_pretrained.py
+  replays it).
 * ``pytorchcv``: osmr's imgclsmob models ``darts``, ``nasnet_4a1056``, ``nasnet_6a4032``,
   ``pnasnet5large``: ``features.stem{1,2}_unit`` / ``features.stage{s}.unit{u}`` in forward order,
   ``comb{k}_{left,right}.conv{j}.conv.{dw,pw}_conv`` for the separable convolutions, ``output``
@@ -138,6 +146,48 @@ def _nasnet_source_key(key: str, *, fmt: str, pnas: bool, cells_per_stage: int,
     return key
 
 
+# ---------------------------------------------------------------------------- nni
+_NNI_CELL = re.compile(r"^stages\.(\d+)\.(\d+)\.(.*)$")
+_NNI_OP = re.compile(r"^ops\.(\d+)\.(\d+)\.(.*)$")
+_NNI_PRE = re.compile(r"^preprocessor\.pre([01])\.(.*)$")
+NNI_OPS_PER_NODE = 2
+
+
+def _official_part(tail: str) -> str:
+    """The official ops keep their layers in ``.op`` (a Sequential); FactorizedReduce names them."""
+    return f"op.{tail}" if tail[:1].isdigit() else tail
+
+
+def _nni_cell_key(rest: str) -> str:
+    op = _NNI_OP.match(rest)
+    if op:
+        edge = NNI_OPS_PER_NODE * int(op.group(1)) + int(op.group(2))
+        return f"_ops.{edge}.{_official_part(op.group(3))}"
+    pre = _NNI_PRE.match(rest)
+    if pre:
+        return f"preprocess{pre.group(1)}.{_official_part(pre.group(2))}"
+    return rest
+
+
+def nni_to_darts(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """NNI's DARTS-space names -> the official DARTS ``model.py`` names (which nasnetzoo keeps).
+
+    Keys that are not NNI cell keys (``stem``, ``classifier``) are the same in both."""
+    cells_in_stage: dict[int, int] = {}
+    for key in state:
+        if (m := _NNI_CELL.match(key)):
+            stage, index = int(m.group(1)), int(m.group(2))
+            cells_in_stage[stage] = max(cells_in_stage.get(stage, 0), index + 1)
+    first_cell = {s: sum(n for t, n in cells_in_stage.items() if t < s) for s in cells_in_stage}
+    out = {}
+    for key, value in state.items():
+        m = _NNI_CELL.match(key)
+        if m:
+            key = f"cells.{first_cell[int(m.group(1))] + int(m.group(2))}.{_nni_cell_key(m.group(3))}"
+        out[key] = value
+    return out
+
+
 def source_key_map(model: nn.Module, fmt: str) -> dict[str, str]:
     """{nasnetzoo key: source key} for every entry of ``model``'s state dict."""
     if fmt in DARTS_FORMATS or fmt == "nasnetzoo":
@@ -157,6 +207,8 @@ def map_state_dict(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: st
     Returns (state dict, number of buffers filled, notes).  Source keys that map to nothing keep
     their name, so a mismatch report shows them as unexpected.
     """
+    if fmt == "nni":
+        source, fmt = nni_to_darts(source), "darts"
     key_map = source_key_map(model, fmt)
     by_source = {src: ours for ours, src in key_map.items()}
     state = {by_source.get(k, k): v for k, v in source.items()}

@@ -10,7 +10,7 @@ publisher's algorithm::
       archive: zip                      # optional: the file is a zip holding `member`
       member: darts-0775-fc3171c5.pth
       sha1: fc3171c5b89b270fc7673dbbb5047f5879d7e774   # or sha256: <64 hex>, or sha256_prefix: <8+ hex>
-      layout: pytorchcv                 # nasnetzoo, timm, cadene, pytorchcv, darts, pcdarts, pdarts
+      layout: pytorchcv                 # nasnetzoo, timm, cadene, pytorchcv, darts, pcdarts, pdarts, nni
       config: {pool_padding: tf}        # builder options the source's network needs
       metrics: {top1_err: 25.31, top5_err: 7.75, source: pytorchcv model_metainfos.csv}
       license: MIT
@@ -30,7 +30,7 @@ from ..errors import ConfigError, did_you_mean
 from ..registry import get_entry, list_models
 from .format import WeightsUnavailableError
 
-LAYOUTS = ("nasnetzoo", "timm", "cadene", "pytorchcv", "darts", "pcdarts", "pdarts")
+LAYOUTS = ("nasnetzoo", "timm", "cadene", "pytorchcv", "darts", "pcdarts", "pdarts", "nni")
 CHECKSUMS = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha1": re.compile(r"^[0-9a-f]{40}$"),
              "sha256_prefix": re.compile(r"^[0-9a-f]{8,63}$")}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
