@@ -1,8 +1,19 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and one core per test process.
+
+The suite runs on pytest-xdist workers, one per core (``-n auto`` in pyproject.toml).  Each worker
+and every process it starts gets one OpenMP thread, set before torch loads: two workers with two
+threads each on two cores would fight for them (issue 14 measured a 16x slowdown, not 2x).
+"""
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")   # before torch loads (nasnetzoo imports it)
+
+import nasnetzoo  # noqa: E402,F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads)
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,19 @@
-"""ExecuTorch (XNNPACK), LiteRT and OpenVINO export of every mobile entry, each written file run in its
-own runtime and checked against PyTorch; the benchmark on those runtimes (issue 12).
+"""ExecuTorch (XNNPACK), LiteRT and OpenVINO export of the mobile entries, each written file run in
+its own runtime and checked against PyTorch; the benchmark on those runtimes (issue 12).
 
 What a converter and a delegate do with a network depends on its ops, not on its depth, width or
-input size, while their run time grows with the number of nodes: the seven entries are exported
-with their own cells, stem and reductions but one normal cell per stage (NASNet family ``N=1``,
-DARTS family ``layers=5``) and 8 channels, at 64x64 (even down to the last maps, like 224, so every
-TF "SAME" layer takes the asymmetric-padding branch it takes at 224).  The full NASNet-A Mobile at
-224 goes through the CLI to ExecuTorch.  CI installs the ``mobile`` extra, so none is skipped there.
+input size, while their run time grows with the number of nodes: the entries are exported with
+their own cells, stem and reductions but the fewest cells that keep every kind of layer (NASNet
+family ``N=1``: one normal cell per stage; DARTS family ``layers=3``: a normal cell and two
+reduction cells, the second one fed by the first) and 8 channels, at 64x64 (even down to the last maps, like 224, so every TF
+"SAME" layer takes the asymmetric-padding branch it takes at 224).
+
+Three entries run by default, chosen so that together they build every kind of layer the seven
+mobile entries build (``test_the_default_entries_build_every_layer_the_mobile_entries_build``
+keeps that true); the other four run with ``-m slow``.  NASNet-A Mobile goes through the CLI,
+from a weights file.  The full-size entries at 224 are converted, checked and timed by the
+mobile report (``nasnetzoo bench --mobile-report``).  CI installs the ``mobile`` extra, so none is
+skipped there.
 """
 from __future__ import annotations
 
@@ -36,11 +43,11 @@ FORMATS = ("executorch", "tflite", "openvino")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-SMALL = {"nasnet": dict(N=1, F=8), "darts": dict(layers=5, C=8)}
+SMALL = {"nasnet": dict(N=1, F=8), "darts": dict(layers=3, C=8)}
 
 
 def _small(name):
-    """The entry's cells, stem and reductions, one normal cell per stage, 8 channels."""
+    """The entry's cells, stem and reductions, few cells, 8 channels."""
     torch.manual_seed(0)
     return nasnetzoo.load(name, **SMALL[nasnetzoo.get_entry(name).family])
 
@@ -54,8 +61,33 @@ def _check_file_against_pytorch(fmt, path, model):
     assert np.abs(out - case.ref).max() <= case.tolerance(fp16=False)
 
 
+DEFAULT_ENTRIES = ("amoebanet_a_mobile", "pnasnet5_mobile", "pdarts_imagenet")
+ENTRIES = [pytest.param(name, marks=() if name in DEFAULT_ENTRIES else pytest.mark.slow) for name in MOBILE_MODELS]
+
+
+def _layer_kinds(model) -> set:
+    """What a converter sees of a network's layers: each leaf module's class with its kernel, stride,
+    dilation, padding and whether it is depthwise."""
+    kinds = set()
+    for module in model.modules():
+        if next(module.children(), None) is not None:
+            continue
+        shape = tuple(str(getattr(module, a, "")) for a in ("kernel_size", "stride", "dilation", "padding"))
+        depthwise = getattr(module, "groups", 1) > 1
+        kinds.add((type(module).__name__, *shape, depthwise))
+    return kinds
+
+
+def test_the_default_entries_build_every_layer_the_mobile_entries_build():
+    every = set().union(*(_layer_kinds(_small(name)) for name in MOBILE_MODELS))
+    default = set().union(*(_layer_kinds(_small(name)) for name in DEFAULT_ENTRIES))
+    assert every - default == set(), "add an entry to DEFAULT_ENTRIES that builds these"
+    reductions = {nasnetzoo.get_entry(name).config.get("reduction") for name in MOBILE_MODELS}
+    assert reductions <= {nasnetzoo.get_entry(name).config.get("reduction") for name in DEFAULT_ENTRIES}
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name", MOBILE_MODELS)
+@pytest.mark.parametrize("name", ENTRIES)
 def test_mobile_entry_exports_and_matches(name, fmt, tmp_path):
     model = _small(name)
     result = export(model, fmt, output_dir=tmp_path, name=name, input_size=SIZE, calibrate_bn=True, threads=1)
@@ -73,15 +105,19 @@ def test_mobile_entry_exports_and_matches(name, fmt, tmp_path):
     _check_file_against_pytorch(fmt, result.path, model)
 
 
-def test_nasnet_a_mobile_to_executorch_at_224_through_the_cli(tmp_path):
-    result = CliRunner().invoke(cli, ["export", "nasnet_a_mobile", "--format", "executorch", "--threads", "1",
-                                      "-o", str(tmp_path)], catch_exceptions=False)
+def test_nasnet_a_mobile_weights_to_executorch_through_the_cli(tmp_path):
+    """A user's weights file (here the small NASNet-A Mobile) exported by name: one partition."""
+    weights = nasnetzoo.save_pretrained(_small("nasnet_a_mobile"), tmp_path / "mine.safetensors")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", "nasnet_a_mobile", "--weights", str(weights), "--format",
+                                      "executorch", "--input-size", "64", "64", "--allow-size-mismatch",
+                                      "--threads", "1", "-o", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert f"wrote {tmp_path / 'nasnet_a_mobile.pte'}" in result.output
+    assert f"wrote {out / 'nasnet_a_mobile.pte'}" in result.output
     assert "XNNPACK partitions: 1; ops outside the delegate: none" in result.output
-    report = json.loads((tmp_path / "nasnet_a_mobile.json").read_text())
-    assert report["input_size"] == [3, 224, 224] and report["verification"][0]["passed"]
-    assert report["macs"] == pytest.approx(563.6e6, rel=1e-3)
+    report = json.loads((out / "nasnet_a_mobile.json").read_text())
+    assert report["input_size"] == [3, 64, 64] and report["verification"][0]["passed"]
+    assert report["params"] == sum(p.numel() for p in _small("nasnet_a_mobile").parameters())
 
 
 class Tiny(torch.nn.Module):
