@@ -5,13 +5,14 @@ What a converter and a delegate do with a network depends on its ops, not on its
 input size, while their run time grows with the number of nodes: the entries are exported with
 their own cells, stem and reductions but the fewest cells that keep every kind of layer (NASNet
 family ``N=1``: one normal cell per stage; DARTS family ``layers=3``: a normal cell and two
-reduction cells, the second one fed by the first) and 8 channels, at 64x64 (even down to the last maps, like 224, so every TF
-"SAME" layer takes the asymmetric-padding branch it takes at 224).
+reduction cells, the second one fed by the first) and 8 channels, at 64x64 (even down to the last
+maps, like 224, so every TF "SAME" layer takes the asymmetric-padding branch it takes at 224).
 
-Three entries run by default, chosen so that together they build every kind of layer the seven
-mobile entries build (``test_the_default_entries_build_every_layer_the_mobile_entries_build``
-keeps that true); the other four run with ``-m slow``.  NASNet-A Mobile goes through the CLI,
-from a weights file.  The full-size entries at 224 are converted, checked and timed by the
+All seven entries go to all three runtimes.  Three of them, chosen so that together they build
+every kind of layer the seven build
+(``test_the_default_entries_build_every_layer_the_mobile_entries_build`` keeps that true), also
+run under ``-m "not slow"``; the other four are marked slow.  NASNet-A Mobile goes to ExecuTorch
+through the CLI, from a weights file.  The full-size entries at 224 are converted, checked and timed by the
 mobile report (``nasnetzoo bench --mobile-report``).  CI installs the ``mobile`` extra, so none is
 skipped there.
 """
