@@ -12,17 +12,18 @@ saved in the file's config and ``load`` rebuilds it.
 """
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..weights.format import CheckpointError, WeightsError, check_config_bounds, check_tensors, state_dict_mismatch
-from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, map_state_dict, nni_to_darts,  # noqa: F401
+from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, as_base_layout, map_state_dict,  # noqa: F401
                                read_checkpoint, source_key_map)
 
 PathLike = Union[str, Path]
@@ -43,6 +44,43 @@ CADENE_MODELS = {"nasnet_a_mobile": "nasnetamobile", "nasnet_a_large": "nasnetal
                  "pnasnet5_large": "pnasnet5large"}
 PYTORCHCV_MODELS = {"darts_v2_imagenet": "darts", "nasnet_a_mobile": "nasnet_4a1056",
                     "nasnet_a_large": "nasnet_6a4032", "pnasnet5_large": "pnasnet5large"}
+NNI_MODELS = {"darts_v2_cifar": "darts-v2"}
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """How to build a source library's own model (random init) for the output check."""
+
+    models: Mapping[str, str]             # registry name -> the library's model name
+    module: str                           # what to import
+    build: Callable[[Any, str, int], nn.Module]   # (module, model name, classes) -> model
+    label: str                            # "{name}": how the check names the model
+    no_model: str                         # "{arch}": the library has no model for this entry
+    not_importable: str                   # the line when the import fails
+    import_errors: tuple = (ImportError,)
+
+
+REFERENCES = {
+    "timm": _Reference(
+        TIMM_MODELS, "timm", build=lambda m, name, n: m.create_model(name, pretrained=False, num_classes=n),
+        label="timm {name}", no_model="timm has no model for {arch}",
+        not_importable="timm is not installed (pip install timm)"),
+    "cadene": _Reference(
+        CADENE_MODELS, "pretrainedmodels", build=lambda m, name, n: getattr(m, name)(num_classes=n, pretrained=None),
+        label="Cadene {name}", no_model="Cadene's pretrainedmodels has no model for {arch}",
+        not_importable="Cadene's pretrainedmodels is not importable (pip install pretrainedmodels)",
+        import_errors=(Exception,)),   # ImportError, or its own missing dependencies
+    "pytorchcv": _Reference(
+        PYTORCHCV_MODELS, "pytorchcv.model_provider",
+        build=lambda m, name, n: m.get_model(name, pretrained=False, num_classes=n),
+        label="pytorchcv {name}", no_model="pytorchcv has no model for {arch}",
+        not_importable="pytorchcv is not installed (pip install pytorchcv)"),
+    "nni": _Reference(
+        NNI_MODELS, "nni.nas.hub.pytorch", build=lambda m, name, n: m.DARTS.load_searched_model(name),
+        label="NNI DARTS.load_searched_model({name!r})", no_model="NNI's space hub has no fixed model for {arch}",
+        not_importable="NNI is not importable (pip install nni)",
+        import_errors=(Exception,)),   # ImportError, or NNI's own dependencies
+}
 
 
 @dataclass
@@ -143,43 +181,18 @@ def _dataset_for(spec, num_classes: Optional[int]) -> Optional[str]:
 # ---------------------------------------------------------------------------- output check
 def _reference_model(fmt: str, arch: str, num_classes: int) -> tuple[Optional[nn.Module], str]:
     """The source library's model (random init), or None and why not."""
-    if fmt == "timm":
-        name = TIMM_MODELS.get(arch)
-        if name is None:
-            return None, f"timm has no model for {arch}"
-        try:
-            import timm
-        except ImportError:
-            return None, "timm is not installed (pip install timm)"
-        return timm.create_model(name, pretrained=False, num_classes=num_classes), f"timm {name}"
-    if fmt == "cadene":
-        name = CADENE_MODELS.get(arch)
-        if name is None:
-            return None, f"Cadene's pretrainedmodels has no model for {arch}"
-        try:
-            import pretrainedmodels
-        except Exception:  # ImportError, or its own missing dependencies
-            return None, "Cadene's pretrainedmodels is not importable (pip install pretrainedmodels)"
-        return getattr(pretrainedmodels, name)(num_classes=num_classes, pretrained=None), f"Cadene {name}"
-    if fmt == "pytorchcv":
-        name = PYTORCHCV_MODELS.get(arch)
-        if name is None:
-            return None, f"pytorchcv has no model for {arch}"
-        try:
-            from pytorchcv.model_provider import get_model
-        except ImportError:
-            return None, "pytorchcv is not installed (pip install pytorchcv)"
-        return get_model(name, pretrained=False, num_classes=num_classes), f"pytorchcv {name}"
-    if fmt == "nni":
-        if arch != "darts_v2_cifar":
-            return None, f"NNI's space hub has no fixed model for {arch}"
-        try:
-            from nni.nas.hub.pytorch import DARTS
-        except Exception:  # ImportError, or NNI's own dependencies
-            return None, "NNI is not importable (pip install nni)"
-        return DARTS.load_searched_model("darts-v2"), "NNI DARTS.load_searched_model('darts-v2')"
-    return None, (f"the official {fmt} code is research code, not an importable package; keys and shapes "
-                  "were matched strictly by name")
+    ref = REFERENCES.get(fmt)
+    if ref is None:
+        return None, (f"the official {fmt} code is research code, not an importable package; keys and shapes "
+                      "were matched strictly by name")
+    name = ref.models.get(arch)
+    if name is None:
+        return None, ref.no_model.format(arch=arch)
+    try:
+        module = importlib.import_module(ref.module)
+    except ref.import_errors:
+        return None, ref.not_importable
+    return ref.build(module, name, num_classes), ref.label.format(name=name)
 
 
 def compare_outputs(reference: nn.Module, source_state: Mapping[str, torch.Tensor], converted: nn.Module,
@@ -225,8 +238,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
     if dst.suffix != ".safetensors":
         raise ConfigError(f"output {str(dst)!r} must end in .safetensors (nasnetzoo writes safetensors).")
     raw = read_checkpoint(src)
-    # NNI's file is the official DARTS network under NNI's names: renamed, it is read as `darts`
-    source, layout = (nni_to_darts(raw), "darts") if fmt == "nni" else (raw, fmt)
+    source, layout = as_base_layout(raw, fmt)   # e.g. NNI's file: the official DARTS names, read as `darts`
     base = resolve(arch, dataset=dataset)
     config = infer_config(source, base, layout)
     check_config_bounds(config, src)

@@ -188,6 +188,13 @@ def nni_to_darts(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def as_base_layout(source: Mapping[str, torch.Tensor], fmt: str) -> tuple[Mapping[str, torch.Tensor], str]:
+    """A layout that is another one under other names, renamed to that one: ``(state, layout)``."""
+    if fmt == "nni":
+        return nni_to_darts(source), "darts"
+    return source, fmt
+
+
 def source_key_map(model: nn.Module, fmt: str) -> dict[str, str]:
     """{nasnetzoo key: source key} for every entry of ``model``'s state dict."""
     if fmt in DARTS_FORMATS or fmt == "nasnetzoo":
@@ -207,8 +214,7 @@ def map_state_dict(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: st
     Returns (state dict, number of buffers filled, notes).  Source keys that map to nothing keep
     their name, so a mismatch report shows them as unexpected.
     """
-    if fmt == "nni":
-        source, fmt = nni_to_darts(source), "darts"
+    source, fmt = as_base_layout(source, fmt)
     key_map = source_key_map(model, fmt)
     by_source = {src: ours for ours, src in key_map.items()}
     state = {by_source.get(k, k): v for k, v in source.items()}
