@@ -56,7 +56,7 @@ def delegation_summary(edge) -> dict:
 def _op_name(target) -> str:
     """``avg_pool2d`` for ``aten.avg_pool2d.default``, its edge-dialect overload or ``aten::avg_pool2d``;
     ``_to_dim_order_copy`` for ExecuTorch's ``dim_order_ops._to_dim_order_copy.default``."""
-    found = re.search(r"\b(?:aten|dim_order_ops|quantized_decomposed|[a-z_]+_ops)(?:\.|::)(\w+)", str(target))
+    found = re.search(r"\b(?:aten|quantized_decomposed|[a-z_]+_ops)(?:\.|::)(\w+)", str(target))
     return found.group(1) if found else str(target)
 
 
