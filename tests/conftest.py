@@ -24,3 +24,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def weights_env(tmp_path, monkeypatch):
+    """nasnetzoo's cache and the Hugging Face cache in the test's folder, downloads allowed with a
+    short timeout: a weights test never reads or fills the user's caches, nor waits long."""
+    monkeypatch.setenv("NASNETZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("NASNETZOO_DOWNLOAD_TIMEOUT", "5")
+    return tmp_path / "cache"

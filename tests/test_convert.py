@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import nasnetzoo
 from nasnetzoo.cli import cli
+from nasnetzoo.export.prepare import calibrate_batchnorm
 from nasnetzoo.hub import convert as convert_mod
 from nasnetzoo.hub.convert import convert_checkpoint, read_checkpoint
 from nasnetzoo.weights import CheckpointError, WeightsError, read_metadata
@@ -344,18 +345,9 @@ def test_safetensors_source(tmp_path):
 
 # ============================================================================ pytorchcv
 def calibrated(model: torch.nn.Module, size: int) -> torch.nn.Module:
-    """Random weights with BatchNorm statistics calibrated on random images (cumulative average),
-    so every layer's output is of order 1 and a mis-mapped tensor shows in the logits."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(2, 3, size, size, generator=gen))
-    return model.eval()
+    """Random weights with BatchNorm statistics calibrated on random images (nasnetzoo's own
+    calibration), so every layer's output is of order 1 and a mis-mapped tensor shows in the logits."""
+    return calibrate_batchnorm(model, (3, size, size), batches=2, seed=7).eval()
 
 
 PYTORCHCV = [("darts", "darts_v2_imagenet", 224), ("nasnet_4a1056", "nasnet_a_mobile", 224),

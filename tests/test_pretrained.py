@@ -23,7 +23,8 @@ import torch
 
 import nasnetzoo
 from nasnetzoo import registry
-from nasnetzoo.weights import CheckpointError, ChecksumError, WeightsUnavailableError, fetch, read_metadata
+from nasnetzoo.export.prepare import calibrate_batchnorm
+from nasnetzoo.weights import CheckpointError, ChecksumError, WeightsUnavailableError, read_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,13 +72,8 @@ def server():
 
 
 @pytest.fixture(autouse=True)
-def caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("NASNETZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("NASNETZOO_DOWNLOAD_TIMEOUT", "5")
-    return tmp_path / "cache"
+def caches(weights_env):
+    return weights_env
 
 
 # ---------------------------------------------------------------------------- publisher files
@@ -105,18 +101,9 @@ def pcv_darts():
     return model, pytorchcv_zip(model.state_dict())
 
 
-def calibrate(model: torch.nn.Module, size: int, batches: int = 2) -> torch.nn.Module:
-    """Running BatchNorm statistics from random images (cumulative average), then eval mode."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    generator = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for _ in range(batches):
-            model(torch.randn(2, 3, size, size, generator=generator))
-    return model.eval()
+def calibrate(model: torch.nn.Module, size: int) -> torch.nn.Module:
+    """BatchNorm statistics from random images (nasnetzoo's own calibration), then eval mode."""
+    return calibrate_batchnorm(model, (3, size, size), batches=2, seed=11).eval()
 
 
 def register(monkeypatch, model: str, *entries: dict) -> None:
@@ -254,7 +241,7 @@ def test_archive_with_code_running_pickle_is_refused_and_runs_nothing(server, mo
 
 def test_two_processes_loading_at_once_both_succeed(server, monkeypatch, pcv_darts, caches, tmp_path):
     entry = publish_darts(server, monkeypatch, pcv_darts)
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import dataclasses, json, sys, torch, nasnetzoo
         from nasnetzoo import registry
         entry = registry.get_entry("darts_v2_imagenet")

@@ -21,12 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("NASNETZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("NASNETZOO_DOWNLOAD_TIMEOUT", "2")
+def env(weights_env, monkeypatch):
+    monkeypatch.setenv("NASNETZOO_DOWNLOAD_TIMEOUT", "2")   # the host that never answers fails fast
 
 
 @pytest.fixture()
