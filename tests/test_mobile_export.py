@@ -37,6 +37,7 @@ from nasnetzoo.export.checks import make_cases  # noqa: E402
 from nasnetzoo.export.errors import ExportVerificationError  # noqa: E402
 from nasnetzoo.export.report import MOBILE_MODELS  # noqa: E402
 from nasnetzoo.export.runtimes import RUNTIMES, runtime_for_format  # noqa: E402
+from nasnetzoo.export.xnnpack_layers import is_large_depthwise  # noqa: E402
 
 SIZE = (64, 64)
 FORMATS = ("executorch", "tflite", "openvino")
@@ -101,6 +102,8 @@ def test_mobile_entry_exports_and_matches(name, fmt, tmp_path):
     if fmt == "executorch":
         # the goal of issue 12: one XNNPACK partition, nothing left to the portable kernels
         assert report["partitions"] == 1 and report["ops_outside"] == [], report["ops_outside_counts"]
+    if fmt in ("executorch", "tflite"):  # XNNPACK: every 7x7 depthwise conv split into row bands
+        assert report["depthwise_split"] == sum(map(is_large_depthwise, model.modules()))
     if fmt == "openvino":
         assert (tmp_path / f"{name}.bin").stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*report["files"].values(), f"{name}.json"])

@@ -15,6 +15,10 @@ writes the file for an eval-mode module traced at ``x`` and returns what the con
   compression), compiled for the CPU with the inference precision pinned to f32 (OpenVINO would
   otherwise run bf16 on CPUs that have it).
 
+Both XNNPACK converters (ExecuTorch, LiteRT) first split depthwise convolutions larger than XNNPACK's
+depthwise kernels into row bands (``xnnpack_layers``; ``split_depthwise=False`` keeps them whole),
+and say how many in ``depthwise_split``.
+
 Threads: ``load_*(path, threads)`` sets each runtime's own thread count (XNNPACK's thread pool,
 the LiteRT interpreter's ``num_threads``, OpenVINO's ``INFERENCE_NUM_THREADS``).
 """
@@ -60,11 +64,20 @@ def _op_name(target) -> str:
     return found.group(1) if found else str(target)
 
 
-def convert_executorch(model, x, path) -> dict:
+def _for_xnnpack(model, split_depthwise: bool):
+    """``(model, depthwise convs split)``: the model as XNNPACK runs it fastest, same outputs."""
+    if not split_depthwise:
+        return model, 0
+    from .xnnpack_layers import split_large_depthwise
+    return split_large_depthwise(model)
+
+
+def convert_executorch(model, x, path, *, split_depthwise: bool = True) -> dict:
+    model, split = _for_xnnpack(model, split_depthwise)
     edge = _executorch_program(model, x)
     info = delegation_summary(edge)
     Path(path).write_bytes(edge.to_executorch().buffer)
-    return info
+    return {**info, "depthwise_split": split}
 
 
 def _set_xnnpack_threads(threads: Optional[int]) -> None:
@@ -90,12 +103,13 @@ def load_executorch(path, threads: Optional[int] = None):
 
 
 # ------------------------------------------------------------------ LiteRT
-def convert_litert(model, x, path) -> dict:
+def convert_litert(model, x, path, *, split_depthwise: bool = True) -> dict:
     import litert_torch
 
+    model, split = _for_xnnpack(model, split_depthwise)
     edge = litert_torch.convert(model, (x,))
     edge.export(str(path))
-    return {"ops": tflite_ops(path)}
+    return {"ops": tflite_ops(path), "depthwise_split": split}
 
 
 def tflite_ops(path) -> dict:

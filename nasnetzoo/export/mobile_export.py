@@ -30,8 +30,11 @@ def companion_files(runtime: Runtime, path: Path) -> list[Path]:
 
 # ------------------------------------------------------------------ convert, run the file, check
 def convert_and_check(runtime: Runtime, model, path, size, *, cases=None, threads: Optional[int] = None,
-                      name: str = "model", seed: int = 0, x_trace=None) -> dict:
+                      name: str = "model", seed: int = 0, x_trace=None, convert_options=None) -> dict:
     """Convert ``model`` (eval mode) to ``path`` and check the written file against PyTorch.
+
+    ``convert_options`` go to the runtime's converter (``split_depthwise=False``: keep large
+    depthwise convolutions whole under XNNPACK, for a before/after measurement).
 
     Returns the conversion's information with ``max_abs_diff`` and the ``verification``;
     raises ``ExportVerificationError`` when the outputs differ (the caller then keeps nothing).
@@ -46,7 +49,7 @@ def convert_and_check(runtime: Runtime, model, path, size, *, cases=None, thread
         cases = make_cases(model, [torch.randn((1,) + tuple(size), generator=gen)])
     t0 = time.perf_counter()
     try:
-        info = runtime.convert(model, x_trace, path)
+        info = runtime.convert(model, x_trace, path, **(convert_options or {}))
     except ExportError:
         raise
     except Exception as err:  # a converter's own error: say which runtime, in one line
@@ -80,6 +83,8 @@ class MobileExportResult:
         if "partitions" in r:
             outside = ", ".join(f"{op} x{n}" for op, n in sorted(r["ops_outside_counts"].items())) or "none"
             lines.append(f"  XNNPACK partitions: {r['partitions']}; ops outside the delegate: {outside}")
+        if r.get("depthwise_split"):
+            lines.append(f"  depthwise convolutions above XNNPACK's 25 taps, split into row bands: {r['depthwise_split']}")
         lines.append(f"  verified {v['variant']} in {v['runtime']}: max |{r['runtime']} - PyTorch| = "
                      f"{v['max_abs_diff']:.2e} (tolerance {v['tolerance']})")
         lines.append(f"  input {[1] + r['input_size']}, MACs {r['macs'] / 1e6:.1f}M, params {r['params'] / 1e6:.3f}M")

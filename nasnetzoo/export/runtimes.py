@@ -6,8 +6,9 @@ Export (``--format``), the benchmark (``--runtime``), the mobile report and the 
 * ``name``: what ``--runtime`` takes; ``format``: the file it runs (``--format``), None for eager;
 * ``extra``: the ``nasnetzoo[...]`` extra that installs it, ``modules``: the imports it needs;
 * ``gpu``: whether it needs a GPU;
-* ``convert(model, x, path)``: write the file for ``model`` traced at input ``x`` (torch) and return
-  what the conversion says about it (for ExecuTorch: the XNNPACK partitions and the ops outside);
+* ``convert(model, x, path, **options)``: write the file for ``model`` traced at input ``x`` (torch)
+  and return what the conversion says about it (for ExecuTorch: the XNNPACK partitions and the ops
+  outside); ``options`` go to the converter (``split_depthwise`` for the XNNPACK ones);
 * ``load(path, threads)``: a function ``numpy input -> numpy logits`` running the written file;
 * ``check``: whether its outputs are held to the fp32 bound of ``checks`` (a TensorRT fp32 engine
   uses TF32 and is held to the fp16 bound instead).
@@ -39,7 +40,7 @@ class Runtime:
     modules: tuple = ()                    # what it imports (an absent one makes it unavailable)
     gpu: bool = False
     check: str = "fp32"                    # the bound its outputs are held to ("fp32" | "fp16")
-    converter: str = ""                    # "module:function" writing the file: (model, x, path) -> dict
+    converter: str = ""                    # "module:function" writing the file: (model, x, path, **opts) -> dict
     loader: str = ""                       # "module:function": (path, threads) -> (np.ndarray -> np.ndarray)
     timed: str = ""                        # "module:function": (path, x, threads) -> runner, if not load's
     extra_reason: Optional[Callable[[], Optional[str]]] = field(default=None, compare=False)
@@ -57,9 +58,9 @@ class Runtime:
         if reason is not None:
             raise MissingDependencyError(f"the {self.name} runtime is not available: {reason}.")
 
-    def convert(self, model, x, path) -> dict:
+    def convert(self, model, x, path, **options) -> dict:
         self.require()
-        return _resolve(self.converter)(model, x, path)
+        return _resolve(self.converter)(model, x, path, **options)
 
     def load(self, path, threads: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
         self.require()

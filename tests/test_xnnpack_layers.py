@@ -1,0 +1,72 @@
+"""Depthwise convolutions above XNNPACK's 25 taps, split into row bands for the XNNPACK converters:
+the same outputs as the whole convolution (float reordering only), at any size, stride, dilation
+and padding, and the original model left as it was."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import nasnetzoo
+from nasnetzoo.export.prepare import calibrate_batchnorm
+from nasnetzoo.export.xnnpack_layers import RowBandDepthwise, is_large_depthwise, split_large_depthwise
+from nasnetzoo.ops.padding import Conv2dSame
+
+
+def _close(a, b):
+    return (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding, bias", [
+    (7, 1, 1, 3, False), (7, 2, 1, 3, False), (7, 1, 1, 3, "x2"), ((7, 5), 1, 1, (3, 2), True), (9, 2, 1, 0, False),
+    ((6, 5), 1, 2, (5, 4), True), (11, 3, 1, 2, False)])
+@pytest.mark.parametrize("size", [(28, 28), (17, 23)])
+def test_row_bands_compute_the_whole_depthwise_convolution(kernel, stride, dilation, padding, bias, size):
+    torch.manual_seed(0)
+    out = 12 if bias == "x2" else 6  # "x2": depth multiplier 2, still one input channel per group
+    conv = nn.Conv2d(6, out, kernel, stride, padding, dilation, groups=6, bias=bias is True)
+    assert is_large_depthwise(conv)
+    banded = RowBandDepthwise(conv)
+    assert len(banded.bands) > 1 and all((b - a) * conv.kernel_size[1] <= 25 for a, b in banded.bands)
+    x = torch.randn(2, 6, *size)
+    with torch.no_grad():
+        assert banded(x).shape == conv(x).shape
+        assert _close(banded(x), conv(x))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(56, 56), (111, 111), (14, 9)])
+def test_row_bands_keep_tf_same_padding(stride, size):
+    torch.manual_seed(0)
+    conv = Conv2dSame(4, 4, 7, stride, groups=4)
+    x = torch.randn(1, 4, *size)
+    with torch.no_grad():
+        assert _close(RowBandDepthwise(conv)(x), conv(x))
+
+
+def test_only_large_plain_depthwise_convolutions_are_split():
+    assert not is_large_depthwise(nn.Conv2d(8, 8, 5, padding=2, groups=8))      # 25 taps: XNNPACK's own
+    assert not is_large_depthwise(nn.Conv2d(8, 8, 7, padding=3, groups=4))      # two input channels per group
+    assert not is_large_depthwise(nn.Conv2d(8, 8, 7, padding=3))                # not depthwise
+    assert not is_large_depthwise(nn.Conv2d(8, 8, (1, 31), groups=8))          # one row is too long already
+    assert not is_large_depthwise(nn.Conv2d(8, 8, 7, padding=3, groups=8, padding_mode="reflect"))
+    assert is_large_depthwise(nn.Conv2d(8, 8, 7, padding=3, groups=8))
+    plain = nn.Sequential(nn.Conv2d(3, 3, 3, groups=3))
+    assert split_large_depthwise(plain) == (plain, 0)
+
+
+def test_a_nasnet_network_keeps_its_outputs_and_the_original_is_untouched():
+    torch.manual_seed(0)
+    model = nasnetzoo.load("nasnet_a_mobile", N=1, F=8)
+    calibrate_batchnorm(model, (3, 65, 65))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    split, count = split_large_depthwise(model)
+    assert count == sum(map(is_large_depthwise, model.modules())) > 0
+    assert not any(is_large_depthwise(m) for m in split.modules())
+    assert split is not model and all(isinstance(m, Conv2dSame) for n, m in model.named_modules()
+                                      if n.endswith("depthwise_conv2d"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    x = torch.randn(2, 3, 65, 65)
+    with torch.no_grad():
+        assert _close(split(x), model(x))
