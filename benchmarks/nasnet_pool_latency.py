@@ -11,7 +11,7 @@ Three NASNet programs, each a step further:
    with ``split_depthwise=False``: XNNPACK runs its 7x7 depthwise convolutions (49 taps, above its
    25-tap depthwise kernels) as general grouped convolutions.
 3. "nasnet_a_mobile": as ``nasnetzoo export`` writes it, those convolutions split into row bands
-   (``nasnetzoo.export.xnnpack_layers``).
+   (``nasnetzoo.export.xnnpack_rewrites``).
 
 All are exported to ``.pte`` files (XNNPACK partitioner, fp32), checked against PyTorch, and timed
 with MobileNetV2 (torchvision, random weights, BatchNorm calibrated as in ``nasnetzoo bench``) side

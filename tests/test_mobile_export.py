@@ -37,7 +37,7 @@ from nasnetzoo.export.checks import make_cases  # noqa: E402
 from nasnetzoo.export.errors import ExportVerificationError  # noqa: E402
 from nasnetzoo.export.report import MOBILE_MODELS  # noqa: E402
 from nasnetzoo.export.runtimes import RUNTIMES, runtime_for_format  # noqa: E402
-from nasnetzoo.export.xnnpack_layers import is_large_depthwise  # noqa: E402
+from nasnetzoo.export.xnnpack_rewrites import is_large_depthwise  # noqa: E402
 
 SIZE = (64, 64)
 FORMATS = ("executorch", "tflite", "openvino")

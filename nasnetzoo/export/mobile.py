@@ -16,8 +16,9 @@ writes the file for an eval-mode module traced at ``x`` and returns what the con
   otherwise run bf16 on CPUs that have it).
 
 Both XNNPACK converters (ExecuTorch, LiteRT) first split depthwise convolutions larger than XNNPACK's
-depthwise kernels into row bands (``xnnpack_layers``; ``split_depthwise=False`` keeps them whole),
-and say how many in ``depthwise_split``.
+depthwise kernels into row bands (``xnnpack_rewrites``; ``split_depthwise=False`` keeps them whole),
+and say how many in ``depthwise_split``.  ExecuTorch's exported program also has its repeated nodes
+merged (the LiteRT converter merges them itself).
 
 Threads: ``load_*(path, threads)`` sets each runtime's own thread count (XNNPACK's thread pool,
 the LiteRT interpreter's ``num_threads``, OpenVINO's ``INFERENCE_NUM_THREADS``).
@@ -38,7 +39,10 @@ def _executorch_program(model, x):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
+    from .xnnpack_rewrites import merge_repeated_nodes
+
     exported = torch.export.export(model, (x,), strict=False)
+    merge_repeated_nodes(exported)  # what ONNX Runtime and OpenVINO do to a graph, ExecuTorch does not
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
 
 
@@ -68,7 +72,7 @@ def _for_xnnpack(model, split_depthwise: bool):
     """``(model, depthwise convs split)``: the model as XNNPACK runs it fastest, same outputs."""
     if not split_depthwise:
         return model, 0
-    from .xnnpack_layers import split_large_depthwise
+    from .xnnpack_rewrites import split_large_depthwise
     return split_large_depthwise(model)
 
 

@@ -1,6 +1,6 @@
-"""Depthwise convolutions above XNNPACK's 25 taps, split into row bands for the XNNPACK converters:
+"""The XNNPACK rewrites.  Depthwise convolutions above 25 taps, split into row bands:
 the same outputs as the whole convolution (float reordering only), at any size, stride, dilation
-and padding, and the original model left as it was."""
+and padding, and the original model left as it was.  Repeated nodes merged, exactly."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +9,8 @@ from torch import nn
 
 import nasnetzoo
 from nasnetzoo.export.prepare import calibrate_batchnorm
-from nasnetzoo.export.xnnpack_layers import RowBandDepthwise, is_large_depthwise, split_large_depthwise
+from nasnetzoo.export.xnnpack_rewrites import (RowBandDepthwise, is_large_depthwise, merge_repeated_nodes,
+                                              split_large_depthwise)
 from nasnetzoo.ops.padding import Conv2dSame
 
 
@@ -70,3 +71,42 @@ def test_a_nasnet_network_keeps_its_outputs_and_the_original_is_untouched():
     x = torch.randn(2, 3, 65, 65)
     with torch.no_grad():
         assert _close(split(x), model(x))
+
+
+class _Repeats(nn.Module):
+    """Two branches that each apply their own ReLU and padding to the same input, as NASNet's ops do."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        left = self.a(torch.nn.functional.pad(torch.relu(x), (1, 1, 1, 1)))
+        right = self.b(torch.nn.functional.pad(torch.relu(x), (1, 1, 1, 1)))
+        return left + right
+
+
+def _calls(exported, name):
+    return [n for n in exported.graph.nodes if n.op == "call_function" and name in str(n.target)]
+
+
+def test_repeated_nodes_are_merged_and_the_outputs_stay_exactly_the_same():
+    torch.manual_seed(0)
+    model, x = _Repeats().eval(), torch.randn(1, 3, 9, 9)
+    exported = torch.export.export(model, (x,))
+    reference = exported.module()(x)
+    assert len(_calls(exported, "relu")) == 2 and len(_calls(exported, "pad")) == 2
+    assert merge_repeated_nodes(exported) == 2
+    assert len(_calls(exported, "relu")) == 1 and len(_calls(exported, "pad")) == 1
+    assert len(_calls(exported, "conv")) == 2  # same input, other weights: not a repeat
+    assert torch.equal(exported.module()(x), reference)
+
+
+def test_random_draws_are_never_merged():
+    class Noise(nn.Module):
+        def forward(self, x):
+            return torch.rand_like(x) - torch.rand_like(x)
+
+    exported = torch.export.export(Noise(), (torch.zeros(1000),))
+    assert merge_repeated_nodes(exported) == 0
+    assert exported.module()(torch.zeros(1000)).abs().max() > 0
