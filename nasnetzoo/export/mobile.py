@@ -18,7 +18,7 @@ writes the file for an eval-mode module traced at ``x`` and returns what the con
 Both XNNPACK converters (ExecuTorch, LiteRT) first split depthwise convolutions larger than XNNPACK's
 depthwise kernels into row bands (``xnnpack_rewrites``; ``split_depthwise=False`` keeps them whole),
 and say how many in ``depthwise_split``.  ExecuTorch's exported program also has its repeated nodes
-merged (the LiteRT converter merges them itself).
+merged (the LiteRT converter merges them itself; ``merge_repeated=False`` keeps them).
 
 Threads: ``load_*(path, threads)`` sets each runtime's own thread count (XNNPACK's thread pool,
 the LiteRT interpreter's ``num_threads``, OpenVINO's ``INFERENCE_NUM_THREADS``).
@@ -34,7 +34,7 @@ import numpy as np
 
 
 # ------------------------------------------------------------------ ExecuTorch
-def _executorch_program(model, x):
+def _executorch_program(model, x, merge_repeated: bool = True):
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -42,7 +42,8 @@ def _executorch_program(model, x):
     from .xnnpack_rewrites import merge_repeated_nodes
 
     exported = torch.export.export(model, (x,), strict=False)
-    merge_repeated_nodes(exported)  # what ONNX Runtime and OpenVINO do to a graph, ExecuTorch does not
+    if merge_repeated:  # what ONNX Runtime and OpenVINO do to a graph, ExecuTorch does not
+        merge_repeated_nodes(exported)
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
 
 
@@ -76,9 +77,9 @@ def _for_xnnpack(model, split_depthwise: bool):
     return split_large_depthwise(model)
 
 
-def convert_executorch(model, x, path, *, split_depthwise: bool = True) -> dict:
+def convert_executorch(model, x, path, *, split_depthwise: bool = True, merge_repeated: bool = True) -> dict:
     model, split = _for_xnnpack(model, split_depthwise)
-    edge = _executorch_program(model, x)
+    edge = _executorch_program(model, x, merge_repeated)
     info = delegation_summary(edge)
     Path(path).write_bytes(edge.to_executorch().buffer)
     return {**info, "depthwise_split": split}
