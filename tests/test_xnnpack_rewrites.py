@@ -110,3 +110,14 @@ def test_random_draws_are_never_merged():
     exported = torch.export.export(Noise(), (torch.zeros(1000),))
     assert merge_repeated_nodes(exported) == 0
     assert exported.module()(torch.zeros(1000)).abs().max() > 0
+
+
+def test_the_same_number_of_another_type_is_another_argument():
+    class Sums(nn.Module):
+        def forward(self, x):
+            return x + 1, x + 1.0  # an integer and a float tensor
+
+    exported = torch.export.export(Sums(), (torch.arange(4),))
+    assert merge_repeated_nodes(exported) == 0
+    as_int, as_float = exported.module()(torch.arange(4))
+    assert as_int.dtype == torch.int64 and as_float.dtype == torch.float32

@@ -1,20 +1,21 @@
 """Rewrites that keep a network's outputs but suit XNNPACK (ExecuTorch, LiteRT), measured on NASNet.
 
-**Large depthwise convolutions.**  XNNPACK runs a depthwise convolution with its depthwise kernels only up to 25 taps (5x5).  A
-larger one, such as the 7x7 of NASNet-A's, AmoebaNet's and PNASNet's separable convolutions, falls
-to a general grouped convolution: on this machine's AVX2 build one 7x7 depthwise conv on 44
-channels at 28x28 took 1-1.8 ms, 7-13x a 5x5 (0.14 ms) for twice the taps
-(``benchmarks/nasnet_pool_latency.py`` measures the whole network).  ``split_large_depthwise``
-replaces each such conv by a sum of convolutions over bands of kernel rows, each band within 25
-taps (7x7: rows 0-2, 3-5 and 6), reading the matching rows of the once-padded input.  The result
-is the same sum in another order (float reordering only); the original module is left untouched.
+**Large depthwise convolutions.**  XNNPACK runs a depthwise convolution with its depthwise
+kernels only up to 25 taps (5x5).  A larger one, such as the 7x7 of NASNet-A's, AmoebaNet's and
+PNASNet's separable convolutions, falls to a general grouped convolution: on a 2-core Intel Xeon
+(AVX-512), one 7x7 depthwise conv on 44 channels at 28x28 took 1.0-1.8 ms, 7-13x a 5x5 (0.14 ms)
+for twice the taps.  ``split_large_depthwise`` replaces each such conv by a sum of convolutions
+over bands of kernel rows, each band within 25 taps (7x7: rows 0-2, 3-5 and 6), reading the
+matching rows of the once-padded input (0.23-0.38 ms for that conv).  The result is the same sum
+in another order (float reordering only); the original module is left untouched.
 
 **Repeated nodes.**  A NASNet-family cell applies each op's own ReLU (and TF "SAME" padding) to
 the same input several times: NASNet-A Mobile's exported graph has 192 ReLUs on 132 distinct
 inputs.  ONNX Runtime and OpenVINO merge such repeats when they optimize a graph; ExecuTorch
 lowers what it is given.  ``merge_repeated_nodes`` merges them in the exported program (same op,
-same inputs, same arguments: exactly the same outputs), which took NASNet-A Mobile from 3.04x to
-2.87x MobileNetV2's time under XNNPACK at 1 thread in one side-by-side run.
+same inputs, same arguments: exactly the same outputs).
+
+``benchmarks/nasnet_pool_latency.py`` measures both on NASNet-A Mobile against MobileNetV2.
 """
 from __future__ import annotations
 
@@ -130,4 +131,6 @@ def _hashable(value):
         return tuple(_hashable(v) for v in value)
     if isinstance(value, slice):
         return ("slice", value.start, value.stop, value.step)
+    if isinstance(value, (bool, int, float, complex)):
+        return (type(value), value)  # add(x, 1) and add(x, 1.0) differ for an integer x
     return value
