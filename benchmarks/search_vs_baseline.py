@@ -5,7 +5,11 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 
 * **before**: ``SearchNetwork(fused=False)``, the mixed op as today's and the official code compute it;
 * **after**: the default supernet (``fused=True``);
-* **after + checkpoint**: ``memory="checkpoint"`` (each cell recomputed in the backward pass).
+* **after + checkpoint**: ``memory="checkpoint"`` (each cell recomputed in the backward pass);
+* **after + bf16** (``--bf16``): the default supernet under CPU bf16 autocast, as ``amp: bf16`` runs
+  it; only meaningful on a CPU with native bf16 (``amx_bf16`` or ``avx512_bf16`` in /proc/cpuinfo);
+* **after + channels_last** (``--channels-last``): ``SearchNetwork(channels_last=True)``, the opt-in
+  layout (docs/search_speed.md says why it is opt-in).
 
 Step time = first-order architecture step + weight step, median over ``--reps`` repetitions that
 interleave the variants (before, after, checkpoint, before, ...), so a load that changes over the run
@@ -38,6 +42,7 @@ from search_memory import saved_activation_bytes  # noqa: E402  (benchmarks/ is 
 
 VARIANTS = {"before": dict(fused=False), "after": dict(fused=True),
             "after+checkpoint": dict(fused=True, memory="checkpoint")}
+OPTIONAL_VARIANTS = {"after+bf16": dict(fused=True), "after+channels_last": dict(fused=True, channels_last=True)}
 
 
 def strategies():
@@ -49,8 +54,11 @@ def strategies():
 
 def build(net_kwargs, variant, make, args):
     torch.manual_seed(0)   # the same weights and alphas in every variant
-    net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, **net_kwargs, **VARIANTS[variant])
+    net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, **net_kwargs,
+                        **{**VARIANTS, **OPTIONAL_VARIANTS}[variant])
     strategy = make(net)
+    if variant.endswith("bf16"):   # what the search runner sets for amp: bf16
+        strategy.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return strategy, torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9, weight_decay=3e-4)
 
 
@@ -64,7 +72,7 @@ def saved_bytes(strategy, batch) -> int:
     passes = strategy.num_samples if isinstance(strategy, PARSECStrategy) else 1
     for _ in range(passes):
         holds.clear()
-        with saved_activation_bytes(record, extra=holds):
+        with saved_activation_bytes(record, extra=holds), strategy.autocast():
             logits = net.forward_discrete(x, strategy.sample()[0]) if passes > 1 else net(x)
             loss = strategy.loss(logits, y)
         loss.backward()
@@ -109,8 +117,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated subset of DARTS,PC-DARTS,PARSEC")
+    parser.add_argument("--bf16", action="store_true", help="add the after+bf16 variant (CPU bf16 autocast)")
+    parser.add_argument("--channels-last", action="store_true", help="add the after+channels_last variant")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    variants = list(VARIANTS) + [v for v, on in (("after+bf16", args.bf16),
+                                                  ("after+channels_last", args.channels_last)) if on]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = (torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,)))
@@ -119,17 +131,17 @@ def main() -> None:
     for name, net_kwargs, make in strategies():
         if only and name not in only:
             continue
-        built = {v: build(net_kwargs, v, make, args) for v in VARIANTS}
+        built = {v: build(net_kwargs, v, make, args) for v in variants}
         row = {"strategy": name, **numerics(built["before"][0], built["after"][0], batch)}
         for v, (strategy, _) in built.items():
             row[f"{v}_saved_mb"] = saved_bytes(strategy, batch) / 2**20
-        times = {v: [] for v in VARIANTS}
+        times = {v: [] for v in variants}
         for rep in range(args.reps + 1):
             for v, (strategy, opt) in built.items():
                 t = step(strategy, opt, batch)
                 if rep:   # the first round warms up
                     times[v].append(t)
-        for v in VARIANTS:
+        for v in variants:
             row[f"{v}_step_ms"] = 1000 * statistics.median(times[v])
         rows.append(row)
         print(f"{name}: done", flush=True)
@@ -137,11 +149,11 @@ def main() -> None:
     print(f"\nsearch step (first-order arch step + weight step), batch {args.batch} x 3 x {args.size}^2, "
           f"C={args.C}, {args.layers} cells, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"median of {args.reps} interleaved reps")
-    head = f"{'strategy':10s} {'variant':17s} {'step ms':>9s} {'x before':>9s} {'saved MB':>9s} {'x before':>9s}"
+    head = f"{'strategy':10s} {'variant':19s} {'step ms':>9s} {'x before':>9s} {'saved MB':>9s} {'x before':>9s}"
     print(head + "\n" + "-" * len(head))
     for r in rows:
-        for v in VARIANTS:
-            print(f"{r['strategy']:10s} {v:17s} {r[f'{v}_step_ms']:9.0f} {r[f'{v}_step_ms'] / r['before_step_ms']:9.2f} "
+        for v in variants:
+            print(f"{r['strategy']:10s} {v:19s} {r[f'{v}_step_ms']:9.0f} {r[f'{v}_step_ms'] / r['before_step_ms']:9.2f} "
                   f"{r[f'{v}_saved_mb']:9.1f} {r[f'{v}_saved_mb'] / r['before_saved_mb']:9.2f}")
     print("\nnumerics, after vs before on one batch (fp32):")
     for r in rows:

@@ -111,6 +111,8 @@ def _coerce(key: str, value: Any, kind: Any, where: str) -> Any:
             raise wrong("a number")
         return float(value)
     if kind is str:
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no unquoted as booleans: amp: off
+            return "on" if value else "off"
         if not isinstance(value, str):
             raise wrong("a string")
         return value

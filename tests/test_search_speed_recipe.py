@@ -21,7 +21,13 @@ def test_memory_key_builds_a_checkpointing_supernet():
     assert build_network(load_search_recipe(None, TINY), 10).memory == "default"
 
 
-@pytest.mark.parametrize("bad,match", [("memory=lots", "memory"), ("threads=-1", "threads")])
+def test_channels_last_key_builds_a_channels_last_supernet():
+    assert build_network(load_search_recipe(None, [*TINY, "channels_last=on"]), 10).channels_last
+    assert not build_network(load_search_recipe(None, TINY), 10).channels_last
+
+
+@pytest.mark.parametrize("bad,match", [("memory=lots", "memory"), ("threads=-1", "threads"),
+                                       ("channels_last=yes please", "channels_last")])
 def test_bad_speed_keys_are_one_clear_error(bad, match):
     with pytest.raises(RecipeError, match=match):
         load_search_recipe(None, [bad])
@@ -37,3 +43,14 @@ def test_checkpoint_bf16_search_on_the_cpu_runs_and_writes_a_genotype(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert (tmp_path / "run" / "genotype.yaml").is_file() and result.epochs_done == 2
+
+
+def test_off_and_on_read_as_yaml_booleans_still_mean_off_and_on(tmp_path):
+    # YAML 1.1 reads an unquoted off/on/no/yes as a boolean: amp: off, --set amp=off
+    assert load_search_recipe(None, ["amp=off"]).amp == "off"
+    (tmp_path / "r.yaml").write_text("amp: off\nmemory: checkpoint\n")
+    assert load_search_recipe(tmp_path / "r.yaml").amp == "off"
+    from nasnetzoo.train.recipe import Recipe
+    assert Recipe.load(None, ["channels_last=off", "data_on_device=on"]).channels_last == "off"
+    with pytest.raises(RecipeError, match="'amp' = 'on' is not one of auto, bf16, off"):
+        load_search_recipe(None, ["amp=on"])

@@ -20,6 +20,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "off"),
     "memory": ("default", "checkpoint"),
+    "channels_last": ("off", "on"),
 }
 
 
@@ -48,6 +49,7 @@ class SearchRecipe(RecipeFile):
     partial_k: int = 4            # PC-DARTS's K (1: full channels)
     edge_norm: bool = True        # PC-DARTS's edge normalisation
     memory: str = "default"       # checkpoint: recompute each cell in the backward pass (less memory, ~1 more forward)
+    channels_last: str = "off"    # on: the supernet in channels_last (faster convs; see docs/search_speed.md first)
 
     # ---- weights
     epochs: int = 50
