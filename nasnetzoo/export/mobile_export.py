@@ -33,8 +33,9 @@ def convert_and_check(runtime: Runtime, model, path, size, *, cases=None, thread
                       name: str = "model", seed: int = 0, x_trace=None, convert_options=None) -> dict:
     """Convert ``model`` (eval mode) to ``path`` and check the written file against PyTorch.
 
-    ``convert_options`` go to the runtime's converter (``split_depthwise=False``: keep large
-    depthwise convolutions whole under XNNPACK, for a before/after measurement).
+    ``convert_options`` go to the runtime's converter (``split_depthwise=False``,
+    ``merge_repeated=False``: the XNNPACK conversion without its rewrites, for a before/after
+    measurement).
 
     Returns the conversion's information with ``max_abs_diff`` and the ``verification``;
     raises ``ExportVerificationError`` when the outputs differ (the caller then keeps nothing).

@@ -8,7 +8,8 @@ Export (``--format``), the benchmark (``--runtime``), the mobile report and the 
 * ``gpu``: whether it needs a GPU;
 * ``convert(model, x, path, **options)``: write the file for ``model`` traced at input ``x`` (torch)
   and return what the conversion says about it (for ExecuTorch: the XNNPACK partitions and the ops
-  outside); ``options`` go to the converter (``split_depthwise`` for the XNNPACK ones);
+  outside); ``options`` go to the converter (``split_depthwise`` for the XNNPACK ones,
+  ``merge_repeated`` for ExecuTorch);
 * ``load(path, threads)``: a function ``numpy input -> numpy logits`` running the written file;
 * ``check``: whether its outputs are held to the fp32 bound of ``checks`` (a TensorRT fp32 engine
   uses TF32 and is held to the fp16 bound instead).
