@@ -17,9 +17,9 @@ Four NASNet programs, each a step further:
 
 All are exported to ``.pte`` files (XNNPACK partitioner, fp32), checked against PyTorch, and timed
 with MobileNetV2 (torchvision, random weights, BatchNorm calibrated as in ``nasnetzoo bench``) side
-by side in one run, the programs taking turns in rounds (``nasnetzoo.export.timing``) so that a drift of the machine falls
-on all of them alike.  The published phone figure: 183 ms / 75 ms = 2.44 (MobileNetV2 paper, Pixel
-1, TF-Lite, one large core); the goal here is a ratio of at most 3.0.
+by side in one run, the programs taking turns in rounds (``nasnetzoo.export.timing``) so that a
+drift of the machine falls on all of them alike.  The published phone figure: 183 ms / 75 ms =
+2.44 (MobileNetV2 paper, Pixel 1, TF-Lite, one large core); the goal here is a ratio of at most 3.0.
 
     python benchmarks/nasnet_pool_latency.py                 # 224x224, adaptive timing
     python benchmarks/nasnet_pool_latency.py --smoke --size 64 --iters 3 -o /tmp/x   # checks the script

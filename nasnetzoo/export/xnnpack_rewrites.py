@@ -86,10 +86,10 @@ class RowBandDepthwise(nn.Module):
 def split_large_depthwise(model: nn.Module, max_taps: int = XNNPACK_MAX_DEPTHWISE_TAPS) -> tuple[nn.Module, int]:
     """A copy of ``model`` with every depthwise conv above ``max_taps`` taps split into row bands,
     and how many were split (``model`` itself, untouched, when there are none)."""
-    if not any(is_large_depthwise(m, max_taps) for m in model.modules()):
-        return model, 0
-    model = copy.deepcopy(model)
     targets = [name for name, m in model.named_modules() if is_large_depthwise(m, max_taps)]
+    if not targets:
+        return model, 0
+    model = copy.deepcopy(model)  # same module names in the copy
     for name in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -105,7 +105,7 @@ def merge_repeated_nodes(exported):
     first: dict = {}
     merged = 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.is_impure() or _is_random(node.target):
+        if node.op != "call_function" or node.is_impure(impure_random=True):  # side effects or random draws
             continue
         key = (node.target, _hashable(node.args), _hashable(node.kwargs))
         if key in first:
@@ -117,11 +117,6 @@ def merge_repeated_nodes(exported):
     if merged:
         exported.graph_module.recompile()
     return merged
-
-
-def _is_random(target) -> bool:
-    tags = getattr(target, "tags", ())
-    return torch.Tag.nondeterministic_seeded in tags
 
 
 def _hashable(value):
