@@ -27,6 +27,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..ops.darts import DilConv, FactorizedReduce, SepConv, Zero
+from .cpu_kernels import fast_layer
 
 
 # ---------------------------------------------------------------- max pooling without indices
@@ -90,7 +91,11 @@ def _foldable_bn(module: nn.Module) -> bool:
 # ---------------------------------------------------------------- one edge
 def _run(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
     for m in modules:
-        h = max_pool(m, h) if type(m) is nn.MaxPool2d else m(h)
+        fast = fast_layer(m, h)
+        if fast is not None:
+            h = fast
+        else:
+            h = max_pool(m, h) if type(m) is nn.MaxPool2d else m(h)
     return h
 
 

@@ -1,0 +1,255 @@
+"""Faster CPU versions of the supernet's small convolutions and 3x3 pools (same function).
+
+A DARTS supernet step on the CPU is thousands of small NCHW kernels, and PyTorch's CPU backward
+passes for several of them are far slower than their forward passes (PyTorch 2.14.1, 2 threads,
+batch 16 x 16 channels x 32 x 32; docs/search_speed.md has the measurements):
+
+* **depthwise convolutions**: the backward of a 5x5 or dilated depthwise conv takes 20-45x its
+  forward (8-13 ms against 0.3 ms).  Here the input gradient is a forward depthwise convolution of
+  the output gradient with the flipped kernel, and the weight gradient one multiply-and-sum per
+  kernel tap (in channel-major layout, so each sum runs over contiguous memory);
+* **1x1 convolutions**: a matrix product per image (``W @ x``), forward and backward, instead of
+  oneDNN's convolution, which reorders its operands on every call;
+* **3x3, stride-1 pools**: PyTorch's NCHW pooling kernels are scalar loops (about 4 ms for a max
+  pool).  Here a pool is two passes of three shifted maxima or sums.  The max pool keeps no
+  indices: its backward routes each output's gradient to the first maximum of its window in
+  row-major order, the element PyTorch's argmax picks.
+
+Each function computes what the module it replaces computes, within float reordering (the sums run
+in another order; maxima are exact), and :func:`fast_layer` falls back to the module itself
+wherever that is not established: another device, autocast, channels_last, other strides,
+paddings or groups.  Results are tested against the modules in ``tests/test_cpu_kernels.py``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+
+_enabled = True
+
+
+@contextmanager
+def native_kernels() -> Iterator[None]:
+    """Within this block :func:`fast_layer` declines everything, so PyTorch's own kernels run
+    (the 'before' of ``benchmarks/search_vs_baseline.py`` and the tests' reference)."""
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def _eligible(x: torch.Tensor) -> bool:
+    """The tensors these kernels are written and checked for: CPU, fp32/fp64, no autocast, and
+    NCHW with each channel's map a row-major block (PC-DARTS's channel slice included, channels_last
+    not)."""
+    return (_enabled and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
+            and x.stride(3) == 1 and x.stride(2) == x.shape[3] and x.stride(1) >= x.shape[2] * x.shape[3]
+            and not torch.is_autocast_enabled("cpu"))
+
+
+# ---------------------------------------------------------------- depthwise convolution
+def _depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, padding: int,
+                           dilation: int) -> torch.Tensor:
+    """d loss / d weight of a stride-1 depthwise conv: per tap, sum(shifted input * grad)."""
+    channels, height, width = x.shape[1], grad.shape[2], grad.shape[3]
+    # Channel-major (C, N, H, W): each tap's sum then reduces over one contiguous block per channel.
+    padded = F.pad(x, (padding,) * 4).transpose(0, 1).contiguous()
+    grad_cm = grad.transpose(0, 1).contiguous()
+    product = torch.empty_like(grad_cm)
+    weight_grad = x.new_empty(channels, kernel, kernel)
+    for i in range(kernel):
+        for j in range(kernel):
+            window = padded[:, :, i * dilation:i * dilation + height, j * dilation:j * dilation + width]
+            weight_grad[:, i, j] = torch.mul(window, grad_cm, out=product).sum(dim=(1, 2, 3))
+    return weight_grad.unsqueeze(1)
+
+
+def _taps_win(height: int, width: int, kernel: int, dilation: int) -> bool:
+    """Whether the per-tap weight gradient beats PyTorch's: measured on 32x32 maps with 5x5 or
+    dilated kernels (2-3x faster); on smaller maps and plain 3x3 kernels PyTorch's is as fast or
+    faster (docs/search_speed.md)."""
+    return height * width >= 1024 and (kernel > 3 or dilation > 1)
+
+
+class _DepthwiseWeightGrad(torch.autograd.Function):
+    """The weight half of :class:`_DepthwiseConv2d`'s backward, as a node of its own.
+
+    Its output is a zero-cost stand-in shaped like the conv's output, which the conv takes as an
+    input and passes the output gradient back to.  Being a separate node, it runs only when the
+    weight's gradient is wanted: an architecture step (``autograd.grad`` of the alphas) skips it,
+    as it skips the weight half of PyTorch's own convolution backward.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, x, padding: int, dilation: int, out_shape):
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.dilation = padding, dilation
+        return weight.new_zeros(()).expand(out_shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        kernel, padding, dilation = weight.shape[-1], ctx.padding, ctx.dilation
+        if _taps_win(grad.shape[2], grad.shape[3], kernel, dilation):
+            grad_w = _depthwise_weight_grad(x, grad, kernel, padding, dilation)
+        else:
+            grad_w = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], [padding] * 2, [dilation] * 2, False, [0, 0], x.shape[1],
+                [False, True, False])[1]
+        return grad_w, None, None, None, None
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    """Stride-1 depthwise ``F.conv2d`` with square kernel and 'same' padding (input half of the
+    backward here, weight half in :class:`_DepthwiseWeightGrad`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, weight_grad_carrier, padding: int, dilation: int):
+        ctx.save_for_backward(weight)
+        ctx.padding, ctx.dilation = padding, dilation
+        return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # The transposed convolution of a stride-1 conv: correlate with the flipped kernel.
+            kernel = weight.shape[-1]
+            grad_x = F.conv2d(grad, weight.flip(-1, -2), None, 1, ctx.dilation * (kernel - 1) - ctx.padding,
+                              ctx.dilation, weight.shape[0])
+        return grad_x, None, grad if ctx.needs_input_grad[2] else None, None, None
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, padding=padding, dilation=dilation, groups=C)``, stride 1, 'same' size."""
+    carrier = None
+    if weight.requires_grad and torch.is_grad_enabled():
+        carrier = _DepthwiseWeightGrad.apply(weight, x.detach(), padding, dilation, x.shape)
+    return _DepthwiseConv2d.apply(x, weight.detach() if carrier is not None else weight, carrier,
+                                  padding, dilation)
+
+
+def _depthwise(conv: nn.Conv2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    k, (ph, pw), (dh, dw) = conv.kernel_size, conv.padding, conv.dilation
+    if (conv.groups != conv.in_channels or conv.out_channels != conv.in_channels or conv.bias is not None
+            or k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1)
+            or 2 * ph != dh * (k[0] - 1) or conv.padding_mode != "zeros"):
+        return None
+    return lambda x: depthwise_conv(x, conv.weight, ph, dh)
+
+
+# ---------------------------------------------------------------- 1x1 convolution
+def _pointwise(conv: nn.Conv2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    if (conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0)
+            or conv.groups != 1 or conv.bias is not None):
+        return None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return torch.matmul(conv.weight.view(conv.out_channels, c), x.reshape(n, c, h * w)).view(n, -1, h, w)
+    return run
+
+
+# ---------------------------------------------------------------- 3x3 stride-1 pools
+def _shifted(x: torch.Tensor, combine, dim: int) -> torch.Tensor:
+    """``combine`` of the three neighbours along ``dim`` of an already padded map."""
+    n = x.shape[dim] - 2
+    return combine(combine(x.narrow(dim, 0, n), x.narrow(dim, 1, n)), x.narrow(dim, 2, n))
+
+
+def _box_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over each 3x3 window, zero padding, same size."""
+    return _shifted(_shifted(F.pad(x, (1, 1, 1, 1)), torch.add, 3), torch.add, 2)
+
+
+def _window_max(x: torch.Tensor) -> torch.Tensor:
+    return _shifted(_shifted(F.pad(x, (1, 1, 1, 1), value=float("-inf")), torch.maximum, 3), torch.maximum, 2)
+
+
+class _MaxPool3x3(torch.autograd.Function):
+    """``F.max_pool2d(x, 3, 1, 1)``; the backward recomputes which element is each window's max."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _window_max(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        out = _window_max(x)
+        n, c, h, w = x.shape
+        padded = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+        grad_padded = x.new_zeros(n, c, h + 2, w + 2)
+        taken = torch.zeros(out.shape, dtype=torch.bool)
+        # Row-major over the window, first match wins: the index PyTorch's max pool records.
+        for i in range(3):
+            for j in range(3):
+                first = (padded[:, :, i:i + h, j:j + w] == out).logical_and_(taken.logical_not())
+                taken.logical_or_(first)
+                grad_padded[:, :, i:i + h, j:j + w].addcmul_(grad, first)
+        return grad_padded[:, :, 1:h + 1, 1:w + 1]
+
+
+class _AvgPool3x3(torch.autograd.Function):
+    """``F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)``: window sums over valid counts."""
+
+    @staticmethod
+    def forward(ctx, x):
+        inv_count = 1.0 / _box_sum(x.new_ones(1, 1, x.shape[2], x.shape[3]))
+        ctx.save_for_backward(inv_count)
+        return _box_sum(x) * inv_count
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (inv_count,) = ctx.saved_tensors
+        return _box_sum(grad * inv_count)   # the 3x3 window is symmetric: its adjoint is itself
+
+
+def _is_3x3_same(pool: nn.Module) -> bool:
+    size, stride, pad = (getattr(pool, a) for a in ("kernel_size", "stride", "padding"))
+    return size in (3, (3, 3)) and stride in (1, (1, 1)) and pad in (1, (1, 1)) and not pool.ceil_mode
+
+
+def _max_pool(pool: nn.MaxPool2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    if not _is_3x3_same(pool) or pool.return_indices or pool.dilation not in (1, (1, 1)):
+        return None
+    return _MaxPool3x3.apply
+
+
+def _avg_pool(pool: nn.AvgPool2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    if not _is_3x3_same(pool) or pool.count_include_pad or pool.divisor_override is not None:
+        return None
+    return _AvgPool3x3.apply
+
+
+# ---------------------------------------------------------------- dispatch
+def fast_layer(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``layer(x)`` computed by a kernel of this module, or None where none applies."""
+    if not _eligible(x):
+        return None
+    kind = type(layer)
+    if kind is nn.Conv2d:
+        run = _pointwise(layer) or _depthwise(layer)
+    elif kind is nn.MaxPool2d:
+        run = _max_pool(layer)
+    elif kind is nn.AvgPool2d:
+        run = _avg_pool(layer)
+    else:
+        return None
+    return None if run is None else run(x)

@@ -1,0 +1,92 @@
+"""The CPU kernels compute what the modules they replace compute, gradients included."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nasnetzoo.search import cpu_kernels
+from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels
+
+LAYERS = {
+    "sep3": lambda c: nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+    "sep5": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
+    "dil3": lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c, bias=False),
+    "dil5": lambda c: nn.Conv2d(c, c, 5, padding=4, dilation=2, groups=c, bias=False),
+    "pointwise": lambda c: nn.Conv2d(c, 2 * c, 1, bias=False),
+    "max": lambda c: nn.MaxPool2d(3, 1, 1),
+    "avg": lambda c: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+}
+
+
+def outputs_and_grads(layer, x, grad_out):
+    x = x.detach().requires_grad_()
+    out = fast_layer(layer, x)
+    assert out is not None, "the kernel declined a layer it is written for"
+    params = list(layer.parameters())
+    grads = torch.autograd.grad(out, [x] + params, grad_out)
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("size", [7, 32])   # 32x32 takes the per-tap weight gradient for 5x5/dilated
+@pytest.mark.parametrize("sliced", [False, True])   # PC-DARTS hands the ops a channel slice
+def test_kernel_equals_module_in_float64(name, size, sliced):
+    torch.manual_seed(0)
+    layer = LAYERS[name](6).double()
+    full = torch.randn(3, 12 if sliced else 6, size, size, dtype=torch.float64)
+    x = full[:, :6] if sliced else full
+    with native_kernels():
+        assert fast_layer(layer, x) is None
+        x_ref = x.detach().requires_grad_()
+        ref = layer(x_ref)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, [x_ref] + list(layer.parameters()), grad_out)
+    out, grads = outputs_and_grads(layer, x, grad_out)
+    assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-11)
+
+
+def test_max_pool_routes_ties_like_pytorch():
+    """Windows with several equal maxima: the gradient goes where PyTorch's argmax points."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 3, (2, 4, 9, 9)).double()
+    pool, grad_out = nn.MaxPool2d(3, 1, 1), torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(pool(x_ref), x_ref, grad_out)
+    _, (grad,) = outputs_and_grads(pool, x, grad_out)
+    assert torch.allclose(grad, ref, rtol=0, atol=1e-12)   # a misrouted gradient is off by O(1)
+
+
+def test_architecture_gradients_skip_the_depthwise_weight_gradient(monkeypatch):
+    """autograd.grad of the input alone (an architecture step) never computes the conv weight's."""
+    calls = []
+    real = cpu_kernels._depthwise_weight_grad
+    monkeypatch.setattr(cpu_kernels, "_depthwise_weight_grad", lambda *a: calls.append(1) or real(*a))
+    conv = LAYERS["sep5"](4)
+    x = torch.randn(2, 4, 32, 32, requires_grad=True)
+    torch.autograd.grad(fast_layer(conv, x).sum(), x)
+    assert calls == []
+    fast_layer(conv, x).sum().backward()
+    assert calls == [1] and conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("case", ["channels_last", "stride2", "padding0", "float16", "autocast"])
+def test_fast_layer_declines_what_it_was_not_written_for(case):
+    conv, x = LAYERS["sep3"](4), torch.randn(2, 4, 8, 8)
+    if case == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif case == "stride2":
+        conv = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False)
+    elif case == "padding0":
+        conv = nn.Conv2d(4, 4, 3, padding=0, groups=4, bias=False)
+    elif case == "float16":
+        x = x.half()
+    if case == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert fast_layer(conv, x) is None
+    else:
+        assert fast_layer(conv, x) is None
+    assert fast_layer(nn.MaxPool2d(3, 2, 1), torch.randn(2, 4, 8, 8)) is None
+    assert fast_layer(nn.AvgPool2d(3, 1, 1), torch.randn(2, 4, 8, 8)) is None   # count_include_pad=True
