@@ -4,7 +4,9 @@ At the configuration of issue 14 (supernet C=16, 8 cells, batch 16, 32 px, 2 thr
 PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 
 * **before**: ``SearchNetwork(fused=False)``, the mixed op as today's and the official code compute it;
-* **after**: the default supernet (``fused=True``);
+* **after**: the default supernet (``fused=True``, with the CPU kernels of ``search/cpu_kernels.py``);
+* **after-kernels**: the fused supernet on PyTorch's own kernels (``cpu_kernels.native_kernels()``),
+  which separates what the kernels bring from what the fused mixed op brings;
 * **after + checkpoint**: ``memory="checkpoint"`` (each cell recomputed in the backward pass);
 * **after + bf16** (``--bf16``): the default supernet under CPU bf16 autocast, as ``amp: bf16`` runs
   it; only meaningful on a CPU with native bf16 (``amx_bf16`` or ``avx512_bf16`` in /proc/cpuinfo);
@@ -12,7 +14,7 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
   layout (docs/search_speed.md says why it is opt-in).
 
 Step time = first-order architecture step + weight step, median over ``--reps`` repetitions that
-interleave the variants (before, after, checkpoint, before, ...), so a load that changes over the run
+interleave the variants (before, after, after-kernels, checkpoint, before, ...), so a load that changes over the run
 hits all of them alike.  Saved bytes = distinct storages autograd keeps for backward during one
 weight-step forward (``torch.autograd.graph.saved_tensors_hooks``); with checkpointing, the cell
 inputs the checkpoints hold are counted too.  Both are printed as a table with after/before ratios,
@@ -25,6 +27,7 @@ About 3-4 minutes on a quiet 2-core machine with the defaults.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -36,11 +39,12 @@ configure_threads()   # the package's thread defaults, before torch starts its p
 
 import torch  # noqa: E402
 
+from nasnetzoo.search.cpu_kernels import native_kernels  # noqa: E402
 from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy  # noqa: E402
 from nasnetzoo.search.supernet import SearchCell, SearchNetwork  # noqa: E402
 from search_memory import saved_activation_bytes  # noqa: E402  (benchmarks/ is the script's folder)
 
-VARIANTS = {"before": dict(fused=False), "after": dict(fused=True),
+VARIANTS = {"before": dict(fused=False), "after": dict(fused=True), "after-kernels": dict(fused=True),
             "after+checkpoint": dict(fused=True, memory="checkpoint")}
 OPTIONAL_VARIANTS = {"after+bf16": dict(fused=True), "after+channels_last": dict(fused=True, channels_last=True)}
 
@@ -60,6 +64,11 @@ def build(net_kwargs, variant, make, args):
     if variant.endswith("bf16"):   # what the search runner sets for amp: bf16
         strategy.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return strategy, torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9, weight_decay=3e-4)
+
+
+def kernels(variant: str):
+    """The context a variant runs in: PyTorch's own kernels for 'after-kernels'."""
+    return native_kernels() if variant == "after-kernels" else contextlib.nullcontext()
 
 
 def saved_bytes(strategy, batch) -> int:
@@ -134,11 +143,13 @@ def main() -> None:
         built = {v: build(net_kwargs, v, make, args) for v in variants}
         row = {"strategy": name, **numerics(built["before"][0], built["after"][0], batch)}
         for v, (strategy, _) in built.items():
-            row[f"{v}_saved_mb"] = saved_bytes(strategy, batch) / 2**20
+            with kernels(v):
+                row[f"{v}_saved_mb"] = saved_bytes(strategy, batch) / 2**20
         times = {v: [] for v in variants}
         for rep in range(args.reps + 1):
             for v, (strategy, opt) in built.items():
-                t = step(strategy, opt, batch)
+                with kernels(v):
+                    t = step(strategy, opt, batch)
                 if rep:   # the first round warms up
                     times[v].append(t)
         for v in variants:

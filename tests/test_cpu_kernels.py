@@ -9,14 +9,14 @@ from nasnetzoo.search import cpu_kernels
 from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels
 
 LAYERS = {
-    "sep3": lambda c: nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
     "sep5": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
     "dil3": lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c, bias=False),
     "dil5": lambda c: nn.Conv2d(c, c, 5, padding=4, dilation=2, groups=c, bias=False),
-    "pointwise": lambda c: nn.Conv2d(c, 2 * c, 1, bias=False),
     "max": lambda c: nn.MaxPool2d(3, 1, 1),
     "avg": lambda c: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
 }
+SIZES = {"sep5": [32, 33], "dil3": [32], "dil5": [32], "max": [7, 32], "avg": [16, 19]}   # where each runs
+CASES = [(name, size) for name, sizes in SIZES.items() for size in sizes]
 
 
 def outputs_and_grads(layer, x, grad_out):
@@ -28,8 +28,7 @@ def outputs_and_grads(layer, x, grad_out):
     return out.detach(), grads
 
 
-@pytest.mark.parametrize("name", LAYERS)
-@pytest.mark.parametrize("size", [7, 32])   # 32x32 takes the per-tap weight gradient for 5x5/dilated
+@pytest.mark.parametrize("name,size", CASES)
 @pytest.mark.parametrize("sliced", [False, True])   # PC-DARTS hands the ops a channel slice
 def test_kernel_equals_module_in_float64(name, size, sliced):
     torch.manual_seed(0)
@@ -72,21 +71,27 @@ def test_architecture_gradients_skip_the_depthwise_weight_gradient(monkeypatch):
     assert calls == [1] and conv.weight.grad is not None
 
 
-@pytest.mark.parametrize("case", ["channels_last", "stride2", "padding0", "float16", "autocast"])
+@pytest.mark.parametrize("case", ["channels_last", "stride2", "padding0", "float16", "autocast", "small_map",
+                                  "plain_3x3"])
 def test_fast_layer_declines_what_it_was_not_written_for(case):
-    conv, x = LAYERS["sep3"](4), torch.randn(2, 4, 8, 8)
+    conv, x = LAYERS["sep5"](4), torch.randn(2, 4, 32, 32)
     if case == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     elif case == "stride2":
-        conv = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False)
+        conv = nn.Conv2d(4, 4, 5, stride=2, padding=2, groups=4, bias=False)
     elif case == "padding0":
-        conv = nn.Conv2d(4, 4, 3, padding=0, groups=4, bias=False)
+        conv = nn.Conv2d(4, 4, 5, padding=0, groups=4, bias=False)
     elif case == "float16":
         x = x.half()
+    elif case == "small_map":
+        x = torch.randn(2, 4, 16, 16)
+    elif case == "plain_3x3":
+        conv = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
     if case == "autocast":
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert fast_layer(conv, x) is None
     else:
         assert fast_layer(conv, x) is None
     assert fast_layer(nn.MaxPool2d(3, 2, 1), torch.randn(2, 4, 8, 8)) is None
-    assert fast_layer(nn.AvgPool2d(3, 1, 1), torch.randn(2, 4, 8, 8)) is None   # count_include_pad=True
+    assert fast_layer(nn.AvgPool2d(3, 1, 1), torch.randn(2, 4, 16, 16)) is None   # count_include_pad=True
+    assert fast_layer(nn.Conv2d(4, 8, 1, bias=False), torch.randn(2, 4, 32, 32)) is None

@@ -1,24 +1,23 @@
-"""Faster CPU versions of the supernet's small convolutions and 3x3 pools (same function).
+"""Faster CPU versions of the supernet's large depthwise convolutions and 3x3 pools (same function).
 
-A DARTS supernet step on the CPU is thousands of small NCHW kernels, and PyTorch's CPU backward
-passes for several of them are far slower than their forward passes (PyTorch 2.14.1, 2 threads,
-batch 16 x 16 channels x 32 x 32; docs/search_speed.md has the measurements):
+A DARTS supernet step on the CPU is thousands of small NCHW kernels, and PyTorch's CPU kernels for
+some of them are far slower than the arithmetic needs (PyTorch 2.14.1, 2 threads, batch 16 x 16
+channels x 32 x 32; docs/search_speed.md has the measurements):
 
-* **depthwise convolutions**: the backward of a 5x5 or dilated depthwise conv takes 20-45x its
-  forward (8-13 ms against 0.3 ms).  Here the input gradient is a forward depthwise convolution of
-  the output gradient with the flipped kernel, and the weight gradient one multiply-and-sum per
-  kernel tap (in channel-major layout, so each sum runs over contiguous memory);
-* **1x1 convolutions**: a matrix product per image (``W @ x``), forward and backward, instead of
-  oneDNN's convolution, which reorders its operands on every call;
-* **3x3, stride-1 pools**: PyTorch's NCHW pooling kernels are scalar loops (about 4 ms for a max
-  pool).  Here a pool is two passes of three shifted maxima or sums.  The max pool keeps no
-  indices: its backward routes each output's gradient to the first maximum of its window in
-  row-major order, the element PyTorch's argmax picks.
+* **5x5 and dilated depthwise convolutions on maps of 32x32 or more**: PyTorch's backward takes
+  14-38 ms against a 1-1.5 ms forward.  Here the input gradient is a forward depthwise
+  convolution of the output gradient with the flipped kernel, and the weight gradient one
+  multiply-and-sum per kernel tap (in channel-major layout, so each sum runs over contiguous
+  memory): 3-5x less time for forward + backward;
+* **3x3, stride-1 pools**: PyTorch's NCHW pooling kernels are scalar loops (about 6 ms for a max
+  pool, 3 ms for an average pool, forward).  Here a pool is two passes of three shifted maxima or
+  sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept).
 
 Each function computes what the module it replaces computes, within float reordering (the sums run
-in another order; maxima are exact), and :func:`fast_layer` falls back to the module itself
-wherever that is not established: another device, autocast, channels_last, other strides,
-paddings or groups.  Results are tested against the modules in ``tests/test_cpu_kernels.py``.
+in another order; maxima are exact).  :func:`fast_layer` falls back to the module itself wherever
+that is not established (another device, autocast, channels_last, other strides, paddings or
+groups) and where PyTorch's kernel is as fast (smaller maps, plain 3x3 depthwise convs).  Results
+are tested against the modules in ``tests/test_cpu_kernels.py``.
 """
 from __future__ import annotations
 
@@ -72,13 +71,6 @@ def _depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, pad
     return weight_grad.unsqueeze(1)
 
 
-def _taps_win(height: int, width: int, kernel: int, dilation: int) -> bool:
-    """Whether the per-tap weight gradient beats PyTorch's: measured on 32x32 maps with 5x5 or
-    dilated kernels (2-3x faster); on smaller maps and plain 3x3 kernels PyTorch's is as fast or
-    faster (docs/search_speed.md)."""
-    return height * width >= 1024 and (kernel > 3 or dilation > 1)
-
-
 class _DepthwiseWeightGrad(torch.autograd.Function):
     """The weight half of :class:`_DepthwiseConv2d`'s backward, as a node of its own.
 
@@ -100,13 +92,7 @@ class _DepthwiseWeightGrad(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
         kernel, padding, dilation = weight.shape[-1], ctx.padding, ctx.dilation
-        if _taps_win(grad.shape[2], grad.shape[3], kernel, dilation):
-            grad_w = _depthwise_weight_grad(x, grad, kernel, padding, dilation)
-        else:
-            grad_w = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], [padding] * 2, [dilation] * 2, False, [0, 0], x.shape[1],
-                [False, True, False])[1]
-        return grad_w, None, None, None, None
+        return _depthwise_weight_grad(x, grad, kernel, padding, dilation), None, None, None, None
 
 
 class _DepthwiseConv2d(torch.autograd.Function):
@@ -142,25 +128,18 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation
                                   padding, dilation)
 
 
-def _depthwise(conv: nn.Conv2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def _depthwise(conv: nn.Conv2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     k, (ph, pw), (dh, dw) = conv.kernel_size, conv.padding, conv.dilation
     if (conv.groups != conv.in_channels or conv.out_channels != conv.in_channels or conv.bias is not None
             or k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1)
             or 2 * ph != dh * (k[0] - 1) or conv.padding_mode != "zeros"):
         return None
-    return lambda x: depthwise_conv(x, conv.weight, ph, dh)
-
-
-# ---------------------------------------------------------------- 1x1 convolution
-def _pointwise(conv: nn.Conv2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    if (conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0)
-            or conv.groups != 1 or conv.bias is not None):
+    # Where it pays (docs/search_speed.md): PyTorch's backward of a 5x5 or dilated depthwise conv
+    # on 32x32 maps takes 3-5x this one's; on smaller maps and for plain 3x3 kernels it is as fast
+    # or faster than these extra autograd nodes.
+    if x.shape[2] * x.shape[3] < 1024 or (k[0] <= 3 and dh == 1):
         return None
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return torch.matmul(conv.weight.view(conv.out_channels, c), x.reshape(n, c, h * w)).view(n, -1, h, w)
-    return run
+    return lambda x: depthwise_conv(x, conv.weight, ph, dh)
 
 
 # ---------------------------------------------------------------- 3x3 stride-1 pools
@@ -180,7 +159,11 @@ def _window_max(x: torch.Tensor) -> torch.Tensor:
 
 
 class _MaxPool3x3(torch.autograd.Function):
-    """``F.max_pool2d(x, 3, 1, 1)``; the backward recomputes which element is each window's max."""
+    """``F.max_pool2d(x, 3, 1, 1)``: a fast forward, PyTorch's own backward (argmax recomputed).
+
+    The backward recomputes the argmax with PyTorch's kernel, so gradients go exactly where
+    PyTorch sends them (the first maximum of each window), and no indices are kept meanwhile.
+    """
 
     @staticmethod
     def forward(ctx, x):
@@ -191,18 +174,9 @@ class _MaxPool3x3(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        out = _window_max(x)
-        n, c, h, w = x.shape
-        padded = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
-        grad_padded = x.new_zeros(n, c, h + 2, w + 2)
-        taken = torch.zeros(out.shape, dtype=torch.bool)
-        # Row-major over the window, first match wins: the index PyTorch's max pool records.
-        for i in range(3):
-            for j in range(3):
-                first = (padded[:, :, i:i + h, j:j + w] == out).logical_and_(taken.logical_not())
-                taken.logical_or_(first)
-                grad_padded[:, :, i:i + h, j:j + w].addcmul_(grad, first)
-        return grad_padded[:, :, 1:h + 1, 1:w + 1]
+        window = ([3, 3], [1, 1], [1, 1], [1, 1], False)   # kernel, stride, padding, dilation, ceil_mode
+        _, indices = torch.ops.aten.max_pool2d_with_indices(x, *window)
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *window, indices)
 
 
 class _AvgPool3x3(torch.autograd.Function):
@@ -226,14 +200,16 @@ def _is_3x3_same(pool: nn.Module) -> bool:
     return size in (3, (3, 3)) and stride in (1, (1, 1)) and pad in (1, (1, 1)) and not pool.ceil_mode
 
 
-def _max_pool(pool: nn.MaxPool2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def _max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     if not _is_3x3_same(pool) or pool.return_indices or pool.dilation not in (1, (1, 1)):
         return None
     return _MaxPool3x3.apply
 
 
-def _avg_pool(pool: nn.AvgPool2d) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def _avg_pool(pool: nn.AvgPool2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     if not _is_3x3_same(pool) or pool.count_include_pad or pool.divisor_override is not None:
+        return None
+    if x.shape[2] * x.shape[3] < 256:   # on 8x8 maps PyTorch's own is faster than six shifted adds
         return None
     return _AvgPool3x3.apply
 
@@ -245,11 +221,11 @@ def fast_layer(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
         return None
     kind = type(layer)
     if kind is nn.Conv2d:
-        run = _pointwise(layer) or _depthwise(layer)
+        run = _depthwise(layer, x)
     elif kind is nn.MaxPool2d:
-        run = _max_pool(layer)
+        run = _max_pool(layer, x)
     elif kind is nn.AvgPool2d:
-        run = _avg_pool(layer)
+        run = _avg_pool(layer, x)
     else:
         return None
     return None if run is None else run(x)
