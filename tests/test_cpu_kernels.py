@@ -1,6 +1,10 @@
 """The CPU kernels compute what the modules they replace compute, gradients included."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -95,3 +99,12 @@ def test_fast_layer_declines_what_it_was_not_written_for(case):
     assert fast_layer(nn.MaxPool2d(3, 2, 1), torch.randn(2, 4, 8, 8)) is None
     assert fast_layer(nn.AvgPool2d(3, 1, 1), torch.randn(2, 4, 16, 16)) is None   # count_include_pad=True
     assert fast_layer(nn.Conv2d(4, 8, 1, bias=False), torch.randn(2, 4, 32, 32)) is None
+
+
+def test_benchmark_script_runs():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_kernels.py"
+    out = subprocess.run([sys.executable, str(script), "--reps", "1", "--threads", "1", "--shapes", "2,2,32,32",
+                          "2,2,8,8"], capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = {tuple(line.split()[:3]): line for line in out.splitlines() if line.startswith("dil_conv_5x5")}
+    assert len(rows[("dil_conv_5x5", "depthwise", "2,2,32,32")].split()) == 8   # four times and a ratio
+    assert "declines this shape" in rows[("dil_conv_5x5", "depthwise", "2,2,8,8")]

@@ -8,12 +8,10 @@ import sysconfig
 import venv
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
 def test_wheel_in_separate_venv_loads_model(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

@@ -12,8 +12,11 @@ from click.testing import CliRunner
 
 import nasnetzoo
 from nasnetzoo.cli import cli
+from nasnetzoo.errors import ConfigError
+from nasnetzoo.genotype import Genotype
 from nasnetzoo.search.recipe import SearchRecipe, load_search_recipe
 from nasnetzoo.search.runner import CHECKPOINT, prepare_resume, search
+from nasnetzoo.search.supernet import SearchNetwork
 from nasnetzoo.train.recipe import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +27,15 @@ TINY = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_per_epoc
 
 def tiny_recipe(*extra: str) -> SearchRecipe:
     return load_search_recipe(REPO / "recipes" / "smoke_search.yaml", [*TINY, *extra])
+
+
+def test_fewer_nodes_per_cell_search_and_concatenate_them_all(tmp_path):
+    """steps=2: the cell output concatenates its two nodes (it asked for four and crashed before)."""
+    search(tiny_recipe("steps=2", "epochs=1", "warmup_epochs=0", "max_steps_per_epoch=1"), out=tmp_path / "run")
+    genotype = Genotype.from_file(tmp_path / "run" / "genotype.yaml")
+    assert len(genotype.normal.nodes) == 2 and tuple(genotype.normal.concat) == (2, 3)
+    with pytest.raises(ConfigError, match="multiplier=4 .* steps=2"):
+        SearchNetwork(C=4, layers=3, steps=2, multiplier=4)
 
 
 @pytest.mark.parametrize("name", SEARCH_RECIPES)

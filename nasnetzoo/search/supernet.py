@@ -200,6 +200,9 @@ class SearchNetwork(nn.Module):
             raise ConfigError(f"unknown search stem {stem!r}; use 'cifar' or 'imagenet'.")
         if layers < 3:
             raise ConfigError(f"a search network needs at least 3 cells (two reductions), got layers={layers}.")
+        if not 1 <= multiplier <= steps:
+            raise ConfigError(f"a cell concatenates its last multiplier={multiplier} nodes but has steps={steps}; "
+                              f"use 1 <= multiplier <= steps.")
         self.C, self.layers, self.num_classes, self.steps = C, layers, num_classes, steps
         self.primitives = tuple(primitives)
         self.partial_k, self.edge_norm, self.stem_type = partial_k, edge_norm, stem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from nasnetzoo.search.rl.recipe import RLSearchRecipe
 from nasnetzoo.search.rl.runner import rl_search
 from nasnetzoo.search.runner import prepare_resume as prepare_search_resume, search
 from nasnetzoo import fileio
-from nasnetzoo.train import checkpoint as ckpt
 from nasnetzoo.train.envelope import Run, RunDirError
 from nasnetzoo.train.progress import read_jsonl
 from nasnetzoo.train.recipe import Recipe
@@ -156,18 +156,35 @@ class _Killer:
         os.replace = replace
 
 
-def _count_kill_points(fn) -> int:
-    """How many writes and renames ``fn`` makes: each is a place to kill it.  (Run it once before:
-    a first run in a process also writes caches, matplotlib's font list for one.)"""
-    calls = []
+def _write_label(kind: str, path) -> str:
+    """What a write or rename is of, the same for every epoch: 'write checkpoint.pt',
+    'rename epoch_#.yaml' (a temporary file ``.NAME.PID.RANDOM.tmp`` stands for NAME)."""
+    name = Path(path).name
+    temporary = re.fullmatch(r"\.(.+)\.\d+\.[0-9a-f]+\.tmp", name)
+    return f"{kind} {re.sub(r'[0-9]+', '#', temporary.group(1) if temporary else name)}"
+
+
+def _kill_points(fn) -> tuple[list[int], int]:
+    """Where to kill ``fn``, and how many writes and renames it makes in all.
+
+    Every write and rename is a place to kill it; the same write repeated (each epoch's checkpoint,
+    each step's log line) takes the same path through the code, so the points are the first and
+    the last of each kind: before and after the first checkpoint exists, for every file the run
+    writes.  (Run ``fn`` once before: a first run in a process also writes caches, matplotlib's
+    font list for one.)"""
+    labels = []
     original_write, original_replace = fileio._write_bytes, os.replace
     try:
-        fileio._write_bytes = lambda h, p: (calls.append(1), original_write(h, p))
-        os.replace = lambda s, d: (calls.append(1), original_replace(s, d))
+        fileio._write_bytes = lambda h, p: (labels.append(_write_label("write", h.name)), original_write(h, p))
+        os.replace = lambda s, d: (labels.append(_write_label("rename", d)), original_replace(s, d))
         fn()
     finally:
         fileio._write_bytes, os.replace = original_write, original_replace
-    return len(calls)
+    first, last = {}, {}
+    for n, label in enumerate(labels, 1):
+        first.setdefault(label, n)
+        last[label] = n
+    return sorted(set(first.values()) | set(last.values())), len(labels)
 
 
 def _killed_at(n: int, fn) -> bool:
@@ -196,12 +213,12 @@ def test_train_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_pa
     recipe = _tiny_train()
     straight = tmp_path / "straight"
     train(recipe, "pcdarts_cifar", out=tmp_path / "warm")
-    points = _count_kill_points(lambda: train(recipe, "pcdarts_cifar", out=straight))
+    points, total = _kill_points(lambda: train(recipe, "pcdarts_cifar", out=straight))
     final, best = load_file(str(straight / "weights" / "final.safetensors")), \
         load_file(str(straight / "weights" / "best.safetensors"))
     log = _strip(read_jsonl(straight / "metrics.jsonl"))
-    assert points > 15
-    for n in range(1, points + 1):
+    assert total > 15 and len(points) > 5
+    for n in points:
         run = tmp_path / f"k{n}"
         assert _killed_at(n, lambda: train(recipe, "pcdarts_cifar", out=run)), n
         if (run / "checkpoints" / "last.pt").exists():
@@ -216,8 +233,8 @@ def test_train_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_pa
         _no_scratch(run)
 
 
-TINY_SEARCH = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_per_epoch=2", "progress=false",
-               "epochs=2", "warmup_epochs=0"]
+TINY_SEARCH = ["image_size=16", "C=4", "layers=3", "steps=1", "batch_size=16", "max_steps_per_epoch=2",
+               "progress=false", "epochs=2", "warmup_epochs=0"]   # steps=1: one node per cell, the same writes
 
 
 def test_search_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
@@ -227,9 +244,9 @@ def test_search_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_p
     recipe = load_search_recipe(RECIPES / "smoke_search.yaml", [*TINY_SEARCH, "max_steps_per_epoch=1"])
     straight = tmp_path / "straight"
     search(recipe, out=tmp_path / "warm")
-    points = _count_kill_points(lambda: search(recipe, out=straight))
+    points, _ = _kill_points(lambda: search(recipe, out=straight))
     whole = torch.load(straight / "checkpoint.pt", weights_only=True)
-    for n in range(1, points + 1):
+    for n in points:
         run = tmp_path / f"k{n}"
         assert _killed_at(n, lambda: search(recipe, out=run)), n
         if (run / "checkpoint.pt").exists():
@@ -264,8 +281,8 @@ def test_rl_search_killed_inside_every_write_resumes_to_the_uninterrupted_run(tm
                             child={"dataset": "digits", "device": "cpu"})
     straight = tmp_path / "straight"
     rl_search(recipe, out=tmp_path / "warm", evaluate=_reward)
-    points = _count_kill_points(lambda: rl_search(recipe, out=straight, evaluate=_reward))
-    for n in range(1, points + 1):
+    points, _ = _kill_points(lambda: rl_search(recipe, out=straight, evaluate=_reward))
+    for n in points:
         run = tmp_path / f"k{n}"
         assert _killed_at(n, lambda: rl_search(recipe, out=run, evaluate=_reward)), n
         if (run / "controller.pt").exists():

@@ -1,0 +1,79 @@
+"""Per-layer forward and backward time of the search CPU kernels against PyTorch's own, in one run.
+
+For each layer the supernet's kernels replace (``nasnetzoo/search/cpu_kernels.py``) and each map
+shape: the median forward and backward time over ``--reps`` calls, PyTorch's kernel (under
+``native_kernels()``) and this package's interleaved call by call, and the ratio of their sums.
+The backward computes the input and (for convolutions) the weight gradient, as a weight step does.
+Shapes where ``fast_layer`` declines (it keeps PyTorch's kernel there) print "PyTorch's".
+
+    python benchmarks/cpu_kernels.py [--threads 2] [--reps 15] [--shapes 16,16,32,32 16,4,32,32]
+
+About half a minute on a quiet 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from nasnetzoo.threads import configure_threads
+
+configure_threads()   # the package's thread defaults, before torch starts its pool
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels  # noqa: E402
+
+LAYERS = {
+    "sep_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
+    "dil_conv_3x3 depthwise": lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c, bias=False),
+    "dil_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=4, dilation=2, groups=c, bias=False),
+    "max_pool_3x3": lambda c: nn.MaxPool2d(3, 1, 1),
+    "avg_pool_3x3": lambda c: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+}
+
+
+def timed_call(layer: nn.Module, x: torch.Tensor, native: bool) -> tuple[float, float]:
+    """(forward, backward) seconds of one call."""
+    start = time.perf_counter()
+    if native:
+        with native_kernels():
+            out = layer(x)
+    else:
+        out = fast_layer(layer, x)
+    middle = time.perf_counter()
+    out.backward(torch.ones_like(out))
+    return middle - start, time.perf_counter() - middle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--shapes", nargs="+", default=["16,16,32,32", "16,4,32,32", "16,32,16,16"],
+                        help="N,C,H,W map shapes (batch 16, C=16 at 32 px is the first cell of the issue's supernet)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"ms per call, median of {args.reps}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'layer':24s} {'N,C,H,W':12s} {'PyTorch fwd':>11s} {'bwd':>7s} {'here fwd':>9s} {'bwd':>7s} {'ratio':>6s}")
+    for shape in args.shapes:
+        n, c, h, w = (int(v) for v in shape.split(","))
+        for name, make in LAYERS.items():
+            layer = make(c)
+            x = torch.randn(n, c, h, w, requires_grad=True)
+            if fast_layer(layer, x.detach()) is None:
+                print(f"{name:24s} {shape:12s}   PyTorch's kernel (fast_layer declines this shape)")
+                continue
+            runs = {True: [], False: []}
+            for rep in range(args.reps + 2):   # two warm-up rounds
+                for native in (True, False):
+                    t = timed_call(layer, x, native)
+                    if rep >= 2:
+                        runs[native].append(t)
+            (nf, nb), (ff, fb) = ([1000 * statistics.median(col) for col in zip(*runs[k])] for k in (True, False))
+            print(f"{name:24s} {shape:12s} {nf:11.2f} {nb:7.2f} {ff:9.2f} {fb:7.2f} {(ff + fb) / (nf + nb):6.2f}")
+
+
+if __name__ == "__main__":
+    main()
