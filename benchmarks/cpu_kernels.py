@@ -4,6 +4,8 @@ For each layer the supernet's kernels replace (``nasnetzoo/search/cpu_kernels.py
 shape: the median forward and backward time over ``--reps`` calls, PyTorch's kernel (under
 ``native_kernels()``) and this package's interleaved call by call, and the ratio of their sums.
 The backward computes the input and (for convolutions) the weight gradient, as a weight step does.
+PyTorch's side is what the fused supernet runs without these kernels: the module itself, except
+for the max pool, which there keeps no indices and recomputes them in backward (``fused.max_pool``).
 Shapes where ``fast_layer`` declines (it keeps PyTorch's kernel there) print "PyTorch's".
 
     python benchmarks/cpu_kernels.py [--threads 2] [--reps 15] [--shapes 16,16,32,32 16,4,32,32]
@@ -24,6 +26,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels  # noqa: E402
+from nasnetzoo.search.fused import max_pool  # noqa: E402
 
 LAYERS = {
     "sep_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
@@ -37,9 +40,9 @@ LAYERS = {
 def timed_call(layer: nn.Module, x: torch.Tensor, native: bool) -> tuple[float, float]:
     """(forward, backward) seconds of one call."""
     start = time.perf_counter()
-    if native:
+    if native:   # what the fused path runs without the kernels (its max pool keeps no indices)
         with native_kernels():
-            out = layer(x)
+            out = max_pool(layer, x) if isinstance(layer, nn.MaxPool2d) else layer(x)
     else:
         out = fast_layer(layer, x)
     middle = time.perf_counter()

@@ -36,9 +36,9 @@ def outputs_and_grads(layer, x, grad_out):
 @pytest.mark.parametrize("sliced", [False, True])   # PC-DARTS hands the ops a channel slice
 def test_kernel_equals_module_in_float64(name, size, sliced):
     torch.manual_seed(0)
-    layer = LAYERS[name](6).double()
-    full = torch.randn(3, 12 if sliced else 6, size, size, dtype=torch.float64)
-    x = full[:, :6] if sliced else full
+    layer = LAYERS[name](8).double()
+    full = torch.randn(2, 16 if sliced else 8, size, size, dtype=torch.float64)
+    x = full[:, :8] if sliced else full
     with native_kernels():
         assert fast_layer(layer, x) is None
         x_ref = x.detach().requires_grad_()
@@ -67,8 +67,8 @@ def test_architecture_gradients_skip_the_depthwise_weight_gradient(monkeypatch):
     calls = []
     real = cpu_kernels._depthwise_weight_grad
     monkeypatch.setattr(cpu_kernels, "_depthwise_weight_grad", lambda *a: calls.append(1) or real(*a))
-    conv = LAYERS["sep5"](4)
-    x = torch.randn(2, 4, 32, 32, requires_grad=True)
+    conv = LAYERS["sep5"](8)
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
     torch.autograd.grad(fast_layer(conv, x).sum(), x)
     assert calls == []
     fast_layer(conv, x).sum().backward()
@@ -76,21 +76,23 @@ def test_architecture_gradients_skip_the_depthwise_weight_gradient(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["channels_last", "stride2", "padding0", "float16", "autocast", "small_map",
-                                  "plain_3x3"])
+                                  "few_channels", "plain_3x3"])
 def test_fast_layer_declines_what_it_was_not_written_for(case):
-    conv, x = LAYERS["sep5"](4), torch.randn(2, 4, 32, 32)
+    conv, x = LAYERS["sep5"](8), torch.randn(2, 8, 32, 32)
     if case == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     elif case == "stride2":
-        conv = nn.Conv2d(4, 4, 5, stride=2, padding=2, groups=4, bias=False)
+        conv = nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8, bias=False)
     elif case == "padding0":
-        conv = nn.Conv2d(4, 4, 5, padding=0, groups=4, bias=False)
+        conv = nn.Conv2d(8, 8, 5, padding=0, groups=8, bias=False)
     elif case == "float16":
         x = x.half()
     elif case == "small_map":
-        x = torch.randn(2, 4, 16, 16)
+        x = torch.randn(2, 8, 16, 16)
+    elif case == "few_channels":
+        conv, x = LAYERS["sep5"](4), torch.randn(2, 4, 32, 32)
     elif case == "plain_3x3":
-        conv = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+        conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
     if case == "autocast":
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert fast_layer(conv, x) is None
@@ -103,8 +105,8 @@ def test_fast_layer_declines_what_it_was_not_written_for(case):
 
 def test_benchmark_script_runs():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_kernels.py"
-    out = subprocess.run([sys.executable, str(script), "--reps", "1", "--threads", "1", "--shapes", "2,2,32,32",
-                          "2,2,8,8"], capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run([sys.executable, str(script), "--reps", "1", "--threads", "1", "--shapes", "2,8,32,32",
+                          "2,8,8,8"], capture_output=True, text=True, timeout=120, check=True).stdout
     rows = {tuple(line.split()[:3]): line for line in out.splitlines() if line.startswith("dil_conv_5x5")}
-    assert len(rows[("dil_conv_5x5", "depthwise", "2,2,32,32")].split()) == 8   # four times and a ratio
-    assert "declines this shape" in rows[("dil_conv_5x5", "depthwise", "2,2,8,8")]
+    assert len(rows[("dil_conv_5x5", "depthwise", "2,8,32,32")].split()) == 8   # four times and a ratio
+    assert "declines this shape" in rows[("dil_conv_5x5", "depthwise", "2,8,8,8")]

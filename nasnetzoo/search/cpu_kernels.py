@@ -4,13 +4,13 @@ A DARTS supernet step on the CPU is thousands of small NCHW kernels, and PyTorch
 some of them are far slower than the arithmetic needs (PyTorch 2.14.1, 2 threads, batch 16 x 16
 channels x 32 x 32; docs/search_speed.md has the measurements):
 
-* **5x5 and dilated depthwise convolutions on maps of 32x32 or more**: PyTorch's backward takes
-  14-38 ms against a 1-1.5 ms forward.  Here the input gradient is a forward depthwise
+* **5x5 and dilated depthwise convolutions on maps of 32x32 or more, 8 channels or more**:
+  PyTorch's backward takes 14-34 ms against a 1-1.5 ms forward.  Here the input gradient is a forward depthwise
   convolution of the output gradient with the flipped kernel, and the weight gradient one
   multiply-and-sum per kernel tap (in channel-major layout, so each sum runs over contiguous
-  memory): 3-5x less time for forward + backward;
+  memory): 1.5-4x less time for forward + backward;
 * **3x3, stride-1 pools**: PyTorch's NCHW pooling kernels are scalar loops (about 6 ms for a max
-  pool, 3 ms for an average pool, forward).  Here a pool is two passes of three shifted maxima or
+  pool, 3 ms for an average pool, forward; on 16 x 16 x 32 x 32).  Here a pool is two passes of three shifted maxima or
   sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept).
 
 Each function computes what the module it replaces computes, within float reordering (the sums run
@@ -135,9 +135,9 @@ def _depthwise(conv: nn.Conv2d, x: torch.Tensor) -> Optional[Callable[[torch.Ten
             or 2 * ph != dh * (k[0] - 1) or conv.padding_mode != "zeros"):
         return None
     # Where it pays (docs/search_speed.md): PyTorch's backward of a 5x5 or dilated depthwise conv
-    # on 32x32 maps takes 3-5x this one's; on smaller maps and for plain 3x3 kernels it is as fast
-    # or faster than these extra autograd nodes.
-    if x.shape[2] * x.shape[3] < 1024 or (k[0] <= 3 and dh == 1):
+    # on 32x32 maps of 16 channels takes 2-4x this one's; on smaller maps, on PC-DARTS's 4-channel
+    # slices and for plain 3x3 kernels it is about as fast as these extra autograd nodes.
+    if x.shape[2] * x.shape[3] < 1024 or x.shape[1] < 8 or (k[0] <= 3 and dh == 1):
         return None
     return lambda x: depthwise_conv(x, conv.weight, ph, dh)
 
