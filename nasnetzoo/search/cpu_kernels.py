@@ -5,19 +5,19 @@ some of them are far slower than the arithmetic needs (PyTorch 2.14.1, 2 threads
 channels x 32 x 32; docs/search_speed.md has the measurements):
 
 * **5x5 and dilated depthwise convolutions on maps of 32x32 or more, 8 channels or more**:
-  PyTorch's backward takes 14-34 ms against a 1-1.5 ms forward.  Here the input gradient is a forward depthwise
-  convolution of the output gradient with the flipped kernel, and the weight gradient one
-  multiply-and-sum per kernel tap (in channel-major layout, so each sum runs over contiguous
-  memory): 1.5-4x less time for forward + backward;
-* **3x3, stride-1 pools**: PyTorch's NCHW pooling kernels are scalar loops (about 6 ms for a max
-  pool, 3 ms for an average pool, forward; on 16 x 16 x 32 x 32).  Here a pool is two passes of three shifted maxima or
+  PyTorch's backward takes 14-34 ms against a 1-1.5 ms forward.  Here the input gradient is a
+  forward depthwise convolution of the output gradient with the flipped kernel, and the weight
+  gradient one multiply-and-sum per kernel tap (in channel-major layout, so each sum runs over
+  contiguous memory): 1.5-4x less time for forward + backward;
+* **3x3, stride-1 pools**: PyTorch's NCHW CPU pooling kernels are slow here (forward about 6 ms for
+  a max pool, 3 ms for an average pool).  Here a pool is two passes of three shifted maxima or
   sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept).
 
 Each function computes what the module it replaces computes, within float reordering (the sums run
 in another order; maxima are exact).  :func:`fast_layer` falls back to the module itself wherever
 that is not established (another device, autocast, channels_last, other strides, paddings or
-groups) and where PyTorch's kernel is as fast (smaller maps, plain 3x3 depthwise convs).  Results
-are tested against the modules in ``tests/test_cpu_kernels.py``.
+groups) and where PyTorch's kernel is as fast (smaller maps, fewer channels, plain 3x3 depthwise
+convs).  Results are tested against the modules in ``tests/test_cpu_kernels.py``.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ _enabled = True
 @contextmanager
 def native_kernels() -> Iterator[None]:
     """Within this block :func:`fast_layer` declines everything, so PyTorch's own kernels run
-    (the 'before' of ``benchmarks/search_vs_baseline.py`` and the tests' reference)."""
+    (the tests' reference; the ``after-kernels`` variant of ``benchmarks/search_vs_baseline.py``).
+    A process-wide switch, not per thread."""
     global _enabled
     previous, _enabled = _enabled, False
     try:

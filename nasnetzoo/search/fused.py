@@ -14,6 +14,8 @@ kept for the backward pass:
   ``d/dw``; PC-DARTS's edge weight ``beta`` is folded in the same way (``beta * w_k``);
 * **max pooling keeps no indices**: its argmax (int64, twice the bytes of the map) is recomputed
   from the input, which is kept anyway, when the backward pass needs it.
+* **on the CPU**, the large 5x5/dilated depthwise convolutions and the 3x3 pools run on the
+  kernels of :mod:`.cpu_kernels`, which PyTorch's NCHW CPU kernels are several times slower than.
 
 The op modules (and so the state-dict keys) are unchanged: this only decides how they are called.
 """
@@ -91,7 +93,7 @@ def _foldable_bn(module: nn.Module) -> bool:
 # ---------------------------------------------------------------- one edge
 def _run(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
     for m in modules:
-        fast = fast_layer(m, h)
+        fast = fast_layer(m, h)   # None where no CPU kernel applies
         if fast is not None:
             h = fast
         else:
