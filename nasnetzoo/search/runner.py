@@ -71,9 +71,7 @@ def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrate
 
 def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
     """The supernet, with the options the recipe's strategy fixes (PARSEC: no edge normalisation)."""
-    # The cell output concatenates all its nodes (multiplier = steps), as in DARTS's own search.
-    options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps,
-                   multiplier=recipe.steps, stem=recipe.stem,
+    options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
                    partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory,
                    channels_last=recipe.channels_last == "on")
     options.update(get_strategy(recipe.strategy).network)

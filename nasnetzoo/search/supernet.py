@@ -183,7 +183,7 @@ class SearchNetwork(nn.Module):
     """
 
     def __init__(self, C: int = 16, layers: int = 8, num_classes: int = 10, *, steps: int = 4,
-                 multiplier: int = 4, stem_multiplier: int = 3, stem: str = "cifar", in_chans: int = 3,
+                 multiplier: Optional[int] = None, stem_multiplier: int = 3, stem: str = "cifar", in_chans: int = 3,
                  primitives: Sequence[str] = DARTS_PRIMITIVES, partial_k: int = 1,
                  edge_norm: bool = False, fused: bool = True, memory: str = "default",
                  channels_last: bool = False) -> None:
@@ -200,6 +200,7 @@ class SearchNetwork(nn.Module):
             raise ConfigError(f"unknown search stem {stem!r}; use 'cifar' or 'imagenet'.")
         if layers < 3:
             raise ConfigError(f"a search network needs at least 3 cells (two reductions), got layers={layers}.")
+        multiplier = steps if multiplier is None else multiplier   # the cell output: all its nodes
         if not 1 <= multiplier <= steps:
             raise ConfigError(f"a cell concatenates its last multiplier={multiplier} nodes but has steps={steps}; "
                               f"use 1 <= multiplier <= steps.")
