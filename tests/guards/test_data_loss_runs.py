@@ -1,4 +1,4 @@
-"""No run loses data: a run directory has one writer, holds one run, and a kill inside any write
+"""No run loses data: a run directory has one writer, holds one run, and a kill inside any kind of write
 (or between any two) leaves a directory that resumes to exactly what an uninterrupted run writes."""
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def _strip(records, keys=("epoch_time", "img_per_s", "elapsed")):
     return [{k: v for k, v in r.items() if k not in keys} for r in records]
 
 
-def test_train_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_path):
+def test_train_killed_inside_each_kind_of_write_resumes_to_the_uninterrupted_run(tmp_path):
     recipe = _tiny_train()
     straight = tmp_path / "straight"
     train(recipe, "pcdarts_cifar", out=tmp_path / "warm")
@@ -237,7 +237,7 @@ TINY_SEARCH = ["image_size=16", "C=4", "layers=3", "steps=1", "batch_size=16", "
                "progress=false", "epochs=2", "warmup_epochs=0"]   # steps=1: one node per cell, the same writes
 
 
-def test_search_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_search_killed_inside_each_kind_of_write_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
     from nasnetzoo.search import runner
 
     monkeypatch.setattr(runner, "plot_history", lambda *args: None)   # seconds per run, and not a record
@@ -275,7 +275,7 @@ def _reward(jobs):
     return out
 
 
-def test_rl_search_killed_inside_every_write_resumes_to_the_uninterrupted_run(tmp_path):
+def test_rl_search_killed_inside_each_kind_of_write_resumes_to_the_uninterrupted_run(tmp_path):
     recipe = RLSearchRecipe(name="t", controller_steps=3, children_per_step=2, controller_lr=0.01, top_k=2,
                             temperature=5.0, tanh_constant=2.5, progress=False, seed=5,
                             child={"dataset": "digits", "device": "cpu"})
