@@ -6,11 +6,12 @@ shape: the median forward and backward time over ``--reps`` calls, PyTorch's ker
 The backward computes the input and (for convolutions) the weight gradient, as a weight step does.
 PyTorch's side is what the fused supernet runs without these kernels: the module itself, except
 for the max pool, which there keeps no indices and recomputes them in backward (``fused.max_pool``).
-Shapes where ``fast_layer`` declines (it keeps PyTorch's kernel there) print "PyTorch's".
+Shapes where ``fast_layer`` declines (it keeps PyTorch's kernel there) say so.  ``LAYERS`` is
+also the set ``tests/test_cpu_kernels.py`` checks.
 
     python benchmarks/cpu_kernels.py [--threads 2] [--reps 15] [--shapes 16,16,32,32 16,4,32,32]
 
-About half a minute on a quiet 2-core machine.
+Under a minute on a quiet 2-core machine.
 """
 from __future__ import annotations
 

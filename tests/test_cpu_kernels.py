@@ -12,14 +12,12 @@ from torch import nn
 from nasnetzoo.search import cpu_kernels
 from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels
 
-LAYERS = {
-    "sep5": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
-    "dil3": lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c, bias=False),
-    "dil5": lambda c: nn.Conv2d(c, c, 5, padding=4, dilation=2, groups=c, bias=False),
-    "max": lambda c: nn.MaxPool2d(3, 1, 1),
-    "avg": lambda c: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
-}
-SIZES = {"sep5": [32, 33], "dil3": [32], "dil5": [32], "max": [7, 32], "avg": [16, 19]}   # where each runs
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from cpu_kernels import LAYERS  # noqa: E402  (benchmarks/cpu_kernels.py: the layers the kernels replace)
+
+SEP5, DIL3, DIL5 = "sep_conv_5x5 depthwise", "dil_conv_3x3 depthwise", "dil_conv_5x5 depthwise"
+SIZES = {SEP5: [32, 33], DIL3: [32], DIL5: [32], "max_pool_3x3": [7, 32], "avg_pool_3x3": [16, 19]}  # where each runs
 CASES = [(name, size) for name, sizes in SIZES.items() for size in sizes]
 
 
@@ -67,7 +65,7 @@ def test_architecture_gradients_skip_the_depthwise_weight_gradient(monkeypatch):
     calls = []
     real = cpu_kernels._depthwise_weight_grad
     monkeypatch.setattr(cpu_kernels, "_depthwise_weight_grad", lambda *a: calls.append(1) or real(*a))
-    conv = LAYERS["sep5"](8)
+    conv = LAYERS[SEP5](8)
     x = torch.randn(2, 8, 32, 32, requires_grad=True)
     torch.autograd.grad(fast_layer(conv, x).sum(), x)
     assert calls == []
@@ -78,7 +76,7 @@ def test_architecture_gradients_skip_the_depthwise_weight_gradient(monkeypatch):
 @pytest.mark.parametrize("case", ["channels_last", "stride2", "padding0", "float16", "autocast", "small_map",
                                   "few_channels", "plain_3x3"])
 def test_fast_layer_declines_what_it_was_not_written_for(case):
-    conv, x = LAYERS["sep5"](8), torch.randn(2, 8, 32, 32)
+    conv, x = LAYERS[SEP5](8), torch.randn(2, 8, 32, 32)
     if case == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     elif case == "stride2":
@@ -90,7 +88,7 @@ def test_fast_layer_declines_what_it_was_not_written_for(case):
     elif case == "small_map":
         x = torch.randn(2, 8, 16, 16)
     elif case == "few_channels":
-        conv, x = LAYERS["sep5"](4), torch.randn(2, 4, 32, 32)
+        conv, x = LAYERS[SEP5](4), torch.randn(2, 4, 32, 32)
     elif case == "plain_3x3":
         conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
     if case == "autocast":
@@ -104,7 +102,7 @@ def test_fast_layer_declines_what_it_was_not_written_for(case):
 
 
 def test_benchmark_script_runs():
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_kernels.py"
+    script = REPO / "benchmarks" / "cpu_kernels.py"
     out = subprocess.run([sys.executable, str(script), "--reps", "1", "--threads", "1", "--shapes", "2,8,32,32",
                           "2,8,8,8"], capture_output=True, text=True, timeout=120, check=True).stdout
     rows = {tuple(line.split()[:3]): line for line in out.splitlines() if line.startswith("dil_conv_5x5")}

@@ -159,6 +159,15 @@ def _window_max(x: torch.Tensor) -> torch.Tensor:
     return _shifted(_shifted(F.pad(x, (1, 1, 1, 1), value=float("-inf")), torch.maximum, 3), torch.maximum, 2)
 
 
+def max_pool_backward(x: torch.Tensor, grad: torch.Tensor, kernel: list, stride: list, padding: list,
+                      ceil_mode: bool) -> torch.Tensor:
+    """PyTorch's max-pool backward (no dilation), with the argmax recomputed from the input: a pool
+    that keeps no indices pays one more forward in backward instead of an int64 map meanwhile."""
+    _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, [1, 1], ceil_mode)
+    return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, [1, 1], ceil_mode,
+                                                           indices)
+
+
 class _MaxPool3x3(torch.autograd.Function):
     """``F.max_pool2d(x, 3, 1, 1)``: a fast forward, PyTorch's own backward (argmax recomputed).
 
@@ -175,9 +184,7 @@ class _MaxPool3x3(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        window = ([3, 3], [1, 1], [1, 1], [1, 1], False)   # kernel, stride, padding, dilation, ceil_mode
-        _, indices = torch.ops.aten.max_pool2d_with_indices(x, *window)
-        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *window, indices)
+        return max_pool_backward(x, grad, [3, 3], [1, 1], [1, 1], False)
 
 
 class _AvgPool3x3(torch.autograd.Function):

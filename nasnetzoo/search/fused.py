@@ -29,7 +29,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..ops.darts import DilConv, FactorizedReduce, SepConv, Zero
-from .cpu_kernels import fast_layer
+from .cpu_kernels import fast_layer, max_pool_backward
 
 
 # ---------------------------------------------------------------- max pooling without indices
@@ -46,11 +46,7 @@ class _MaxPool2dRecomputed(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        kernel, stride, padding, ceil_mode = ctx.args
-        _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, [1, 1], ceil_mode)
-        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, [1, 1],
-                                                                 ceil_mode, indices)
-        return grad_x, None, None, None, None
+        return max_pool_backward(x, grad, *ctx.args), None, None, None, None
 
 
 def _pair(v) -> list:
