@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nasnetzoo.search import node_mix
 from nasnetzoo.search.fused import max_pool
 from nasnetzoo.search.strategies import DARTSStrategy, PCDARTSStrategy
 from nasnetzoo.search.supernet import MixedOp, SearchNetwork
@@ -65,6 +66,49 @@ def test_fused_search_follows_the_reference_trajectory(kind, strategy):
         runs.append(net.state_dict())
     for key in runs[0]:
         assert torch.allclose(runs[0][key].double(), runs[1][key].double(), rtol=1e-4, atol=1e-5), key
+
+
+@pytest.mark.parametrize("kind", NETS)
+@pytest.mark.parametrize("C,size", [(8, 9), (4, 32)])   # 32 px: the CPU depthwise kernel on 2-5 edges' channels
+def test_edges_side_by_side_equal_edge_by_edge_in_float64(kind, C, size, monkeypatch):
+    """A node's edges run as one wide edge: same loss, gradients and BatchNorm statistics as one by one."""
+    torch.manual_seed(0)
+    net = SearchNetwork(C=C, layers=3 if size > 16 else 5, num_classes=3, **NETS[kind]).double()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_(0, 1)
+    one_by_one = copy.deepcopy(net).set_fused(True, side_by_side=False)
+    groups = []
+    run_group = node_mix._group
+    monkeypatch.setattr(node_mix, "_group", lambda edges, *a: groups.append(len(edges)) or run_group(edges, *a))
+    x, y = torch.randn(4, 3, size, size, dtype=torch.float64), torch.randint(0, 3, (4,))
+    (l0, g0, b0), (l1, g1, b1) = forward_backward(one_by_one, x, y), forward_backward(net, x, y)
+    normal = sum(not c.reduction for c in net.cells)
+    # a normal cell's node i is one group of i + 2 edges; a reduction cell's splits by stride
+    assert sorted(groups) == sorted([2, 3, 4, 5] * normal + [2, 2, 2, 2, 1, 2, 3] * (len(net.cells) - normal))
+    assert abs(float(l0 - l1)) < 1e-12
+    for (name, _), a, b in zip(net.named_parameters(), g0, g1):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), name
+    for (name, _), a, b in zip(net.named_buffers(), b0, b1):   # running statistics, batches counted
+        assert torch.allclose(a.double(), b.double(), rtol=1e-12, atol=1e-12), name
+
+
+def test_a_node_with_an_op_it_does_not_know_is_summed_edge_by_edge():
+    """An op outside the DARTS chains (here a wrapped conv op) makes its node fall back, same result."""
+    class Wrapped(torch.nn.Module):
+        def __init__(self, op):
+            super().__init__()
+            self.inner = op
+
+        def forward(self, x):
+            return self.inner(x)
+
+    _, net = make_pair("darts", torch.float64)
+    net.cells[0].edges[0].ops[4] = Wrapped(net.cells[0].edges[0].ops[4])
+    one_by_one = copy.deepcopy(net).set_fused(True, side_by_side=False)
+    assert not node_mix._batchable(list(net.cells[0].edges[:2])) and node_mix._batchable(list(net.cells[0].edges[2:5]))
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    assert torch.allclose(net(x), one_by_one(x), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", NETS)

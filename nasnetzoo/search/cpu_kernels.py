@@ -129,9 +129,13 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation
                                   padding, dilation)
 
 
-def _depthwise(conv: nn.Conv2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.Tensor]:
+    """``F.conv2d(x, weight, groups=x.shape[1])`` with ``conv``'s kernel size, padding and dilation
+    (a depthwise conv over all of x's channels, e.g. several edges' convs side by side), computed
+    here; None where no kernel of this module applies or pays."""
     k, (ph, pw), (dh, dw) = conv.kernel_size, conv.padding, conv.dilation
-    if (conv.groups != conv.in_channels or conv.out_channels != conv.in_channels or conv.bias is not None
+    if (not _eligible(x) or conv.groups != conv.in_channels or conv.out_channels != conv.in_channels
+            or weight.shape[0] != x.shape[1] or conv.bias is not None
             or k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1)
             or 2 * ph != dh * (k[0] - 1) or conv.padding_mode != "zeros"):
         return None
@@ -140,7 +144,7 @@ def _depthwise(conv: nn.Conv2d, x: torch.Tensor) -> Optional[Callable[[torch.Ten
     # slices and for plain 3x3 kernels it is about as fast as these extra autograd nodes.
     if x.shape[2] * x.shape[3] < 1024 or x.shape[1] < 8 or (k[0] <= 3 and dh == 1):
         return None
-    return lambda x: depthwise_conv(x, conv.weight, ph, dh)
+    return depthwise_conv(x, weight, ph, dh)
 
 
 # ---------------------------------------------------------------- 3x3 stride-1 pools
@@ -229,8 +233,8 @@ def fast_layer(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
         return None
     kind = type(layer)
     if kind is nn.Conv2d:
-        run = _depthwise(layer, x)
-    elif kind is nn.MaxPool2d:
+        return depthwise_kernel(layer, x, layer.weight)
+    if kind is nn.MaxPool2d:
         run = _max_pool(layer, x)
     elif kind is nn.AvgPool2d:
         run = _avg_pool(layer, x)

@@ -63,31 +63,51 @@ def max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- BatchNorm scaled by an op weight
-def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``scale * bn(x)`` for a non-affine BatchNorm, as one BatchNorm whose weight is ``scale``.
-
-    The running statistics and ``num_batches_tracked`` are updated exactly as ``bn(x)`` would
-    (the same steps as ``nn.BatchNorm2d.forward``); only the output is scaled.
-    """
+def batch_norm_step(bn: nn.BatchNorm2d) -> tuple[float, bool, bool]:
+    """What ``bn(x)`` does before normalising: counts the batch, and returns (momentum, whether
+    batch statistics are used, whether running statistics are read or updated), as
+    ``nn.BatchNorm2d.forward`` decides them."""
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:
             momentum = 1.0 / float(bn.num_batches_tracked)
-    use_batch_stats = bn.training or bn.running_mean is None
-    track = not bn.training or bn.track_running_stats
+    return momentum, bn.training or bn.running_mean is None, not bn.training or bn.track_running_stats
+
+
+def batch_norm_scale(scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``scale`` (one value, or one per channel) as the weight of a BatchNorm of ``x``."""
     # BatchNorm takes fp32 parameters beside bf16/fp16 activations (autocast), else the input's dtype.
-    weight = scale.to(torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype).expand(x.shape[1])
+    return scale.to(torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype).expand(x.shape[1])
+
+
+def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * bn(x)`` for a non-affine BatchNorm, as one BatchNorm whose weight is ``scale``.
+
+    The running statistics and ``num_batches_tracked`` are updated exactly as ``bn(x)`` would;
+    only the output is scaled.
+    """
+    momentum, use_batch_stats, track = batch_norm_step(bn)
     return F.batch_norm(x, bn.running_mean if track else None, bn.running_var if track else None,
-                        weight, None, use_batch_stats, momentum, bn.eps)
+                        batch_norm_scale(scale, x), None, use_batch_stats, momentum, bn.eps)
 
 
-def _foldable_bn(module: nn.Module) -> bool:
+def foldable_bn(module: nn.Module) -> bool:
     return type(module) is nn.BatchNorm2d and not module.affine
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` channel groups (ShuffleNet's shuffle; a permutation of channels).
+    Keeps a channels_last tensor channels_last."""
+    b, c, h, w = x.shape
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
+        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
 # ---------------------------------------------------------------- one edge
-def _run(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
+def run_layers(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
     for m in modules:
         fast = fast_layer(m, h)   # None where no CPU kernel applies
         if fast is not None:
@@ -97,17 +117,17 @@ def _run(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def _factorized_reduce(op: FactorizedReduce, r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def factorized_reduce(op: FactorizedReduce, r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``scale * op(x)`` given ``r = relu(x)`` (the op's own ReLU, shared)."""
     shifted = r[:, :, 1:, 1:]
     pad_h, pad_w = r.shape[2] % 2, r.shape[3] % 2
     if pad_h or pad_w:
         shifted = F.pad(shifted, (0, pad_w, 0, pad_h))
     h = torch.cat([op.conv_1(r), op.conv_2(shifted)], dim=1)
-    return scaled_batch_norm(op.bn, h, scale) if _foldable_bn(op.bn) else scale * op.bn(h)
+    return scaled_batch_norm(op.bn, h, scale) if foldable_bn(op.bn) else scale * op.bn(h)
 
 
-def _layers(op: nn.Module) -> Optional[list]:
+def op_layers(op: nn.Module) -> Optional[list]:
     """The op as a flat list of layers when it is a chain (SepConv, DilConv, pool + BN, ...)."""
     if isinstance(op, (SepConv, DilConv)):
         return list(op.op)
@@ -118,8 +138,8 @@ def _layers(op: nn.Module) -> Optional[list]:
 
 def single(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``op(x)`` (one sampled op, PARSEC), with max pooling that keeps no indices."""
-    layers = _layers(op)
-    return op(x) if layers is None else _run(layers, x)
+    layers = op_layers(op)
+    return op(x) if layers is None else run_layers(layers, x)
 
 
 def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -134,9 +154,9 @@ def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> t
             term = w * x
         elif isinstance(op, FactorizedReduce):
             relu = F.relu(x) if relu is None else relu
-            term = _factorized_reduce(op, relu, w)
+            term = factorized_reduce(op, relu, w)
         else:
-            layers = _layers(op)
+            layers = op_layers(op)
             if layers is None:               # an op this module does not know: run it whole
                 term = w * op(x)
             else:
@@ -144,10 +164,10 @@ def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> t
                 if layers and type(layers[0]) is nn.ReLU:
                     relu = F.relu(x) if relu is None else relu
                     h, layers = relu, layers[1:]
-                if layers and _foldable_bn(layers[-1]):
-                    term = scaled_batch_norm(layers[-1], _run(layers[:-1], h), w)
+                if layers and foldable_bn(layers[-1]):
+                    term = scaled_batch_norm(layers[-1], run_layers(layers[:-1], h), w)
                 else:
-                    term = w * _run(layers, h)
+                    term = w * run_layers(layers, h)
         out = term if out is None else out + term
     if out is None:                          # only zero ops on this edge
         zero = next(op for op in ops if isinstance(op, Zero))

@@ -27,7 +27,8 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
 from ..ops.registry import build_op
-from .fused import max_pool, mixed, single
+from .fused import channel_shuffle, max_pool, mixed, single
+from .node_mix import node_sum
 
 CELL_TYPES = ("normal", "reduce")
 # "checkpoint" keeps only each cell's inputs for the backward pass and recomputes the cell there.
@@ -54,16 +55,6 @@ def num_edges(steps: int) -> int:
 def edge_offset(node: int) -> int:
     """Index of the first edge into intermediate node ``node`` (0-based)."""
     return sum(2 + i for i in range(node))
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave ``groups`` channel groups (ShuffleNet's shuffle; a permutation of channels).
-    Keeps a channels_last tensor channels_last."""
-    b, c, h, w = x.shape
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
-        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 class MixedOp(nn.Module):
@@ -150,10 +141,18 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(
             MixedOp(C, 2 if reduction and j < 2 else 1, primitives, partial_k)
             for i in range(steps) for j in range(2 + i))
+        # Fused edges into one node run side by side (.node_mix); False: one by one.
+        self.side_by_side = True
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.side_by_side and all(edge.fused for edge in self.edges):
+            for i in range(self.steps):
+                edges = slice(edge_offset(i), edge_offset(i) + len(states))
+                states.append(node_sum(self.edges[edges], states, weights[edges],
+                                       None if edge_weights is None else edge_weights[edges]))
+            return torch.cat(states[-self.multiplier:], dim=1)
         for i in range(self.steps):
             start = edge_offset(i)
             terms = []
@@ -241,11 +240,14 @@ class SearchNetwork(nn.Module):
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(E))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(E))
 
-    def set_fused(self, fused: bool) -> "SearchNetwork":
-        """Fast mixed ops (True, the default) or the reference computation (False)."""
+    def set_fused(self, fused: bool, side_by_side: bool = True) -> "SearchNetwork":
+        """Fast mixed ops (True, the default) or the reference computation (False); with
+        ``side_by_side`` (the default) the fused edges into a node run as one (.node_mix)."""
         for m in self.modules():
             if isinstance(m, MixedOp):
                 m.fused = fused
+            elif isinstance(m, SearchCell):
+                m.side_by_side = side_by_side
         return self
 
     # ---------------------------------------------------------------- parameters

@@ -1,0 +1,204 @@
+"""A cell node's incoming edges computed side by side, as one edge that many times as wide.
+
+Node ``i`` of a search cell sums ``i + 2`` mixed edges: the same ops, each edge on its own input
+with its own weights.  With the edges' inputs concatenated along channels, ``E`` edges' ops become
+one op each: a depthwise conv stays depthwise over ``E * C`` channels, a 1x1 conv becomes a 1x1
+conv of ``E`` groups, a BatchNorm one BatchNorm over all channels (the edges' running statistics
+gathered before and written back after), a pool one pool.  So a step runs ``E`` times fewer and
+wider kernels, which the CPU runs faster at the supernet's 4-64 channels per op
+(docs/search_speed.md).  It is the sum of :func:`.fused.mixed` over the edges (the same function
+within float reordering), with every fusion of that module kept: the shared ReLU, skipped zero
+ops, op weights as BatchNorm scales, PC-DARTS's edge weights folded in.
+
+Edges are batched when they share stride and input shape (a reduction cell's stride-2 edges are
+one group, its stride-1 edges another).  A group whose ops this module does not know (another
+op set, convs with bias, affine BatchNorms, ...) is summed edge by edge with :func:`.fused.mixed`.
+Parameters and buffers stay in the edges' own modules: state-dict keys are unchanged.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.darts import FactorizedReduce, Zero
+from .cpu_kernels import depthwise_kernel
+from .fused import (batch_norm_scale, batch_norm_step, channel_shuffle, factorized_reduce, foldable_bn,
+                    max_pool, op_layers, run_layers)
+
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+
+
+# ---------------------------------------------------------------- which edges can run side by side
+def _layer_key(layer: nn.Module):
+    """What must be equal for layers of several edges to run as one (weights aside)."""
+    kind = type(layer)
+    if kind is nn.ReLU:
+        return kind
+    if kind is nn.Conv2d:
+        return (kind, layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                layer.dilation, layer.groups, layer.bias is None, layer.padding_mode)
+    if kind is nn.BatchNorm2d:
+        return (kind, layer.num_features, layer.affine, layer.eps, layer.momentum, layer.track_running_stats,
+                layer.training)
+    if kind in _POOLS:
+        return (kind, repr(layer))
+    return None
+
+
+def _op_key(op: nn.Module):
+    """None where this module cannot run the op side by side with its twins on other edges."""
+    if isinstance(op, (Zero, nn.Identity, FactorizedReduce)):
+        return type(op), getattr(op, "stride", None)
+    layers = op_layers(op)
+    if not layers:
+        return None
+    keys = [_layer_key(m) for m in layers]
+    if None in keys or not (keys[0] is nn.ReLU or keys[0][0] in _POOLS):
+        return None
+    for m in layers:   # convs without bias, non-affine BatchNorms that keep statistics
+        if (type(m) is nn.Conv2d and (m.bias is not None or m.padding_mode != "zeros")) or (
+                type(m) is nn.BatchNorm2d and (m.affine or not m.track_running_stats)):
+            return None
+    return tuple(keys)
+
+
+def _batchable(edges: Sequence[nn.Module]) -> bool:
+    first = edges[0]
+    keys = [_op_key(op) for op in first.ops]
+    if None in keys:
+        return False
+    return all(e.k == first.k and e.stride == first.stride and len(e.ops) == len(first.ops)
+               and (e.bypass_pool is None) == (first.bypass_pool is None)
+               and all(_op_key(op) == key for op, key in zip(e.ops, keys)) for e in edges[1:])
+
+
+# ---------------------------------------------------------------- layers of E edges as one
+def _conv(convs: Sequence[nn.Conv2d], h: torch.Tensor) -> torch.Tensor:
+    conv = convs[0]
+    weight = conv.weight if len(convs) == 1 else torch.cat([c.weight for c in convs])
+    fast = depthwise_kernel(conv, h, weight)   # None unless a CPU kernel applies
+    if fast is not None:
+        return fast
+    return F.conv2d(h, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups * len(convs))
+
+
+def _batch_norm(bns: Sequence[nn.BatchNorm2d], h: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """Each edge's (non-affine) BatchNorm on its channels of ``h``, times ``scale`` (per channel)."""
+    bn = bns[0]
+    for other in bns[1:]:   # counted as each bn(x) counts its batch
+        batch_norm_step(other)
+    momentum, use_batch_stats, track = batch_norm_step(bn)
+    mean = var = None
+    if track:
+        mean = bn.running_mean if len(bns) == 1 else torch.cat([b.running_mean for b in bns])
+        var = bn.running_var if len(bns) == 1 else torch.cat([b.running_var for b in bns])
+    weight = None if scale is None else batch_norm_scale(scale, h)
+    out = F.batch_norm(h, mean, var, weight, None, use_batch_stats, momentum, bn.eps)
+    if track and use_batch_stats and len(bns) > 1:   # F.batch_norm updated the gathered copies
+        with torch.no_grad():
+            for b, m, v in zip(bns, mean.split(bn.num_features), var.split(bn.num_features)):
+                b.running_mean.copy_(m)
+                b.running_var.copy_(v)
+    return out
+
+
+def _chain(chains: Sequence[list], parts: Sequence[torch.Tensor], relu: torch.Tensor,
+           scale: torch.Tensor) -> torch.Tensor:
+    """``scale * chain(x)`` for each edge's chain of layers (ReLU or pool first), side by side."""
+    first = chains[0][0]
+    if type(first) is nn.ReLU:
+        h = relu
+    else:   # a pool: per edge (a max pool keeps its input for backward: the states, not a copy)
+        pooled = [run_layers([chain[0]], x) for chain, x in zip(chains, parts)]
+        h = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
+    layers = list(zip(*chains))[1:]
+    for depth, same in enumerate(layers):
+        kind = type(same[0])
+        last = depth == len(layers) - 1
+        if kind is nn.ReLU:
+            h = F.relu(h)
+        elif kind is nn.Conv2d:
+            h = _conv(same, h)
+        elif kind is nn.BatchNorm2d:
+            h = _batch_norm(same, h, scale if last else None)
+        elif kind is nn.MaxPool2d:
+            h = max_pool(same[0], h)
+        else:
+            h = same[0](h)
+    if not (layers and foldable_bn(layers[-1][0])):
+        h = h * scale.view(1, -1, 1, 1)
+    return h
+
+
+# ---------------------------------------------------------------- one node
+def _add(total: Optional[torch.Tensor], *terms: torch.Tensor) -> Optional[torch.Tensor]:
+    for term in terms:
+        total = term if total is None else total + term
+    return total
+
+
+def _group(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: torch.Tensor,
+           edge_weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """The sum of ``edges[e](inputs[e], weights[e], edge_weights[e])``, edges side by side."""
+    if edge_weights is not None:   # PC-DARTS's beta folded into the op weights and the bypass
+        weights = weights * edge_weights.unsqueeze(1)
+    splits = [edge._split(x) for edge, x in zip(edges, inputs)]
+    parts = [p for p, _ in splits]
+    E, C = len(edges), parts[0].shape[1]
+    relu = None
+    side_by_side = None   # E * C channels: the terms computed side by side
+    summed = None         # C channels: the terms computed edge by edge
+    for k, op in enumerate(edges[0].ops):
+        if isinstance(op, Zero):
+            continue
+        w = weights[:, k]
+        if isinstance(op, nn.Identity):
+            summed = _add(summed, *(w[e] * x for e, x in enumerate(parts)))
+            continue
+        if relu is None:
+            relu = F.relu(parts[0] if E == 1 else torch.cat(parts, dim=1))
+        if isinstance(op, FactorizedReduce):   # only on a reduction cell's two input edges
+            summed = _add(summed, *(factorized_reduce(edge.ops[k], relu[:, e * C:(e + 1) * C], w[e])
+                                    for e, edge in enumerate(edges)))
+            continue
+        scale = w if E == 1 else w.repeat_interleave(C)
+        term = _chain([op_layers(edge.ops[k]) for edge in edges], parts, relu, scale)
+        side_by_side = _add(side_by_side, term)
+    if side_by_side is not None:
+        summed = _add(summed, side_by_side if E == 1 else side_by_side.unflatten(1, (E, C)).sum(1))
+    if summed is None:   # only zero ops
+        summed = _add(None, *(weights[e, 0] * edge.ops[0](x) for e, (edge, x) in enumerate(zip(edges, parts))))
+    if splits[0][1] is None:
+        return summed
+    bypass = None
+    for e, (edge, (_, rest)) in enumerate(zip(edges, splits)):
+        if edge.bypass_pool is not None:
+            rest = max_pool(edge.bypass_pool, rest)
+        bypass = _add(bypass, rest if edge_weights is None else edge_weights[e] * rest)
+    return channel_shuffle(torch.cat([summed, bypass], dim=1), edges[0].k)
+
+
+def node_sum(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: torch.Tensor,
+             edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``sum_e edges[e](inputs[e], weights[e], edge_weights[e])`` for the (fused) mixed edges into
+    one node, each group of edges with the same stride and input shape run side by side."""
+    groups: dict = {}
+    for e, (edge, x) in enumerate(zip(edges, inputs)):
+        groups.setdefault((edge.stride, tuple(x.shape), x.dtype), []).append(e)
+    total = None
+    for members in groups.values():
+        group_edges = [edges[e] for e in members]
+        group_inputs = [inputs[e] for e in members]
+        index = slice(members[0], members[-1] + 1) if members == list(range(members[0], members[-1] + 1)) \
+            else torch.tensor(members)
+        w = weights[index]
+        beta = None if edge_weights is None else edge_weights[index]
+        if _batchable(group_edges):
+            total = _add(total, _group(group_edges, group_inputs, w, beta))
+        else:
+            total = _add(total, *(edge(x, w[i], None if beta is None else beta[i])
+                                  for i, (edge, x) in enumerate(zip(group_edges, group_inputs))))
+    return total
