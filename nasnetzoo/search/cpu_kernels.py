@@ -4,14 +4,16 @@ A DARTS supernet step on the CPU is thousands of small NCHW kernels, and PyTorch
 some of them are far slower than the arithmetic needs (PyTorch 2.14.1, 2 threads, batch 16 x 16
 channels x 32 x 32; docs/search_speed.md has the measurements):
 
-* **5x5 and dilated depthwise convolutions on maps of 32x32 or more, 8 channels or more**:
-  PyTorch's backward takes 14-34 ms against a 1-1.5 ms forward.  Here the input gradient is a
-  forward depthwise convolution of the output gradient with the flipped kernel, and the weight
-  gradient one multiply-and-sum per kernel tap (in channel-major layout, so each sum runs over
-  contiguous memory): 1.5-4x less time for forward + backward;
+* **5x5 and dilated depthwise convolutions of 4096 values per sample or more** (4 x 32 x 32,
+  64 x 8 x 8; a node's edges side by side make most of them that large): PyTorch's NCHW backward
+  computes the input gradient several times slower than a forward conv does.  Here the input
+  gradient is a depthwise convolution of the output gradient with the flipped kernel, and the
+  weight gradient PyTorch's weight-only backward in the layout its kernel is fast in: 1.3-3x less
+  time for forward + backward;
 * **3x3, stride-1 pools**: PyTorch's NCHW CPU pooling kernels are slow here (forward about 6 ms for
   a max pool, 3 ms for an average pool).  Here a pool is two passes of three shifted maxima or
-  sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept).
+  sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept)
+  in channels_last, where PyTorch's CPU max pool is several times faster.
 
 Each function computes what the module it replaces computes, within float reordering (the sums run
 in another order; maxima are exact).  :func:`fast_layer` falls back to the module itself wherever
@@ -56,20 +58,16 @@ def _eligible(x: torch.Tensor) -> bool:
 
 
 # ---------------------------------------------------------------- depthwise convolution
-def _depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: int, padding: int,
+def _depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, padding: int,
                            dilation: int) -> torch.Tensor:
-    """d loss / d weight of a stride-1 depthwise conv: per tap, sum(shifted input * grad)."""
-    channels, height, width = x.shape[1], grad.shape[2], grad.shape[3]
-    # Channel-major (C, N, H, W): each tap's sum then reduces over one contiguous block per channel.
-    padded = F.pad(x, (padding,) * 4).transpose(0, 1).contiguous()
-    grad_cm = grad.transpose(0, 1).contiguous()
-    product = torch.empty_like(grad_cm)
-    weight_grad = x.new_empty(channels, kernel, kernel)
-    for i in range(kernel):
-        for j in range(kernel):
-            window = padded[:, :, i * dilation:i * dilation + height, j * dilation:j * dilation + width]
-            weight_grad[:, i, j] = torch.mul(window, grad_cm, out=product).sum(dim=(1, 2, 3))
-    return weight_grad.unsqueeze(1)
+    """d loss / d weight of a stride-1 depthwise conv: PyTorch's weight-only backward, in the
+    layout where its CPU kernel is fast (channels_last for undilated kernels larger than 3x3, 2-4x
+    faster there than NCHW; NCHW for the others, where channels_last is the slower one)."""
+    layout = torch.channels_last if dilation == 1 and weight.shape[-1] > 3 else torch.contiguous_format
+    _, weight_grad, _ = torch.ops.aten.convolution_backward(
+        grad.contiguous(memory_format=layout), x.contiguous(memory_format=layout), weight, None, [1, 1],
+        [padding, padding], [dilation, dilation], False, [0, 0], weight.shape[0], [False, True, False])
+    return weight_grad.contiguous()
 
 
 class _DepthwiseWeightGrad(torch.autograd.Function):
@@ -91,9 +89,7 @@ class _DepthwiseWeightGrad(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad = grad.contiguous()
-        kernel, padding, dilation = weight.shape[-1], ctx.padding, ctx.dilation
-        return _depthwise_weight_grad(x, grad, kernel, padding, dilation), None, None, None, None
+        return _depthwise_weight_grad(x, grad, weight, ctx.padding, ctx.dilation), None, None, None, None
 
 
 class _DepthwiseConv2d(torch.autograd.Function):
@@ -139,10 +135,10 @@ def depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> 
             or k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1)
             or 2 * ph != dh * (k[0] - 1) or conv.padding_mode != "zeros"):
         return None
-    # Where it pays (docs/search_speed.md): PyTorch's backward of a 5x5 or dilated depthwise conv
-    # on 32x32 maps of 16 channels takes 2-4x this one's; on smaller maps, on PC-DARTS's 4-channel
-    # slices and for plain 3x3 kernels it is about as fast as these extra autograd nodes.
-    if x.shape[2] * x.shape[3] < 1024 or x.shape[1] < 8 or (k[0] <= 3 and dh == 1):
+    # Where it pays (docs/search_speed.md, 2 threads, batch 16): PyTorch's NCHW backward of a 5x5 or
+    # dilated depthwise conv takes 1.4-3x this one's from 4096 values per sample (4 x 32 x 32,
+    # 64 x 8 x 8) up; below, and for plain 3x3 kernels, it is about as fast as the extra nodes.
+    if x.shape[1] * x.shape[2] * x.shape[3] < 4096 or (k[0] <= 3 and dh == 1):
         return None
     return depthwise_conv(x, weight, ph, dh)
 
@@ -166,10 +162,20 @@ def _window_max(x: torch.Tensor) -> torch.Tensor:
 def max_pool_backward(x: torch.Tensor, grad: torch.Tensor, kernel: list, stride: list, padding: list,
                       ceil_mode: bool) -> torch.Tensor:
     """PyTorch's max-pool backward (no dilation), with the argmax recomputed from the input: a pool
-    that keeps no indices pays one more forward in backward instead of an int64 map meanwhile."""
+    that keeps no indices pays one more forward in backward instead of an int64 map meanwhile.
+
+    On the CPU both run in channels_last, where PyTorch's kernels are 1.3-5x faster than in NCHW
+    (same windows, same first-maximum rule, so the same gradient)."""
+    given = torch.channels_last if x.dim() == 4 and _channels_last(x) else torch.contiguous_format
+    layout = torch.channels_last if x.device.type == "cpu" and x.dim() == 4 else given
+    x, grad = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
     _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, [1, 1], ceil_mode)
     return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, [1, 1], ceil_mode,
-                                                           indices)
+                                                           indices).contiguous(memory_format=given)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class _MaxPool3x3(torch.autograd.Function):
