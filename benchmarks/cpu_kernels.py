@@ -33,6 +33,7 @@ LAYERS = {
     "sep_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
     "dil_conv_3x3 depthwise": lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c, bias=False),
     "dil_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=4, dilation=2, groups=c, bias=False),
+    "sep/dil_conv pointwise 1x1": lambda c: nn.Conv2d(c, c, 1, bias=False),
     "max_pool_3x3": lambda c: nn.MaxPool2d(3, 1, 1),
     "avg_pool_3x3": lambda c: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
 }

@@ -17,8 +17,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from cpu_kernels import LAYERS  # noqa: E402  (benchmarks/cpu_kernels.py: the layers the kernels replace)
 
 SEP5, DIL3, DIL5 = "sep_conv_5x5 depthwise", "dil_conv_3x3 depthwise", "dil_conv_5x5 depthwise"
-SIZES = {SEP5: [32, 33], DIL3: [32], DIL5: [32], "max_pool_3x3": [7, 32], "avg_pool_3x3": [16, 19]}  # where each runs
-CASES = [(name, size) for name, sizes in SIZES.items() for size in sizes]
+POINTWISE = "sep/dil_conv pointwise 1x1"
+SIZES = {SEP5: [32, 33], DIL3: [32], DIL5: [32], POINTWISE: [5, 32], "max_pool_3x3": [7, 32],
+         "avg_pool_3x3": [16, 19]}  # where each runs
+CASES = [(name, size, sliced) for name, sizes in SIZES.items() for size in sizes for sliced in (False, True)
+         if not (sliced and name == POINTWISE)]   # a 1x1 conv reads a dw conv's output, never a slice
 
 
 def outputs_and_grads(layer, x, grad_out):
@@ -30,8 +33,7 @@ def outputs_and_grads(layer, x, grad_out):
     return out.detach(), grads
 
 
-@pytest.mark.parametrize("name,size", CASES)
-@pytest.mark.parametrize("sliced", [False, True])   # PC-DARTS hands the ops a channel slice
+@pytest.mark.parametrize("name,size,sliced", CASES)   # sliced: PC-DARTS hands the ops a channel slice
 def test_kernel_equals_module_in_float64(name, size, sliced):
     torch.manual_seed(0)
     layer = LAYERS[name](8).double()
@@ -60,12 +62,14 @@ def test_max_pool_routes_ties_like_pytorch():
     assert torch.allclose(grad, ref, rtol=0, atol=1e-12)   # a misrouted gradient is off by O(1)
 
 
-def test_architecture_gradients_skip_the_depthwise_weight_gradient(monkeypatch):
+@pytest.mark.parametrize("name,math", [(SEP5, "_Depthwise"), (POINTWISE, "_Pointwise")])
+def test_architecture_gradients_skip_the_conv_weight_gradient(name, math, monkeypatch):
     """autograd.grad of the input alone (an architecture step) never computes the conv weight's."""
     calls = []
-    real = cpu_kernels._depthwise_weight_grad
-    monkeypatch.setattr(cpu_kernels, "_depthwise_weight_grad", lambda *a: calls.append(1) or real(*a))
-    conv = LAYERS[SEP5](8)
+    kind = getattr(cpu_kernels, math)
+    real = kind.weight_grad
+    monkeypatch.setattr(kind, "weight_grad", lambda *a: calls.append(1) or real(*a))
+    conv = LAYERS[name](8)
     x = torch.randn(2, 8, 32, 32, requires_grad=True)
     torch.autograd.grad(fast_layer(conv, x).sum(), x)
     assert calls == []
@@ -98,7 +102,23 @@ def test_fast_layer_declines_what_it_was_not_written_for(case):
         assert fast_layer(conv, x) is None
     assert fast_layer(nn.MaxPool2d(3, 2, 1), torch.randn(2, 4, 8, 8)) is None
     assert fast_layer(nn.AvgPool2d(3, 1, 1), torch.randn(2, 4, 16, 16)) is None   # count_include_pad=True
-    assert fast_layer(nn.Conv2d(4, 8, 1, bias=False), torch.randn(2, 4, 32, 32)) is None
+    assert fast_layer(nn.Conv2d(4, 8, 1, bias=True), torch.randn(2, 4, 32, 32)) is None
+    assert fast_layer(nn.Conv2d(4, 8, 1, stride=2, bias=False), torch.randn(2, 4, 32, 32)) is None
+    assert fast_layer(nn.Conv2d(4, 8, 1, bias=False), torch.randn(2, 8, 32, 32)[:, :4]) is None   # not contiguous
+
+
+def test_grouped_pointwise_conv_is_the_grouped_matrix_product():
+    """The 1x1 conv of several edges side by side (groups = edges) equals F.conv2d's, gradients included."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 4, 1, bias=False).double()
+    x = torch.randn(2, 18, 5, 7, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(12, 6, 1, 1, dtype=torch.float64, requires_grad=True)
+    out = cpu_kernels.conv_kernel(conv, x, weight, 3)
+    ref = torch.nn.functional.conv2d(x, weight, groups=3)
+    grad = torch.randn_like(ref)
+    assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(out, [x, weight], grad), torch.autograd.grad(ref, [x, weight], grad)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-11)
 
 
 def test_benchmark_script_runs():

@@ -57,21 +57,9 @@ def _eligible(x: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-# ---------------------------------------------------------------- depthwise convolution
-def _depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, padding: int,
-                           dilation: int) -> torch.Tensor:
-    """d loss / d weight of a stride-1 depthwise conv: PyTorch's weight-only backward, in the
-    layout where its CPU kernel is fast (channels_last for undilated kernels larger than 3x3, 2-4x
-    faster there than NCHW; NCHW for the others, where channels_last is the slower one)."""
-    layout = torch.channels_last if dilation == 1 and weight.shape[-1] > 3 else torch.contiguous_format
-    _, weight_grad, _ = torch.ops.aten.convolution_backward(
-        grad.contiguous(memory_format=layout), x.contiguous(memory_format=layout), weight, None, [1, 1],
-        [padding, padding], [dilation, dilation], False, [0, 0], weight.shape[0], [False, True, False])
-    return weight_grad.contiguous()
-
-
-class _DepthwiseWeightGrad(torch.autograd.Function):
-    """The weight half of :class:`_DepthwiseConv2d`'s backward, as a node of its own.
+# ---------------------------------------------------------------- convolutions with a split backward
+class _WeightGrad(torch.autograd.Function):
+    """The weight half of a :class:`_Conv`'s backward, as a node of its own.
 
     Its output is a zero-cost stand-in shaped like the conv's output, which the conv takes as an
     input and passes the output gradient back to.  Being a separate node, it runs only when the
@@ -80,60 +68,124 @@ class _DepthwiseWeightGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, x, padding: int, dilation: int, out_shape):
+    def forward(ctx, weight, x, kernel: "_ConvMath", out_shape):
         ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.dilation = padding, dilation
+        ctx.kernel = kernel
         return weight.new_zeros(()).expand(out_shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        return _depthwise_weight_grad(x, grad, weight, ctx.padding, ctx.dilation), None, None, None, None
+        return ctx.kernel.weight_grad(x, grad, weight), None, None, None
 
 
-class _DepthwiseConv2d(torch.autograd.Function):
-    """Stride-1 depthwise ``F.conv2d`` with square kernel and 'same' padding (input half of the
-    backward here, weight half in :class:`_DepthwiseWeightGrad`)."""
+class _Conv(torch.autograd.Function):
+    """A convolution whose backward here computes only the input gradient (weight half: :class:`_WeightGrad`)."""
 
     @staticmethod
-    def forward(ctx, x, weight, weight_grad_carrier, padding: int, dilation: int):
+    def forward(ctx, x, weight, weight_grad_carrier, kernel: "_ConvMath"):
         ctx.save_for_backward(weight)
-        ctx.padding, ctx.dilation = padding, dilation
-        return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
+        ctx.kernel, ctx.x_shape = kernel, x.shape
+        return kernel.forward(x, weight)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            # The transposed convolution of a stride-1 conv: correlate with the flipped kernel.
-            kernel = weight.shape[-1]
-            grad_x = F.conv2d(grad, weight.flip(-1, -2), None, 1, ctx.dilation * (kernel - 1) - ctx.padding,
-                              ctx.dilation, weight.shape[0])
-        return grad_x, None, grad if ctx.needs_input_grad[2] else None, None, None
+        grad_x = ctx.kernel.input_grad(grad, weight, ctx.x_shape) if ctx.needs_input_grad[0] else None
+        return grad_x, None, grad if ctx.needs_input_grad[2] else None, None
+
+
+class _ConvMath:
+    """forward, input gradient and weight gradient of one kind of convolution."""
+
+    def forward(self, x, weight):
+        raise NotImplementedError
+
+    def input_grad(self, grad, weight, x_shape):
+        raise NotImplementedError
+
+    def weight_grad(self, x, grad, weight):
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        carrier = None
+        if weight.requires_grad and torch.is_grad_enabled():
+            carrier = _WeightGrad.apply(weight, x.detach(), self, self.out_shape(x, weight))
+        return _Conv.apply(x, weight.detach() if carrier is not None else weight, carrier, self)
+
+
+class _Depthwise(_ConvMath):
+    """Stride-1 depthwise conv, square kernel, 'same' padding."""
+
+    def __init__(self, padding: int, dilation: int) -> None:
+        self.padding, self.dilation = padding, dilation
+
+    def out_shape(self, x, weight):
+        return x.shape
+
+    def forward(self, x, weight):
+        return F.conv2d(x, weight, None, 1, self.padding, self.dilation, x.shape[1])
+
+    def input_grad(self, grad, weight, x_shape):
+        # The transposed convolution of a stride-1 conv: correlate with the flipped kernel.
+        return F.conv2d(grad.contiguous(), weight.flip(-1, -2), None, 1,
+                        self.dilation * (weight.shape[-1] - 1) - self.padding, self.dilation, weight.shape[0])
+
+    def weight_grad(self, x, grad, weight):
+        """PyTorch's weight-only backward, in the layout where its CPU kernel is fast (channels_last for
+        undilated kernels larger than 3x3, 2-4x faster there than NCHW; NCHW for the others, where
+        channels_last is the slower one)."""
+        layout = torch.channels_last if self.dilation == 1 and weight.shape[-1] > 3 else torch.contiguous_format
+        p, d = self.padding, self.dilation
+        _, weight_grad, _ = torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=layout), x.contiguous(memory_format=layout), weight, None, [1, 1],
+            [p, p], [d, d], False, [0, 0], weight.shape[0], [False, True, False])
+        return weight_grad.contiguous()
+
+
+class _Pointwise(_ConvMath):
+    """1x1 conv of ``groups`` groups as batched matrix products, one per (sample, group)."""
+
+    def __init__(self, groups: int) -> None:
+        self.groups = groups
+
+    def _per_group(self, t: torch.Tensor) -> torch.Tensor:
+        """(N, groups * C, H, W) -> (N * groups, C, H * W), a view."""
+        return t.reshape(t.shape[0] * self.groups, t.shape[1] // self.groups, t.shape[2] * t.shape[3])
+
+    def _weights(self, weight: torch.Tensor, n: int) -> torch.Tensor:
+        g = self.groups
+        return weight.view(1, g, weight.shape[0] // g, weight.shape[1]).expand(n, -1, -1, -1).reshape(
+            n * g, weight.shape[0] // g, weight.shape[1])
+
+    def out_shape(self, x, weight):
+        return torch.Size((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+
+    def forward(self, x, weight):
+        n, _, h, w = x.shape
+        return torch.bmm(self._weights(weight, n), self._per_group(x)).view(n, weight.shape[0], h, w)
+
+    def input_grad(self, grad, weight, x_shape):
+        n = grad.shape[0]
+        return torch.bmm(self._weights(weight, n).transpose(1, 2), self._per_group(grad.contiguous())).view(x_shape)
+
+    def weight_grad(self, x, grad, weight):
+        n, g = x.shape[0], self.groups
+        per_sample = torch.bmm(self._per_group(grad.contiguous()), self._per_group(x).transpose(1, 2))
+        return per_sample.view(n, g, weight.shape[0] // g, weight.shape[1]).sum(0).view(weight.shape)
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> torch.Tensor:
     """``F.conv2d(x, weight, padding=padding, dilation=dilation, groups=C)``, stride 1, 'same' size."""
-    carrier = None
-    if weight.requires_grad and torch.is_grad_enabled():
-        carrier = _DepthwiseWeightGrad.apply(weight, x.detach(), padding, dilation, x.shape)
-    return _DepthwiseConv2d.apply(x, weight.detach() if carrier is not None else weight, carrier,
-                                  padding, dilation)
+    return _Depthwise(padding, dilation)(x, weight)
 
 
-def depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.Tensor]:
-    """``F.conv2d(x, weight, groups=x.shape[1])`` with ``conv``'s kernel size, padding and dilation
-    (a depthwise conv over all of x's channels, e.g. several edges' convs side by side), computed
-    here; None where no kernel of this module applies or pays."""
+def _depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.Tensor]:
     k, (ph, pw), (dh, dw) = conv.kernel_size, conv.padding, conv.dilation
-    if (not _eligible(x) or conv.groups != conv.in_channels or conv.out_channels != conv.in_channels
-            or weight.shape[0] != x.shape[1] or conv.bias is not None
-            or k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1)
-            or 2 * ph != dh * (k[0] - 1) or conv.padding_mode != "zeros"):
+    if (k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1) or 2 * ph != dh * (k[0] - 1)
+            or weight.shape[0] != x.shape[1] or weight.shape[1] != 1):
         return None
     # Where it pays (docs/search_speed.md, 2 threads, batch 16): PyTorch's NCHW backward of a 5x5 or
     # dilated depthwise conv takes 1.4-3x this one's from 4096 values per sample (4 x 32 x 32,
@@ -141,6 +193,33 @@ def depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> 
     if x.shape[1] * x.shape[2] * x.shape[3] < 4096 or (k[0] <= 3 and dh == 1):
         return None
     return depthwise_conv(x, weight, ph, dh)
+
+
+def _pointwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, groups: int) -> Optional[torch.Tensor]:
+    """A 1x1 conv of ``groups`` groups as one batched matrix product per sample and group.
+
+    PyTorch's CPU 1x1 convolution (oneDNN, NCHW) takes 1.3-3x the time of the same product as
+    ``torch.matmul`` at the supernet's 4-256 channels (forward + backward; docs/search_speed.md)."""
+    if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0) or not x.is_contiguous():
+        return None
+    n, channels, height, width = x.shape
+    per_group_in = channels // groups
+    if per_group_in * groups != channels or weight.shape[1] != per_group_in:
+        return None
+    return _Pointwise(groups)(x, weight)
+
+
+def conv_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, groups: int) -> Optional[torch.Tensor]:
+    """``F.conv2d(x, weight, groups=groups)`` with ``conv``'s kernel size, stride, padding and
+    dilation, computed here (``weight`` and ``groups`` may be several edges' convs side by side);
+    None where no kernel of this module applies or pays."""
+    if not _eligible(x) or conv.bias is not None or conv.padding_mode != "zeros":
+        return None
+    if groups == x.shape[1] and conv.groups == conv.in_channels == conv.out_channels:
+        return _depthwise_kernel(conv, x, weight)
+    if conv.dilation == (1, 1):
+        return _pointwise_kernel(conv, x, weight, groups)
+    return None
 
 
 # ---------------------------------------------------------------- 3x3 stride-1 pools
@@ -239,7 +318,7 @@ def fast_layer(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
         return None
     kind = type(layer)
     if kind is nn.Conv2d:
-        return depthwise_kernel(layer, x, layer.weight)
+        return conv_kernel(layer, x, layer.weight, layer.groups)
     if kind is nn.MaxPool2d:
         run = _max_pool(layer, x)
     elif kind is nn.AvgPool2d:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.darts import FactorizedReduce, Zero
-from .cpu_kernels import depthwise_kernel
+from .cpu_kernels import conv_kernel
 from .fused import (batch_norm_scale, batch_norm_step, channel_shuffle, factorized_reduce, foldable_bn,
                     max_pool, op_layers, run_layers)
 
@@ -79,10 +79,11 @@ def _batchable(edges: Sequence[nn.Module]) -> bool:
 def _conv(convs: Sequence[nn.Conv2d], h: torch.Tensor) -> torch.Tensor:
     conv = convs[0]
     weight = conv.weight if len(convs) == 1 else torch.cat([c.weight for c in convs])
-    fast = depthwise_kernel(conv, h, weight)   # None unless a CPU kernel applies
+    groups = conv.groups * len(convs)
+    fast = conv_kernel(conv, h, weight, groups)   # None unless a CPU kernel applies
     if fast is not None:
         return fast
-    return F.conv2d(h, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups * len(convs))
+    return F.conv2d(h, weight, None, conv.stride, conv.padding, conv.dilation, groups)
 
 
 def _batch_norm(bns: Sequence[nn.BatchNorm2d], h: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
