@@ -4,8 +4,11 @@ At the configuration of issue 14 (supernet C=16, 8 cells, batch 16, 32 px, 2 thr
 PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 
 * **before**: ``SearchNetwork(fused=False)``, the mixed op as today's and the official code compute it;
-* **after**: the default supernet (``fused=True``, with the CPU kernels of ``search/cpu_kernels.py``);
-* **after-kernels**: the fused supernet on PyTorch's own kernels (``cpu_kernels.native_kernels()``),
+* **after**: the default supernet (``fused=True``: a node's edges side by side, ``search/node_mix.py``,
+  with the CPU kernels of ``search/cpu_kernels.py``);
+* **after-edgewise**: the fused supernet with its edges run one by one (``set_fused(True, side_by_side=False)``),
+  which separates what running them side by side brings;
+* **after-kernels**: the default supernet (edges side by side) on PyTorch's own kernels (``cpu_kernels.native_kernels()``),
   which separates what the kernels bring from what the fused mixed op brings;
 * **after + checkpoint**: ``memory="checkpoint"`` (each cell recomputed in the backward pass);
 * **after + bf16** (``--bf16``): the default supernet under CPU bf16 autocast, as ``amp: bf16`` runs
@@ -14,7 +17,7 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
   layout (docs/search_speed.md says why it is opt-in).
 
 Step time = first-order architecture step + weight step, median over ``--reps`` repetitions that
-interleave the variants (before, after, after-kernels, checkpoint, before, ...), so a load that changes over the run
+interleave the variants (before, after, after-edgewise, ..., before, ...), so a load that changes over the run
 hits all of them alike.  Saved bytes = distinct storages autograd keeps for backward during one
 weight-step forward (``torch.autograd.graph.saved_tensors_hooks``); with checkpointing, the cell
 inputs the checkpoints hold are counted too.  Both are printed as a table with after/before ratios,
@@ -44,7 +47,8 @@ from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSSt
 from nasnetzoo.search.supernet import SearchCell, SearchNetwork  # noqa: E402
 from search_memory import saved_activation_bytes  # noqa: E402  (benchmarks/ is the script's folder)
 
-VARIANTS = {"before": dict(fused=False), "after": dict(fused=True), "after-kernels": dict(fused=True),
+VARIANTS = {"before": dict(fused=False), "after": dict(fused=True), "after-edgewise": dict(fused=True),
+            "after-kernels": dict(fused=True),
             "after+checkpoint": dict(fused=True, memory="checkpoint")}
 OPTIONAL_VARIANTS = {"after+bf16": dict(fused=True), "after+channels_last": dict(fused=True, channels_last=True)}
 
@@ -60,6 +64,8 @@ def build(net_kwargs, variant, make, args):
     torch.manual_seed(0)   # the same weights and alphas in every variant
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, **net_kwargs,
                         **{**VARIANTS, **OPTIONAL_VARIANTS}[variant])
+    if variant == "after-edgewise":
+        net.set_fused(True, side_by_side=False)
     strategy = make(net)
     if variant.endswith("bf16"):   # what the search runner sets for amp: bf16
         strategy.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..ops.darts import DilConv, FactorizedReduce, SepConv, Zero
+from ..ops.darts import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
 from .cpu_kernels import fast_layer, max_pool_backward
 
 
@@ -128,8 +128,8 @@ def factorized_reduce(op: FactorizedReduce, r: torch.Tensor, scale: torch.Tensor
 
 
 def op_layers(op: nn.Module) -> Optional[list]:
-    """The op as a flat list of layers when it is a chain (SepConv, DilConv, pool + BN, ...)."""
-    if isinstance(op, (SepConv, DilConv)):
+    """The op as a flat list of layers when it is a chain (SepConv, DilConv, ReLUConvBN, pool + BN, ...)."""
+    if isinstance(op, (SepConv, DilConv, ReLUConvBN)):
         return list(op.op)
     if type(op) is nn.Sequential:
         return list(op)
@@ -137,7 +137,8 @@ def op_layers(op: nn.Module) -> Optional[list]:
 
 
 def single(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``op(x)`` (one sampled op, PARSEC), with max pooling that keeps no indices."""
+    """``op(x)`` (one sampled op of PARSEC, a cell's preprocessing), with the CPU kernels and max
+    pooling that keeps no indices."""
     layers = op_layers(op)
     return op(x) if layers is None else run_layers(layers, x)
 

@@ -144,9 +144,14 @@ class SearchCell(nn.Module):
         # Fused edges into one node run side by side (.node_mix); False: one by one.
         self.side_by_side = True
 
+    def _preprocess(self, s0: torch.Tensor, s1: torch.Tensor) -> list:
+        if self.edges[0].fused:   # the fused path's CPU kernels for the 1x1 convs too
+            return [single(self.preprocess0, s0), single(self.preprocess1, s1)]
+        return [self.preprocess0(s0), self.preprocess1(s1)]
+
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        states = self._preprocess(s0, s1)
         if self.side_by_side and all(edge.fused for edge in self.edges):
             for i in range(self.steps):
                 edges = slice(edge_offset(i), edge_offset(i) + len(states))
@@ -165,7 +170,7 @@ class SearchCell(nn.Module):
     def forward_discrete(self, s0: torch.Tensor, s1: torch.Tensor,
                          choice: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
         """``choice[i]`` lists node i's (input state, op index) pairs."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        states = self._preprocess(s0, s1)
         for i, pairs in enumerate(choice):
             start = edge_offset(i)
             states.append(sum(self.edges[start + j].run(states[j], o) for j, o in pairs))
