@@ -162,8 +162,8 @@ def _group(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: 
         if relu is None:
             relu = F.relu(parts[0] if E == 1 else torch.cat(parts, dim=1))
         if isinstance(op, FactorizedReduce):   # only on a reduction cell's two input edges
-            summed = _add(summed, *(factorized_reduce(edge.ops[k], relu[:, e * C:(e + 1) * C], w[e])
-                                    for e, edge in enumerate(edges)))
+            per_edge = relu.split(C, dim=1)
+            summed = _add(summed, *(factorized_reduce(edge.ops[k], per_edge[e], w[e]) for e, edge in enumerate(edges)))
             continue
         scale = w if E == 1 else w.repeat_interleave(C)
         term = _chain([op_layers(edge.ops[k]) for edge in edges], parts, relu, scale)

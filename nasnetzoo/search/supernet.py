@@ -85,7 +85,8 @@ class MixedOp(nn.Module):
         if self.k == 1:
             return x, None
         c = x.shape[1] // self.k
-        return x[:, :c], x[:, c:]
+        part, bypass = x.split([c, x.shape[1] - c], dim=1)   # one backward node (a cat), not two slices
+        return part, bypass
 
     def _merge(self, out: torch.Tensor, bypass: Optional[torch.Tensor]) -> torch.Tensor:
         if bypass is None:
