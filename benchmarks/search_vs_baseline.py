@@ -8,8 +8,8 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
   with the CPU kernels of ``search/cpu_kernels.py``);
 * **after-edgewise**: the fused supernet with its edges run one by one (``set_fused(True, side_by_side=False)``),
   which separates what running them side by side brings;
-* **after-kernels**: the default supernet (edges side by side) on PyTorch's own kernels (``cpu_kernels.native_kernels()``),
-  which separates what the kernels bring from what the fused mixed op brings;
+* **after-kernels**: the default supernet (edges side by side) on PyTorch's own kernels
+  (``cpu_kernels.native_kernels()``), which separates what the kernels bring from what the fused mixed op brings;
 * **after + checkpoint**: ``memory="checkpoint"`` (each cell recomputed in the backward pass);
 * **after + bf16** (``--bf16``): the default supernet under CPU bf16 autocast, as ``amp: bf16`` runs
   it; only meaningful on a CPU with native bf16 (``amx_bf16`` or ``avx512_bf16`` in /proc/cpuinfo);
