@@ -1,4 +1,4 @@
-"""Faster CPU versions of the supernet's large depthwise convolutions and 3x3 pools (same function).
+"""Faster CPU versions of the supernet's depthwise and 1x1 convolutions and 3x3 pools (same function).
 
 A DARTS supernet step on the CPU is thousands of small NCHW kernels, and PyTorch's CPU kernels for
 some of them are far slower than the arithmetic needs (PyTorch 2.14.1, 2 threads, batch 16 x 16
@@ -10,6 +10,8 @@ channels x 32 x 32; docs/search_speed.md has the measurements):
   gradient is a depthwise convolution of the output gradient with the flipped kernel, and the
   weight gradient PyTorch's weight-only backward in the layout its kernel is fast in: 1.3-3x less
   time for forward + backward;
+* **1x1 convolutions, stride 1, grouped or not** (a node's edges side by side are one group each):
+  batched matrix products, which oneDNN's NCHW 1x1 convolution is 1.3-3x slower than here;
 * **3x3, stride-1 pools**: PyTorch's NCHW CPU pooling kernels are slow here (forward about 6 ms for
   a max pool, 3 ms for an average pool).  Here a pool is two passes of three shifted maxima or
   sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept)
@@ -18,8 +20,10 @@ channels x 32 x 32; docs/search_speed.md has the measurements):
 Each function computes what the module it replaces computes, within float reordering (the sums run
 in another order; maxima are exact).  :func:`fast_layer` falls back to the module itself wherever
 that is not established (another device, autocast, channels_last, other strides, paddings or
-groups) and where PyTorch's kernel is as fast (smaller maps, fewer channels, plain 3x3 depthwise
-convs).  Results are tested against the modules in ``tests/test_cpu_kernels.py``.
+dilations) and where PyTorch's kernel is as fast (smaller maps, fewer channels, plain 3x3 depthwise
+convs).  The convolutions' backward is two autograd nodes, input and weight gradient, so a
+backward pass that wants no weight gradient (an architecture step) skips it.  Results are tested
+against the modules in ``tests/test_cpu_kernels.py``.
 """
 from __future__ import annotations
 
@@ -99,6 +103,9 @@ class _Conv(torch.autograd.Function):
 
 class _ConvMath:
     """forward, input gradient and weight gradient of one kind of convolution."""
+
+    def out_shape(self, x, weight):
+        raise NotImplementedError
 
     def forward(self, x, weight):
         raise NotImplementedError

@@ -14,10 +14,12 @@ kept for the backward pass:
   ``d/dw``; PC-DARTS's edge weight ``beta`` is folded in the same way (``beta * w_k``);
 * **max pooling keeps no indices**: its argmax (int64, twice the bytes of the map) is recomputed
   from the input, which is kept anyway, when the backward pass needs it.
-* **on the CPU**, the large 5x5/dilated depthwise convolutions and the 3x3 pools run on the
-  kernels of :mod:`.cpu_kernels`, which PyTorch's NCHW CPU kernels are several times slower than.
+* **on the CPU**, the 5x5/dilated depthwise convolutions, the 1x1 convolutions and the 3x3 pools
+  run on the kernels of :mod:`.cpu_kernels`, which PyTorch's NCHW CPU kernels are slower than.
 
-The op modules (and so the state-dict keys) are unchanged: this only decides how they are called.
+A search cell runs the edges into each node side by side (:mod:`.node_mix`, with the pieces of
+this module); :func:`mixed` is one edge on its own.  The op modules (and so the state-dict keys)
+are unchanged: this only decides how they are called.
 """
 from __future__ import annotations
 
