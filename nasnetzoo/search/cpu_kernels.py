@@ -206,12 +206,10 @@ def _pointwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, gr
     """A 1x1 conv of ``groups`` groups as one batched matrix product per sample and group.
 
     PyTorch's CPU 1x1 convolution (oneDNN, NCHW) takes 1.3-3x the time of the same product as
-    ``torch.matmul`` at the supernet's 4-256 channels (forward + backward; docs/search_speed.md)."""
+    ``torch.bmm`` at the supernet's 4-256 channels (forward + backward; docs/search_speed.md)."""
     if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0) or not x.is_contiguous():
         return None
-    n, channels, height, width = x.shape
-    per_group_in = channels // groups
-    if per_group_in * groups != channels or weight.shape[1] != per_group_in:
+    if x.shape[1] % groups or weight.shape[1] != x.shape[1] // groups:
         return None
     return _Pointwise(groups)(x, weight)
 
@@ -252,7 +250,7 @@ def max_pool_backward(x: torch.Tensor, grad: torch.Tensor, kernel: list, stride:
 
     On the CPU both run in channels_last, where PyTorch's kernels are 1.3-5x faster than in NCHW
     (same windows, same first-maximum rule, so the same gradient)."""
-    given = torch.channels_last if x.dim() == 4 and _channels_last(x) else torch.contiguous_format
+    given = torch.channels_last if x.dim() == 4 and is_channels_last(x) else torch.contiguous_format
     layout = torch.channels_last if x.device.type == "cpu" and x.dim() == 4 else given
     x, grad = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
     _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, [1, 1], ceil_mode)
@@ -260,7 +258,8 @@ def max_pool_backward(x: torch.Tensor, grad: torch.Tensor, kernel: list, stride:
                                                            indices).contiguous(memory_format=given)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-D tensor laid out channels_last (and not also plain contiguous, as 1x1 maps are)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
@@ -321,11 +320,11 @@ def _avg_pool(pool: nn.AvgPool2d, x: torch.Tensor) -> Optional[Callable[[torch.T
 # ---------------------------------------------------------------- dispatch
 def fast_layer(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
     """``layer(x)`` computed by a kernel of this module, or None where none applies."""
+    kind = type(layer)
+    if kind is nn.Conv2d:   # conv_kernel checks the tensor itself (node_mix calls it directly)
+        return conv_kernel(layer, x, layer.weight, layer.groups)
     if not _eligible(x):
         return None
-    kind = type(layer)
-    if kind is nn.Conv2d:
-        return conv_kernel(layer, x, layer.weight, layer.groups)
     if kind is nn.MaxPool2d:
         run = _max_pool(layer, x)
     elif kind is nn.AvgPool2d:

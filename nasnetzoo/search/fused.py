@@ -31,7 +31,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..ops.darts import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
-from .cpu_kernels import fast_layer, max_pool_backward
+from .cpu_kernels import fast_layer, is_channels_last, max_pool_backward
 
 
 # ---------------------------------------------------------------- max pooling without indices
@@ -102,7 +102,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave ``groups`` channel groups (ShuffleNet's shuffle; a permutation of channels).
     Keeps a channels_last tensor channels_last."""
     b, c, h, w = x.shape
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(x):
         nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
         return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)

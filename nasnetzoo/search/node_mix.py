@@ -33,16 +33,17 @@ _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
 # ---------------------------------------------------------------- which edges can run side by side
 def _layer_key(layer: nn.Module):
-    """What must be equal for layers of several edges to run as one (weights aside)."""
+    """What must be equal for layers of several edges to run as one (weights aside); None for a
+    layer this module cannot run side by side (a conv with bias or non-zero padding mode, an affine
+    BatchNorm or one without running statistics, any other kind)."""
     kind = type(layer)
     if kind is nn.ReLU:
         return kind
-    if kind is nn.Conv2d:
+    if kind is nn.Conv2d and layer.bias is None and layer.padding_mode == "zeros":
         return (kind, layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                layer.dilation, layer.groups, layer.bias is None, layer.padding_mode)
-    if kind is nn.BatchNorm2d:
-        return (kind, layer.num_features, layer.affine, layer.eps, layer.momentum, layer.track_running_stats,
-                layer.training)
+                layer.dilation, layer.groups)
+    if kind is nn.BatchNorm2d and not layer.affine and layer.track_running_stats:
+        return (kind, layer.num_features, layer.eps, layer.momentum, layer.training)
     if kind in _POOLS:
         return (kind, repr(layer))
     return None
@@ -58,10 +59,6 @@ def _op_key(op: nn.Module):
     keys = [_layer_key(m) for m in layers]
     if None in keys or not (keys[0] is nn.ReLU or keys[0][0] in _POOLS):
         return None
-    for m in layers:   # convs without bias, non-affine BatchNorms that keep statistics
-        if (type(m) is nn.Conv2d and (m.bias is not None or m.padding_mode != "zeros")) or (
-                type(m) is nn.BatchNorm2d and (m.affine or not m.track_running_stats)):
-            return None
     return tuple(keys)
 
 
