@@ -18,7 +18,7 @@ from cpu_kernels import LAYERS  # noqa: E402  (benchmarks/cpu_kernels.py: the la
 
 SEP5, DIL3, DIL5 = "sep_conv_5x5 depthwise", "dil_conv_3x3 depthwise", "dil_conv_5x5 depthwise"
 POINTWISE = "sep/dil_conv pointwise 1x1"
-SIZES = {SEP5: [32, 33], DIL3: [32], DIL5: [32], POINTWISE: [5, 32], "max_pool_3x3": [7, 32],
+SIZES = {SEP5: [32, 33], DIL3: [32, 33], DIL5: [32], POINTWISE: [5, 32], "max_pool_3x3": [7, 32],
          "avg_pool_3x3": [16, 19]}  # where each runs
 CASES = [(name, size, sliced) for name, sizes in SIZES.items() for size in sizes for sliced in (False, True)
          if not (sliced and name == POINTWISE)]   # a 1x1 conv reads a dw conv's output, never a slice

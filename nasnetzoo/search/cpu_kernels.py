@@ -141,15 +141,32 @@ class _Depthwise(_ConvMath):
                         self.dilation * (weight.shape[-1] - 1) - self.padding, self.dilation, weight.shape[0])
 
     def weight_grad(self, x, grad, weight):
-        """PyTorch's weight-only backward, in the layout where its CPU kernel is fast (channels_last for
-        undilated kernels larger than 3x3, 2-4x faster there than NCHW; NCHW for the others, where
-        channels_last is the slower one)."""
-        layout = torch.channels_last if self.dilation == 1 and weight.shape[-1] > 3 else torch.contiguous_format
+        """PyTorch's weight-only backward, as the problem its CPU kernels are fast at: in channels_last
+        for kernels larger than 3x3 (2-4x faster there than NCHW), and for a dilated conv on maps of
+        32 x 32 or more, undilated on the maps' polyphase components (:func:`_polyphase`), where the
+        dilated problem takes 10-40x longer in either layout (AVX2 and AVX-512 alike,
+        docs/search_speed.md); NCHW for the others, where channels_last is the slower one."""
         p, d = self.padding, self.dilation
+        h, w = x.shape[-2:]
+        if d > 1 and h % d == 0 and w % d == 0 and h * w >= 1024:
+            x, grad, p, d = _polyphase(x, d), _polyphase(grad, d), p // d, 1
+            layout = torch.channels_last
+        else:
+            layout = torch.channels_last if d == 1 and weight.shape[-1] > 3 else torch.contiguous_format
         _, weight_grad, _ = torch.ops.aten.convolution_backward(
             grad.contiguous(memory_format=layout), x.contiguous(memory_format=layout), weight, None, [1, 1],
             [p, p], [d, d], False, [0, 0], weight.shape[0], [False, True, False])
         return weight_grad.contiguous()
+
+
+def _polyphase(t: torch.Tensor, d: int) -> torch.Tensor:
+    """(N, C, H, W) -> (d * d * N, C, H / d, W / d), channels_last: sample n's pixels (d*a + r, d*b + s)
+    as pixel (a, b) of sample (r, s, n).  A 'same' depthwise conv of dilation d, padding p maps each
+    component to the same component of its output as an undilated conv of padding p / d, so its
+    weight gradient is the undilated one summed over the d * d components, which the batch sums."""
+    n, c, h, w = t.shape
+    nhwc = t.reshape(n, c, h // d, d, w // d, d).permute(3, 5, 0, 2, 4, 1).reshape(d * d * n, h // d, w // d, c)
+    return nhwc.permute(0, 3, 1, 2)
 
 
 class _Pointwise(_ConvMath):
