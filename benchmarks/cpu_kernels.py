@@ -34,6 +34,8 @@ LAYERS = {
     "dil_conv_3x3 depthwise": lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c, bias=False),
     "dil_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=4, dilation=2, groups=c, bias=False),
     "sep/dil_conv pointwise 1x1": lambda c: nn.Conv2d(c, c, 1, bias=False),
+    # four edges' 1x1 convs side by side (search/node_mix.py): one group per edge
+    "pointwise 1x1, 4 groups": lambda c: nn.Conv2d(c, c, 1, groups=4, bias=False),
     "max_pool_3x3": lambda c: nn.MaxPool2d(3, 1, 1),
     "avg_pool_3x3": lambda c: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
 }
@@ -61,14 +63,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"ms per call, median of {args.reps}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'layer':24s} {'N,C,H,W':12s} {'PyTorch fwd':>11s} {'bwd':>7s} {'here fwd':>9s} {'bwd':>7s} {'ratio':>6s}")
+    print(f"{'layer':26s} {'N,C,H,W':12s} {'PyTorch fwd':>11s} {'bwd':>7s} {'here fwd':>9s} {'bwd':>7s} {'ratio':>6s}")
     for shape in args.shapes:
         n, c, h, w = (int(v) for v in shape.split(","))
         for name, make in LAYERS.items():
             layer = make(c)
             x = torch.randn(n, c, h, w, requires_grad=True)
             if fast_layer(layer, x.detach()) is None:
-                print(f"{name:24s} {shape:12s}   PyTorch's kernel (fast_layer declines this shape)")
+                print(f"{name:26s} {shape:12s}   PyTorch's kernel (fast_layer declines this shape)")
                 continue
             runs = {True: [], False: []}
             for rep in range(args.reps + 2):   # two warm-up rounds
@@ -77,7 +79,7 @@ def main() -> None:
                     if rep >= 2:
                         runs[native].append(t)
             (nf, nb), (ff, fb) = ([1000 * statistics.median(col) for col in zip(*runs[k])] for k in (True, False))
-            print(f"{name:24s} {shape:12s} {nf:11.2f} {nb:7.2f} {ff:9.2f} {fb:7.2f} {(ff + fb) / (nf + nb):6.2f}")
+            print(f"{name:26s} {shape:12s} {nf:11.2f} {nb:7.2f} {ff:9.2f} {fb:7.2f} {(ff + fb) / (nf + nb):6.2f}")
 
 
 if __name__ == "__main__":
