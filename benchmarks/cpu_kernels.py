@@ -19,15 +19,11 @@ import argparse
 import statistics
 import time
 
-from nasnetzoo.threads import configure_threads
+import torch
+from torch import nn
 
-configure_threads()   # the package's thread defaults, before torch starts its pool
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels  # noqa: E402
-from nasnetzoo.search.fused import max_pool  # noqa: E402
+from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels
+from nasnetzoo.search.fused import max_pool
 
 LAYERS = {
     "sep_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),

@@ -33,16 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-from nasnetzoo.threads import configure_threads
+import torch
 
-configure_threads()
-
-import torch  # noqa: E402
-
-import nasnetzoo  # noqa: E402
-from nasnetzoo.search.strategies import PCDARTSStrategy  # noqa: E402
-from nasnetzoo.search.supernet import SearchNetwork  # noqa: E402
-from nasnetzoo.train.engine import Trainer  # noqa: E402
+import nasnetzoo
+from nasnetzoo.search.strategies import PCDARTSStrategy
+from nasnetzoo.search.supernet import SearchNetwork
+from nasnetzoo.train.engine import Trainer
 
 MOBILE_MODELS = ("nasnet_a_mobile", "amoebanet_a_mobile", "pnasnet5_mobile", "darts_v2_imagenet",
                  "pcdarts_imagenet", "pdarts_imagenet", "gdas_imagenet")

@@ -1,13 +1,17 @@
-"""How much a search slows when another PyTorch process shares its cores: old vs new thread defaults.
+"""How much a search slows when another PyTorch process shares its cores, under each thread policy.
 
 For each setting, N search steps (PC-DARTS, first-order architecture step + weight step, a small
 supernet) are timed in a fresh process, first alone, then while a competing process runs a
 2-thread PyTorch convolution loop on the same cores (itself started with PyTorch's defaults,
 like any other user's job).  Settings:
 
-* ``old``: PyTorch's defaults (libgomp spins at barriers; threads = cores), as before issue 14;
-* ``new``: nasnetzoo's defaults (``nasnetzoo/threads.py``: ``OMP_WAIT_POLICY=PASSIVE``);
-* ``new, 1 thread``: the same with ``threads: 1`` in the recipe.
+* ``spinning``: PyTorch's defaults (libgomp spins at barriers, then sleeps; threads = cores), as
+  before issue 14;
+* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once), nasnetzoo's default until the
+  thread count followed the load;
+* ``free cores``: nasnetzoo's default (``nasnetzoo/threads.py``): libgomp's own policy, the thread
+  count re-read between steps from what other processes use (``threads: 0``), as the run loops do;
+* ``1 thread``: ``threads: 1`` in the recipe.
 
 Slowdown = contended / alone; sharing two cores with one other busy process explains about 2x.
 
@@ -23,25 +27,23 @@ import subprocess
 import sys
 import time
 
-SETTINGS = {            # name: (environment, threads)
-    "old": ({"OMP_WAIT_POLICY": None, "KMP_BLOCKTIME": None}, 0),
-    "new": ({}, 0),
-    "new, 1 thread": ({}, 1),
+SETTINGS = {            # name: (environment, threads; 0: follow the free cores)
+    "spinning": ({}, None),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+    "free cores": ({}, 0),
+    "1 thread": ({}, 1),
 }
 
 
-def worker(steps: int, threads: int, old: bool) -> None:
-    """Time ``steps`` search steps; print the seconds."""
-    if old:
-        import torch  # noqa: F401  (loaded before nasnetzoo: its OpenMP defaults cannot apply)
-    from nasnetzoo.threads import configure_threads
-
-    configure_threads(threads)
+def worker(steps: int, threads: int) -> None:
+    """Time ``steps`` search steps as the search loop runs them; print the seconds."""
     import torch
 
     from nasnetzoo.search.strategies import PCDARTSStrategy
     from nasnetzoo.search.supernet import SearchNetwork
+    from nasnetzoo.threads import share_cores
 
+    cores = share_cores(threads)
     torch.manual_seed(0)
     net = SearchNetwork(C=8, layers=5, num_classes=10, partial_k=4, edge_norm=True)
     strategy = PCDARTSStrategy(net)
@@ -51,6 +53,8 @@ def worker(steps: int, threads: int, old: bool) -> None:
     strategy.weight_step(batch, opt)
     start = time.perf_counter()
     for _ in range(steps):
+        if cores is not None:
+            cores.update()
         strategy.arch_step(batch, batch, opt)
         strategy.weight_step(batch, opt)
     print(f"{time.perf_counter() - start:.4f}")
@@ -69,11 +73,10 @@ def competitor() -> None:
 
 def run_worker(setting: str, steps: int, threads: int) -> float:
     env_changes, setting_threads = SETTINGS[setting]
-    env = dict(os.environ)
-    for key, value in env_changes.items():
-        env.pop(key, None) if value is None else env.__setitem__(key, value)
-    args = [sys.executable, __file__, "--worker", "--steps", str(steps),
-            "--threads", str(setting_threads or threads)] + (["--old"] if setting == "old" else [])
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS")}
+    env.update(env_changes)
+    threads = threads if setting_threads is None else setting_threads
+    args = [sys.executable, __file__, "--worker", "--steps", str(steps), "--threads", str(threads)]
     out = subprocess.run(args, env=env, check=True, capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -84,10 +87,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--competitor", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--old", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.steps, args.threads, args.old)
+        return worker(args.steps, args.threads)
     if args.competitor:
         return competitor()
 
@@ -101,8 +103,8 @@ def main() -> None:
     finally:
         rival.kill()
         rival.wait()
-    print(f"{args.steps} PC-DARTS search steps (C=8, 5 cells, batch 16, 16 px), {args.threads} threads "
-          f"unless stated; a competing 2-thread PyTorch process in the 'shared' column")
+    print(f"{args.steps} PC-DARTS search steps (C=8, 5 cells, batch 16, 16 px), {args.threads} threads for "
+          f"'spinning' and 'passive'; a competing 2-thread PyTorch process in the 'shared' column")
     head = f"{'setting':16s} {'alone s':>9s} {'shared s':>9s} {'slowdown':>9s}"
     print(head + "\n" + "-" * len(head))
     for s in SETTINGS:

@@ -36,16 +36,12 @@ import json
 import statistics
 import time
 
-from nasnetzoo.threads import configure_threads
+import torch
 
-configure_threads()   # the package's thread defaults, before torch starts its pool
-
-import torch  # noqa: E402
-
-from nasnetzoo.search.cpu_kernels import native_kernels  # noqa: E402
-from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy  # noqa: E402
-from nasnetzoo.search.supernet import SearchCell, SearchNetwork  # noqa: E402
-from search_memory import saved_activation_bytes  # noqa: E402  (benchmarks/ is the script's folder)
+from nasnetzoo.search.cpu_kernels import native_kernels
+from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy
+from nasnetzoo.search.supernet import SearchCell, SearchNetwork
+from search_memory import saved_activation_bytes  # benchmarks/ is the script's folder
 
 VARIANTS = {"before": dict(fused=False), "after": dict(fused=True), "after-edgewise": dict(fused=True),
             "after-kernels": dict(fused=True),

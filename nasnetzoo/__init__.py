@@ -7,18 +7,14 @@
     >>> nasnetzoo.profile(model)                             # params and MACs
     >>> nasnetzoo.save_pretrained(model, "w.safetensors")     # weights + what load() needs
 """
-from .threads import set_openmp_defaults
-
-set_openmp_defaults()   # before anything imports torch: OpenMP reads its wait policy once, at load
-
-from ._version import __version__  # noqa: E402
-from .errors import ConfigError, GenotypeError, NasNetZooError, UnknownModelError, UnknownOpError  # noqa: E402
-from .factory import load  # noqa: E402
-from .genotype import Cell, Edge, Genotype  # noqa: E402
-from .ops import build_op, op_names, register_op  # noqa: E402
-from .profile import Profile, profile  # noqa: E402
-from .registry import get_entry, get_genotype, list_genotypes, list_models  # noqa: E402
-from .weights import save_pretrained  # noqa: E402
+from ._version import __version__
+from .errors import ConfigError, GenotypeError, NasNetZooError, UnknownModelError, UnknownOpError
+from .factory import load
+from .genotype import Cell, Edge, Genotype
+from .ops import build_op, op_names, register_op
+from .profile import Profile, profile
+from .registry import get_entry, get_genotype, list_genotypes, list_models
+from .weights import save_pretrained
 
 __all__ = [
     "Cell", "ConfigError", "Edge", "Genotype", "GenotypeError", "NasNetZooError", "Profile",

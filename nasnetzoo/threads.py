@@ -1,46 +1,106 @@
-"""CPU thread defaults that behave when the cores are shared with other processes.
+"""CPU threads for the run loops: every core when the machine is quiet, the free ones when it is shared.
 
-PyTorch's CPU kernels run on an OpenMP pool (libgomp in the pip wheels) whose threads, by
-default, *spin* at every barrier for a while before sleeping.  A supernet step is thousands of
-small kernels, each ending in a barrier: when another process takes one of the cores, the
-thread that waits spins on the core its partner needs, and a search that should slow by the
-share (2x) slowed 16x (issue 14).  ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep at
-once; measured with ``benchmarks/search_contention.py`` (see ``docs/search_speed.md``).
+PyTorch's CPU kernels run on an OpenMP pool (libgomp in the pip wheels) whose threads spin at every
+barrier for a while before they sleep.  A supernet step is thousands of small kernels, each ending
+in a barrier, so that spin decides the speed both ways (issue 14, docs/search_speed.md):
 
-libgomp reads the policy once, when PyTorch loads it, so :func:`set_openmp_defaults` must run
-before the first ``import torch``: ``nasnetzoo/__init__.py`` calls it first thing.  Values the
-user set in the environment are always kept.  :func:`configure_threads` then sets the intra-op
-thread count where a recipe asks for one.
+* on a quiet machine it is what makes the second thread pay: sleeping at once instead
+  (``OMP_WAIT_POLICY=PASSIVE``) made a DARTS search step 2x slower on a 2-core EPYC;
+* when another process holds one of the cores, the waiting thread spins on the core its partner
+  needs: a search slowed 16x where sharing two cores explains 2x.
+
+So the run loops keep libgomp's default and choose the thread count instead.  A :class:`CoreShare`
+reads, between steps and at most every half second, how much CPU time other processes took on this
+process's cores (``/proc/stat`` less this process's own time) and runs on the cores they leave
+free: all of them on a quiet machine, fewer when others are busy, down to one thread, which has no
+barrier to spin at.  A fixed count (recipe ``threads: N``, or ``OMP_NUM_THREADS`` in the
+environment) turns it off, as does a platform without ``/proc/stat``.  A different thread count
+splits some reductions differently, so a run whose count changed is not bit for bit the run at a
+fixed count: pin the count where bit-exact reruns matter.
 """
 from __future__ import annotations
 
 import os
-import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Union
 
-# The defaults; an explicit environment variable wins over each of them.
-OPENMP_DEFAULTS = {
-    "OMP_WAIT_POLICY": "PASSIVE",   # libgomp (PyTorch's pip wheels): sleep at barriers, do not spin
-    "KMP_BLOCKTIME": "0",           # the same for Intel's OpenMP (conda builds, IPEX)
-}
+import torch
 
-
-def set_openmp_defaults() -> bool:
-    """Put :data:`OPENMP_DEFAULTS` into the environment where unset.  Returns False when torch was
-    already imported (the OpenMP runtime has read its settings then: nothing changes for it)."""
-    for key, value in OPENMP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    return "torch" not in sys.modules
+PROC_STAT = Path("/proc/stat")
 
 
-def configure_threads(threads: int = 0) -> int:
-    """The OpenMP defaults (if torch is not loaded yet) and ``torch.set_num_threads(threads)`` when
-    ``threads > 0``; returns the thread count in use."""
-    set_openmp_defaults()
-    import torch
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system   # every thread of this process
 
+
+class CoreShare:
+    """The intra-op thread count for the cores other processes leave free; :meth:`update` between steps.
+
+    ``others`` (cores' worth of CPU time other processes took over the last interval) decides it:
+    ``threads = round(cores - others)``, between 1 and ``max_threads`` (so more than half a core taken
+    by others is where a 2-core machine goes to one thread).  The first count is measured over ``probe``
+    seconds at construction, so a run that starts on a busy machine does not spend its first step
+    spinning.
+    """
+
+    def __init__(self, max_threads: int, *, interval: float = 0.5, probe: float = 0.2,
+                 stat_path: Path = PROC_STAT, own_cpu_seconds: Callable[[], float] = _own_cpu_seconds,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_threads, self.interval = max(1, max_threads), interval
+        self.stat_path, self.own_cpu_seconds, self.clock = stat_path, own_cpu_seconds, clock
+        self.cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity") else set()
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.others = 0.0
+        self.threads = self.max_threads
+        self._last = self._sample()
+        if probe > 0:
+            time.sleep(probe)
+        self.update(force=True)
+
+    def _sample(self) -> tuple[float, float, float]:
+        """(time, seconds the cores were busy in all, seconds this process ran)."""
+        busy = 0
+        with open(self.stat_path) as stat:
+            for line in stat:
+                name, *fields = line.split()
+                if name in self.cpus:   # user nice system idle iowait irq softirq steal
+                    values = [int(v) for v in fields[:8]]
+                    busy += sum(values) - values[3] - values[4]
+        return self.clock(), busy / self.ticks, self.own_cpu_seconds()
+
+    def update(self, force: bool = False) -> int:
+        """Re-read the load when ``interval`` has passed (or ``force``); set and return the thread count."""
+        if not force and self.clock() - self._last[0] < self.interval:
+            return self.threads
+        now = self._sample()
+        (t0, busy0, own0), (t1, busy1, own1) = self._last, now
+        self._last = now
+        if t1 <= t0:
+            return self.threads
+        self.others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
+        threads = max(1, min(self.max_threads, int(len(self.cpus) - self.others + 0.5)))
+        if threads != self.threads:
+            self.threads = threads
+            torch.set_num_threads(threads)   # the calling thread's OpenMP setting: call from the loop
+        return self.threads
+
+
+def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu") -> Optional[CoreShare]:
+    """The thread policy of a run loop on ``device``: ``threads > 0`` fixes the count (None returned);
+    0 on the CPU follows the free cores with a :class:`CoreShare` (None where ``OMP_NUM_THREADS``
+    fixes the count, ``/proc/stat`` cannot be read, or the loop runs on a GPU)."""
     if threads > 0:
         torch.set_num_threads(threads)
-    return torch.get_num_threads()
+        return None
+    if (torch.device(device).type != "cpu" or os.environ.get("OMP_NUM_THREADS")
+            or not hasattr(os, "sched_getaffinity")):
+        return None
+    try:
+        return CoreShare(torch.get_num_threads())
+    except (OSError, ValueError):
+        return None
 
 
-__all__ = ["OPENMP_DEFAULTS", "configure_threads", "set_openmp_defaults"]
+__all__ = ["CoreShare", "share_cores"]

@@ -11,7 +11,6 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")   # before torch loads (nasnetzoo imports it)
 
-import nasnetzoo  # noqa: E402,F401  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -73,7 +73,7 @@ class SearchRecipe(RecipeFile):
     seed: int = 2
     device: str = "auto"
     amp: str = "auto"             # auto: bf16 autocast on a GPU, fp32 on the CPU; bf16: also on the CPU; off: fp32
-    threads: int = 0              # CPU intra-op threads (0: PyTorch's default, one per core)
+    threads: int = 0              # CPU intra-op threads (0: the cores others leave free, re-read per step)
     max_steps_per_epoch: int = 0  # cut epochs short (smoke runs); 0: whole epoch
     progress: bool = True
 
@@ -84,7 +84,8 @@ class SearchRecipe(RecipeFile):
             raise RecipeError(f"strategy {self.strategy!r} runs its own pipeline, whose recipe has its own keys: write "
                               "it in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
         if self.threads < 0:
-            raise RecipeError(f"recipe key 'threads' = {self.threads} must be 0 (PyTorch's default) or a thread count.")
+            raise RecipeError(f"recipe key 'threads' = {self.threads} must be 0 (the cores other processes leave "
+                              "free) or a thread count.")
         for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")

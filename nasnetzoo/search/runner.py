@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .._version import __version__
-from ..threads import configure_threads
+from ..threads import CoreShare, share_cores
 from ..errors import NasNetZooError
 from ..genotype import Genotype
 from ..train import distributed as D
@@ -89,7 +89,6 @@ def search(recipe: SearchRecipe, *, out: Optional[PathLike] = None, resume: Opti
            overwrite: bool = False) -> SearchResult:
     """Run (or resume) a search.  ``on_epoch_end(epoch)`` may return True to stop after that epoch;
     ``overwrite`` replaces another run that ``out`` holds (otherwise refused)."""
-    configure_threads(recipe.threads)
     info = D.setup(recipe.device)
     try:
         return _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite)
@@ -118,6 +117,7 @@ class _Loop:
     schedule: LRSchedule
     steps_per_epoch: int
     history: SearchHistory
+    cores: Optional[CoreShare]   # follows the free cores between steps (None: a fixed thread count)
 
 
 def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> SearchResult:
@@ -164,6 +164,7 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> 
 
 
 def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
+    cores = share_cores(recipe.threads, info.device)
     seed_everything(recipe.seed)
     data = build_search_data(recipe, micro_batch=recipe.batch_size // info.world, device=info.device,
                              rank=info.rank, world=info.world)
@@ -183,7 +184,7 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     schedule = LRSchedule(optimizer, kind="cosine", base_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
                           steps_per_epoch=steps_per_epoch, lr_min=recipe.lr_min,
                           warmup_steps=int(round(recipe.lr_warmup_epochs * steps_per_epoch)))
-    return _Loop(info, recipe, data, network, strategy, optimizer, schedule, steps_per_epoch, SearchHistory())
+    return _Loop(info, recipe, data, network, strategy, optimizer, schedule, steps_per_epoch, SearchHistory(), cores)
 
 
 def _start(run: Run, loop: _Loop) -> int:
@@ -221,6 +222,8 @@ def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> t
     for step, (train_batch, arch_batch) in enumerate(zip(loop.data.weights, loop.data.arch)):
         if step >= loop.steps_per_epoch:
             break
+        if loop.cores is not None:
+            loop.cores.update()
         train_batch = tuple(t.to(device, non_blocking=True) for t in train_batch)
         if epoch >= recipe.warmup_epochs:
             arch_batch = tuple(t.to(device, non_blocking=True) for t in arch_batch)

@@ -83,7 +83,7 @@ class Recipe(RecipeFile):
     seed: int = 0
     deterministic: bool = False   # torch.use_deterministic_algorithms (CPU runs are deterministic anyway)
     device: str = "auto"
-    threads: int = 0              # CPU intra-op threads (0: PyTorch's default, one per core)
+    threads: int = 0              # CPU intra-op threads (0: the cores others leave free, re-read per step)
     sync_bn: bool = False         # SyncBatchNorm under DDP (GPU only)
     eval_every: int = 1           # epochs between validations (the last epoch always validates)
     log_every: int = 50           # optimizer steps between step records in metrics.jsonl

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-import torch
-
+from ..threads import CoreShare, share_cores
 from . import distributed as D
 from .artifacts import builder_defaults, inference_config, load_call, save_weights, write_json
 from .checkpoint import CheckpointError, atomic_save, seed_everything
@@ -138,6 +137,7 @@ class _Loop:
     trainer: Trainer
     steps_per_epoch: int
     drop_path_kind: str
+    cores: Optional[CoreShare] = None   # follows the free cores between steps (None: a fixed thread count)
     best_acc: Optional[float] = None
     best_epoch: Optional[int] = None
     last_val: dict = field(default_factory=dict)
@@ -184,8 +184,7 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
 def _build(info: D.DistInfo, recipe: Recipe, arch: str) -> _Loop:
     """Data, model, optimizer, schedule and trainer, checked against the recipe."""
     configure_determinism(recipe.deterministic, info.device)
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
+    cores = share_cores(recipe.threads, info.device)
     world, accum = info.world, recipe.accum_steps
     if recipe.batch_size % (world * accum):
         raise RecipeError(f"batch_size={recipe.batch_size} is not divisible by processes x accum_steps = "
@@ -213,7 +212,7 @@ def _build(info: D.DistInfo, recipe: Recipe, arch: str) -> _Loop:
                       aux_weight=recipe.aux_weight if recipe.auxiliary else 0.0, ema_decay=recipe.ema_decay,
                       drop_path=DropPathSchedule(recipe.drop_path, kind, recipe.epochs, steps_per_epoch),
                       dist=info, sync_bn=recipe.sync_bn)
-    return _Loop(info, recipe, arch, spec, data, trainer, steps_per_epoch, kind)
+    return _Loop(info, recipe, arch, spec, data, trainer, steps_per_epoch, kind, cores)
 
 
 def _weights_arch(run_dir: Path, spec) -> str:
@@ -274,6 +273,8 @@ def _train_epoch(run: Run, loop: _Loop, progress: RunProgress) -> dict:
     drop_path = trainer.drop_path.value(epoch, trainer.step)
 
     def on_step(step_info) -> None:
+        if loop.cores is not None:
+            loop.cores.update()
         progress.on_step(step_info)
         if loop.info.is_main and step_info["step"] % recipe.log_every == 0:
                 run.log({"kind": "step", "epoch": epoch + 1, "step": step_info["step"], "loss": step_info["loss"],

@@ -1,0 +1,113 @@
+"""The run loops' thread count follows the cores other processes leave free (nasnetzoo/threads.py)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import nasnetzoo.search.runner as search_runner
+import nasnetzoo.train.runner as train_runner
+from nasnetzoo.threads import CoreShare, share_cores
+from test_search_run import tiny_recipe
+from test_train_run import _tiny
+
+CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+pytestmark = pytest.mark.skipif(len(CPUS) < 2, reason="needs two cores in this process's affinity")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class FakeMachine:
+    """A /proc/stat file and this process's CPU time, advanced by hand (one tick = 1 / SC_CLK_TCK s)."""
+
+    def __init__(self, path, cpus):
+        self.path, self.cpus = path, cpus
+        self.now, self.own = 100.0, 0.0
+        self.busy = {c: 0 for c in cpus}   # busy ticks per cpu
+        self.busy["cpu9999"] = 0           # a core outside this process's affinity
+        self.write()
+
+    def write(self):
+        lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
+        for name, busy in self.busy.items():   # user nice system idle iowait irq softirq steal guest guest_nice
+            lines.append(f"{name} {busy} 0 0 {10**6 - busy} 0 0 0 0 0 0")
+        self.path.write_text("\n".join(lines) + "\nintr 0\n")
+
+    def run(self, seconds, own_cores, other_cores, outside=0.0):
+        """``seconds`` pass; this process keeps ``own_cores`` busy, others ``other_cores``, spread evenly."""
+        self.now += seconds
+        self.own += own_cores * seconds
+        per_cpu = (own_cores + other_cores) * seconds * TICKS / len(self.cpus)
+        for c in self.cpus:
+            self.busy[c] += round(per_cpu)
+        self.busy["cpu9999"] += round(outside * seconds * TICKS)
+        self.write()
+
+    def share(self):
+        return CoreShare(len(self.cpus), probe=0, stat_path=self.path, own_cpu_seconds=lambda: self.own,
+                         clock=lambda: self.now)
+
+
+@pytest.fixture
+def machine(tmp_path):
+    threads = torch.get_num_threads()
+    yield FakeMachine(tmp_path / "stat", [f"cpu{i}" for i in CPUS])
+    torch.set_num_threads(threads)
+
+
+def test_every_core_while_the_machine_is_quiet_and_fewer_while_others_use_them(machine):
+    share, n = machine.share(), len(machine.cpus)
+    machine.run(1.0, own_cores=n, other_cores=0.05)
+    assert share.update() == n and share.others == pytest.approx(0.05, abs=0.02)
+    machine.run(1.0, own_cores=n - 1, other_cores=1.3)    # a competitor arrives
+    assert share.update() == n - 1 and torch.get_num_threads() == n - 1
+    machine.run(1.0, own_cores=n - 1, other_cores=0.4)    # less than half a core: not worth a thread
+    assert share.update() == n
+
+
+def test_the_load_is_reread_only_after_the_interval(machine):
+    share, n = machine.share(), len(machine.cpus)
+    machine.run(0.2, own_cores=1.0, other_cores=1.6)
+    assert share.update() == n and share.others == 0.0    # 0.2 s < 0.5 s: not re-read yet
+    machine.run(0.4, own_cores=1.0, other_cores=1.6)
+    assert share.update() == max(1, n - 2)                # 0.6 s since the last reading
+
+
+def test_busy_cores_outside_the_affinity_and_own_time_do_not_count(machine):
+    share, n = machine.share(), len(machine.cpus)
+    machine.run(1.0, own_cores=n, other_cores=0.0, outside=1.0)
+    assert share.update() == n and share.others == pytest.approx(0.0, abs=0.02)
+
+
+def test_a_fixed_count_or_a_gpu_turns_it_off(monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        assert share_cores(1) is None and torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert share_cores(0, "cuda") is None
+        assert isinstance(share_cores(0), CoreShare)          # reads the real /proc/stat
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert share_cores(0) is None
+    finally:
+        torch.set_num_threads(threads)
+
+
+class CountingShare:
+    def __init__(self):
+        self.updates = 0
+
+    def update(self):
+        self.updates += 1
+        return 1
+
+
+@pytest.mark.parametrize("loop", ["search", "train"])
+def test_the_run_loops_reread_the_load_every_step(loop, monkeypatch, tmp_path):
+    share = CountingShare()
+    runner = search_runner if loop == "search" else train_runner
+    monkeypatch.setattr(runner, "share_cores", lambda threads, device: share)
+    if loop == "search":
+        search_runner.search(tiny_recipe("epochs=1", "warmup_epochs=0", "max_steps_per_epoch=2"), out=tmp_path / "run")
+    else:
+        train_runner.train(_tiny(epochs=1, max_steps_per_epoch=2, threads=0), "pcdarts_cifar", out=tmp_path / "run")
+    assert share.updates == 2
