@@ -46,9 +46,10 @@ class CoreShare:
     """
 
     def __init__(self, max_threads: int, *, interval: float = 0.5, probe: float = 0.2,
+                 on_change: Optional[Callable[["CoreShare", int], None]] = None,
                  stat_path: Path = PROC_STAT, own_cpu_seconds: Callable[[], float] = _own_cpu_seconds,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_threads, self.interval = max(1, max_threads), interval
+        self.max_threads, self.interval, self.on_change = max(1, max_threads), interval, on_change
         self.stat_path, self.own_cpu_seconds, self.clock = stat_path, own_cpu_seconds, clock
         self.cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity") else set()
         self.ticks = os.sysconf("SC_CLK_TCK")
@@ -82,15 +83,24 @@ class CoreShare:
         self.others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
         threads = max(1, min(self.max_threads, int(len(self.cpus) - self.others + 0.5)))
         if threads != self.threads:
-            self.threads = threads
+            previous, self.threads = self.threads, threads
             torch.set_num_threads(threads)   # the calling thread's OpenMP setting: call from the loop
+            if self.on_change is not None:
+                self.on_change(self, previous)
         return self.threads
 
+    def describe(self, previous: int) -> str:
+        """One line for a change of thread count."""
+        return (f"threads {previous} -> {self.threads}: other processes use {self.others:.1f} of this "
+                f"run's {len(self.cpus)} cores (`threads: N` in the recipe pins the count, for bit-exact reruns)")
 
-def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu") -> Optional[CoreShare]:
+
+def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu",
+                on_change: Optional[Callable[[CoreShare, int], None]] = None) -> Optional[CoreShare]:
     """The thread policy of a run loop on ``device``: ``threads > 0`` fixes the count (None returned);
     0 on the CPU follows the free cores with a :class:`CoreShare` (None where ``OMP_NUM_THREADS``
-    fixes the count, ``/proc/stat`` cannot be read, or the loop runs on a GPU)."""
+    fixes the count, ``/proc/stat`` cannot be read, or the loop runs on a GPU), which calls
+    ``on_change(share, previous_count)`` when it changes the count."""
     if threads > 0:
         torch.set_num_threads(threads)
         return None
@@ -98,9 +108,22 @@ def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu") -> O
             or not hasattr(os, "sched_getaffinity")):
         return None
     try:
-        return CoreShare(torch.get_num_threads())
+        return CoreShare(torch.get_num_threads(), on_change=on_change)
     except (OSError, ValueError):
         return None
 
 
-__all__ = ["CoreShare", "share_cores"]
+def report_first_change(write: Callable[[str], None]) -> Callable[[CoreShare, int], None]:
+    """An ``on_change`` that writes the run's first change of thread count (and no later one: a
+    load that comes and goes would repeat it every half second)."""
+    reported = False
+
+    def report(share: CoreShare, previous: int) -> None:
+        nonlocal reported
+        if not reported:
+            reported = True
+            write(share.describe(previous) + "; later changes are not reported")
+    return report
+
+
+__all__ = ["CoreShare", "report_first_change", "share_cores"]

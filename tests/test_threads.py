@@ -8,7 +8,7 @@ import torch
 
 import nasnetzoo.search.runner as search_runner
 import nasnetzoo.train.runner as train_runner
-from nasnetzoo.threads import CoreShare, share_cores
+from nasnetzoo.threads import CoreShare, report_first_change, share_cores
 from test_search_run import tiny_recipe
 from test_train_run import _tiny
 
@@ -43,9 +43,9 @@ class FakeMachine:
         self.busy["cpu9999"] += round(outside * seconds * TICKS)
         self.write()
 
-    def share(self):
-        return CoreShare(len(self.cpus), probe=0, stat_path=self.path, own_cpu_seconds=lambda: self.own,
-                         clock=lambda: self.now)
+    def share(self, on_change=None):
+        return CoreShare(len(self.cpus), probe=0, on_change=on_change, stat_path=self.path,
+                         own_cpu_seconds=lambda: self.own, clock=lambda: self.now)
 
 
 @pytest.fixture
@@ -63,6 +63,16 @@ def test_every_core_while_the_machine_is_quiet_and_fewer_while_others_use_them(m
     assert share.update() == n - 1 and torch.get_num_threads() == n - 1
     machine.run(1.0, own_cores=n - 1, other_cores=0.4)    # less than half a core: not worth a thread
     assert share.update() == n
+
+
+def test_the_first_change_is_reported_with_the_load_and_how_to_pin_the_count(machine):
+    lines = []
+    share, n = machine.share(on_change=report_first_change(lines.append)), len(machine.cpus)
+    for others in (1.3, 0.0, 1.3):   # down, up, down again
+        machine.run(1.0, own_cores=1.0, other_cores=others)
+        share.update()
+    assert lines == [f"threads {n} -> {n - 1}: other processes use 1.3 of this run's {n} cores (`threads: N` in "
+                     "the recipe pins the count, for bit-exact reruns); later changes are not reported"]
 
 
 def test_the_load_is_reread_only_after_the_interval(machine):
@@ -105,7 +115,7 @@ class CountingShare:
 def test_the_run_loops_reread_the_load_every_step(loop, monkeypatch, tmp_path):
     share = CountingShare()
     runner = search_runner if loop == "search" else train_runner
-    monkeypatch.setattr(runner, "share_cores", lambda threads, device: share)
+    monkeypatch.setattr(runner, "share_cores", lambda threads, device, on_change: share)
     if loop == "search":
         search_runner.search(tiny_recipe("epochs=1", "warmup_epochs=0", "max_steps_per_epoch=2"), out=tmp_path / "run")
     else:

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .._version import __version__
-from ..threads import CoreShare, share_cores
+from ..threads import CoreShare, report_first_change, share_cores
 from ..errors import NasNetZooError
 from ..genotype import Genotype
 from ..train import distributed as D
@@ -164,7 +164,8 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> 
 
 
 def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
-    cores = share_cores(recipe.threads, info.device)
+    cores = share_cores(recipe.threads, info.device,
+                        on_change=report_first_change(say) if recipe.progress and info.is_main else None)
     seed_everything(recipe.seed)
     data = build_search_data(recipe, micro_batch=recipe.batch_size // info.world, device=info.device,
                              rank=info.rank, world=info.world)
