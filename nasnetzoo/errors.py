@@ -29,6 +29,12 @@ class ConfigError(NasNetZooError, ValueError):
     """A bad builder argument (dataset, input size, channel count, ...)."""
 
 
+class CheckpointError(NasNetZooError):
+    """A checkpoint (a run's own, or a foreign one to convert) that is missing, unreadable, refused
+    because it would build Python objects (nasnetzoo never runs code from a checkpoint), or not
+    the kind of checkpoint expected."""
+
+
 def close_matches(value: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The candidates closest to ``value`` (case-insensitive), best first."""
     candidates = list(candidates)
@@ -52,6 +58,17 @@ def first_line(err: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name when it has none."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def unpickler_refusal(err: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` refused, from its error: the line naming the global or
+    the unsupported operation, without the unpickler's prefix."""
+    for line in str(err).splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or line.startswith(("Unsupported", "WeightsUnpickler error: Unsupported")):
+            line = line.replace("WeightsUnpickler error: ", "")
+            return line.split(" was not an allowed global")[0].rstrip(".")[:200]
+    return first_line(err)[:300]
 
 
 # What went wrong with a path, and what to do about it, by errno.

@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..weights.format import CheckpointError, WeightsError, check_config_bounds, check_tensors, state_dict_mismatch
+from ..errors import CheckpointError, ConfigError
+from ..weights.format import WeightsError, check_config_bounds, check_tensors, state_dict_mismatch
 from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, as_base_layout, map_state_dict,  # noqa: F401
                                read_checkpoint, source_key_map)
 

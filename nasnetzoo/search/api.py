@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..train.checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..recipe_file import RecipeError, apply_overrides, read_yaml_mapping
 from .strategies import Strategy, get_strategy
 

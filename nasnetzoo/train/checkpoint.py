@@ -16,14 +16,10 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from ..errors import NasNetZooError, first_line
+from ..errors import CheckpointError, first_line, unpickler_refusal
 from ..fileio import WriteError, atomic_write  # noqa: F401  (re-exported: their home is nasnetzoo.fileio)
 
 PathLike = Union[str, Path]
-
-
-class CheckpointError(NasNetZooError):
-    """A checkpoint or run directory that is missing or unreadable."""
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:
@@ -42,7 +38,7 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:   # it names a Python object to build: never run it
         raise CheckpointError(f"checkpoint {path} was refused: it would build Python objects beyond tensors and "
-                              f"plain values ({_refusal_reason(err)}), and nasnetzoo never runs code from a "
+                              f"plain values ({unpickler_refusal(err)}), and nasnetzoo never runs code from a "
                               "checkpoint; it is not a checkpoint nasnetzoo wrote.") from None
     except Exception as err:  # torn or foreign file
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line(err)}); it is "
@@ -50,14 +46,6 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if not isinstance(state, Mapping) or "model" not in state:
         raise CheckpointError(f"{path} is not a nasnetzoo training checkpoint (no 'model' entry).")
     return dict(state)
-
-
-def _refusal_reason(err: BaseException) -> str:
-    """The line of torch's weights-only error that names what it refused."""
-    for line in str(err).splitlines():
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line.strip().replace("WeightsUnpickler error: ", "")[:200]
-    return first_line(err)
 
 
 # ---------------------------------------------------------------------------- RNG states

@@ -30,9 +30,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..errors import NasNetZooError, first_line
+from ..errors import CheckpointError, NasNetZooError, first_line
 from . import distributed as D
-from .checkpoint import CheckpointError, atomic_save, atomic_write, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import atomic_save, atomic_write, load_checkpoint, rng_state, set_rng_state
 from .progress import MetricsLog
 
 PathLike = Union[str, Path]

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
+from ..errors import CheckpointError
 from ..threads import CoreShare, report_first_change, share_cores
 from . import distributed as D
 from .artifacts import builder_defaults, inference_config, load_call, save_weights, write_json
-from .checkpoint import CheckpointError, atomic_save, seed_everything
+from .checkpoint import atomic_save, seed_everything
 from .data import build_data
 from .engine import DropPathSchedule, Trainer, configure_determinism, resolve_speed
 from .envelope import Run, RunInterrupted, check_finite, check_resumable, sigterm_as_interrupt

@@ -10,7 +10,8 @@
 This package sits below ``nasnetzoo.factory``: it never imports it (the network to convert into is
 built by the caller and passed in).
 """
-from .format import (FORMAT_VERSION, METADATA_KEYS, CheckpointError, ChecksumError, WeightsError,
+from ..errors import CheckpointError
+from .format import (FORMAT_VERSION, METADATA_KEYS, ChecksumError, WeightsError,
                      WeightsUnavailableError, check_config_bounds, check_fits, check_tensors, encode_metadata,
                      load_weights, model_metadata, read_metadata, read_state_dict, save_pretrained,
                      state_dict_mismatch, write_weights)

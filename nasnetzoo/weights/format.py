@@ -55,10 +55,6 @@ class WeightsUnavailableError(WeightsError):
     """No published weights, or published weights that cannot be fetched (offline, no network)."""
 
 
-class CheckpointError(WeightsError):
-    """A foreign checkpoint that cannot be read or converted (including unsafe pickles)."""
-
-
 # ---------------------------------------------------------------------------- reading
 def _not_safetensors(path: Path, err: Exception) -> WeightsError:
     return WeightsError(f"{path} is not a readable safetensors file ({err}); it may be truncated "

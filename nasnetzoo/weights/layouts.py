@@ -39,8 +39,8 @@ from typing import Any, Mapping, Union
 import torch
 from torch import nn
 
-from ..errors import first_line
-from .format import CheckpointError, read_state_dict
+from ..errors import CheckpointError, first_line, unpickler_refusal
+from .format import read_state_dict
 
 PathLike = Union[str, Path]
 
@@ -66,7 +66,7 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = _unpickler_reason(err)
+        reason = unpickler_refusal(err)
         if "global" in reason.lower():
             raise CheckpointError(
                 f"{path} was refused: it is a pickle that would build Python objects beyond tensors and "
@@ -89,16 +89,6 @@ def _is_safetensors(path: Path) -> bool:
     with open(path, "rb") as handle:  # 8-byte header length, then a JSON header
         head = handle.read(9)
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 27)
-
-
-def _unpickler_reason(err: BaseException) -> str:
-    """The line of torch's weights-only error that says what it refused."""
-    for line in str(err).splitlines():
-        line = line.strip()
-        if "GLOBAL" in line or line.startswith(("Unsupported", "WeightsUnpickler error: Unsupported")):
-            line = line.replace("WeightsUnpickler error: ", "")
-            return line.split(" was not an allowed global")[0].rstrip(".")[:200]
-    return first_line(err)[:300]
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ..._version import __version__
-from ...errors import NasNetZooError
+from ...errors import CheckpointError, NasNetZooError
 from ...fileio import save_figure
 from ...genotype import Genotype, dump_yaml
-from ...train.checkpoint import CheckpointError, atomic_write, seed_everything
+from ...train.checkpoint import atomic_write, seed_everything
 from ...train.envelope import CHECKPOINTS, Run, RunInterrupted, check_resumable
 from ...train.progress import say
 from ..runner import default_run_dir
