@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from .errors import NasNetZooError
+from .errors import NasNetZooError, describe_os_error
 
 PathLike = Union[str, Path]
 
@@ -56,7 +56,7 @@ def atomic_write(path: PathLike, writer: Callable[[Any], None]) -> Path:
     except OSError as err:
         if isinstance(err, WriteError):
             raise
-        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
+        raise WriteError(err.errno, f"cannot write {str(path)!r}: {describe_os_error(err)}.") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -16,14 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-from ..errors import ConfigError
-from ..fileio import atomic_write, save_figure
+from ..errors import ConfigError, describe_os_error
+from ..fileio import WriteError, atomic_write, save_figure
 
 PathLike = Union[str, Path]
-
-
-def _why(err: OSError) -> str:
-    return err.strerror or type(err).__name__
 
 
 def ensure_output_dir(path: PathLike, what: str = "-o") -> Path:
@@ -37,7 +33,7 @@ def ensure_output_dir(path: PathLike, what: str = "-o") -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ConfigError(f"cannot write to {what} {str(path)!r} ({_why(err)}); choose a writable folder.") from None
+        raise ConfigError(f"cannot write to {what} {str(path)!r}: {describe_os_error(err)}.") from None
     return path
 
 
@@ -61,7 +57,7 @@ def staging(out_dir: PathLike) -> Iterator[Path]:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".nasnetzoo-staging-", dir=out_dir))
     except OSError as err:
-        raise ConfigError(f"cannot write to -o {str(out_dir)!r} ({_why(err)}).") from None
+        raise ConfigError(f"cannot write to -o {str(out_dir)!r}: {describe_os_error(err)}.") from None
     try:
         yield tmp
     finally:
@@ -84,8 +80,8 @@ def commit(staged: dict[Path, Path], report: tuple[Path, Path] | None = None) ->
             os.chmod(report[0], 0o644)
             os.replace(report[0], report[1])
     except OSError as err:
-        raise ConfigError(f"cannot write the export into {str(next(iter(staged.values())).parent)!r} "
-                          f"({_why(err)}).") from None
+        raise ConfigError(f"cannot write the export into {str(next(iter(staged.values())).parent)!r}: "
+                          f"{describe_os_error(err)}.") from None
     if staged:
         _fsync_dir(next(iter(staged.values())).parent)
 
@@ -96,8 +92,8 @@ def write_bytes_atomic(path: PathLike, payload: bytes) -> Path:
     ensure_output_dir(path.parent, "the folder of")
     try:
         return atomic_write(path, lambda handle: handle.write(payload))
-    except OSError as err:
-        raise ConfigError(f"cannot write {str(path)!r} ({_why(err)}).") from None
+    except WriteError as err:   # its message names the path and the reason
+        raise ConfigError(str(err)) from None
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:
@@ -110,5 +106,5 @@ def save_figure_atomic(fig, path: PathLike, **kwargs) -> Path:
     ensure_output_dir(path.parent, "the folder of")
     try:
         return save_figure(fig, path, **kwargs)
-    except OSError as err:
-        raise ConfigError(f"cannot write {str(path)!r} ({_why(err)}).") from None
+    except WriteError as err:   # its message names the path and the reason
+        raise ConfigError(str(err)) from None

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, describe_os_error, first_line
 from .checks import (FP16_NOISE_FACTOR, FP16_RTOL, FP32_ATOL, FP32_NOISE_FACTOR, Case,  # noqa: F401
                      Verification, check_outputs, compare, make_cases, verification_error, verify_onnx)
 from .errors import ExportError, require
@@ -235,4 +235,4 @@ def _write_staged(path: Path, payload: bytes) -> None:
             os.fsync(handle.fileno())
     except OSError as err:
         raise ExportError(f"cannot write {path.name} into {str(path.parent.parent)!r} "
-                          f"({err.strerror or type(err).__name__}); the previous export is unchanged.") from None
+                          f"({describe_os_error(err)}); the previous export is unchanged.") from None

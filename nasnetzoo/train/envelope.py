@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..errors import CheckpointError, NasNetZooError, first_line
+from ..errors import CheckpointError, NasNetZooError, describe_os_error, first_line
 from . import distributed as D
 from .checkpoint import atomic_save, atomic_write, load_checkpoint, rng_state, set_rng_state
 from .progress import MetricsLog
@@ -167,7 +167,7 @@ class Run:
 
     def _os_message(self, err: OSError) -> str:
         text = str(err) if isinstance(err, NasNetZooError) else \
-            f"cannot write {err.filename or self.path}: {err.strerror or err}"
+            f"cannot write {err.filename or self.path}: {describe_os_error(err)}"
         text = text.rstrip(".")
         if err.errno in (errno.EEXIST, errno.ENOTDIR) and not self.path.is_dir():
             return f"--out {self.path} is a file, not a directory; pass a directory path."

@@ -61,7 +61,7 @@ def test_a_disk_error_while_writing_gives_one_line_and_keeps_the_previous_export
             raise OSError(28, "No space left on device")
         return real_open(path, mode, *args, **kwargs)
     monkeypatch.setattr("builtins.open", enospc_open)
-    with pytest.raises(NasNetZooError, match="No space left on device") as err:
+    with pytest.raises(NasNetZooError, match="no space left on the device") as err:
         _export(tmp_path, seed=1)
     assert "\n" not in str(err.value)
     monkeypatch.undo()

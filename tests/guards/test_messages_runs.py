@@ -85,7 +85,7 @@ def test_read_only_out_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "mkdir", refuse)
     line = _one_line(_train("--out", str(tmp_path / "ro" / "run")))
-    assert "Permission denied" in line and str(tmp_path / "ro") in line and "writable --out" in line
+    assert "permission denied" in line and str(tmp_path / "ro") in line and "writable --out" in line
 
 
 def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -100,7 +100,7 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_checkpoint(t
 
     monkeypatch.setattr(fileio, "_write_bytes", full)
     line = _one_line(CliRunner().invoke(cli, ["train", "--resume", str(run), "--set", "epochs=3"]))
-    assert "No space left on device" in line and f"--resume {run}" in line
+    assert "no space left on the device" in line and f"--resume {run}" in line
     monkeypatch.setattr(fileio, "_write_bytes", real)
     assert [p.name for p in (run / "checkpoints").iterdir()] and not list(run.rglob(".*.tmp"))
     result = CliRunner().invoke(cli, ["train", "--resume", str(run), "--set", "epochs=2"])
