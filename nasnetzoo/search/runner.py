@@ -29,9 +29,9 @@ import torch
 import torch.distributed as dist
 
 from .._version import __version__
-from ..threads import CoreShare, report_first_change, share_cores
 from ..errors import CheckpointError, NasNetZooError
 from ..genotype import Genotype
+from ..threads import CoreShare, report_first_change, share_cores
 from ..train import distributed as D
 from ..train.checkpoint import atomic_write, load_checkpoint, seed_everything
 from ..train.envelope import CHECKPOINTS, Run, RunInterrupted, check_finite, check_resumable
