@@ -130,10 +130,19 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated subset of DARTS,PC-DARTS,PARSEC")
     parser.add_argument("--bf16", action="store_true", help="add the after+bf16 variant (CPU bf16 autocast)")
     parser.add_argument("--channels-last", action="store_true", help="add the after+channels_last variant")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated subset of the variants (before and after always run): more "
+                             "repetitions of fewer variants in the same time")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     variants = list(VARIANTS) + [v for v, on in (("after+bf16", args.bf16),
                                                   ("after+channels_last", args.channels_last)) if on]
+    chosen = {v.strip() for v in args.variants.split(",") if v.strip()} | {"before", "after"}
+    if args.variants:
+        unknown = chosen - set(variants)
+        if unknown:
+            parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(variants)}")
+        variants = [v for v in variants if v in chosen]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = (torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,)))
