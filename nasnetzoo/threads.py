@@ -28,6 +28,9 @@ from typing import Callable, Optional, Union
 import torch
 
 PROC_STAT = Path("/proc/stat")
+# The process's thread count before any run changed it: every run that follows the free cores
+# starts from it (not from the count a busy machine left the previous run at).
+BASE_THREADS = torch.get_num_threads()
 
 
 def _own_cpu_seconds() -> float:
@@ -55,6 +58,7 @@ class CoreShare:
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.others = 0.0
         self.threads = self.max_threads
+        torch.set_num_threads(self.threads)
         self._last = self._sample()
         if probe > 0:
             time.sleep(probe)
@@ -108,7 +112,7 @@ def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu",
             or not hasattr(os, "sched_getaffinity")):
         return None
     try:
-        return CoreShare(torch.get_num_threads(), on_change=on_change)
+        return CoreShare(BASE_THREADS, on_change=on_change)
     except (OSError, ValueError):
         return None
 

@@ -8,7 +8,7 @@ import torch
 
 import nasnetzoo.search.runner as search_runner
 import nasnetzoo.train.runner as train_runner
-from nasnetzoo.threads import CoreShare, report_first_change, share_cores
+from nasnetzoo.threads import BASE_THREADS, CoreShare, report_first_change, share_cores
 from test_search_run import tiny_recipe
 from test_train_run import _tiny
 
@@ -95,7 +95,10 @@ def test_a_fixed_count_or_a_gpu_turns_it_off(monkeypatch):
         assert share_cores(1) is None and torch.get_num_threads() == 1
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         assert share_cores(0, "cuda") is None
-        assert isinstance(share_cores(0), CoreShare)          # reads the real /proc/stat
+        share = share_cores(0)                                # reads the real /proc/stat
+        assert isinstance(share, CoreShare)
+        torch.set_num_threads(1)                              # as a busy machine left the last run
+        assert share_cores(0).max_threads == share.max_threads == BASE_THREADS
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         assert share_cores(0) is None
     finally:
