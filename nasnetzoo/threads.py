@@ -100,11 +100,11 @@ class CoreShare:
 
 
 def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu",
-                on_change: Optional[Callable[[CoreShare, int], None]] = None) -> Optional[CoreShare]:
+                report: Optional[Callable[[str], None]] = None) -> Optional[CoreShare]:
     """The thread policy of a run loop on ``device``: ``threads > 0`` fixes the count (None returned);
     0 on the CPU follows the free cores with a :class:`CoreShare` (None where ``OMP_NUM_THREADS``
-    fixes the count, ``/proc/stat`` cannot be read, or the loop runs on a GPU), which calls
-    ``on_change(share, previous_count)`` when it changes the count."""
+    fixes the count, ``/proc/stat`` cannot be read, or the loop runs on a GPU).  ``report`` (a
+    function that writes a line), when given, gets the run's first change of thread count."""
     if threads > 0:
         torch.set_num_threads(threads)
         return None
@@ -112,7 +112,7 @@ def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu",
             or not hasattr(os, "sched_getaffinity")):
         return None
     try:
-        return CoreShare(BASE_THREADS, on_change=on_change)
+        return CoreShare(BASE_THREADS, on_change=report_first_change(report) if report else None)
     except (OSError, ValueError):
         return None
 

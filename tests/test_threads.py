@@ -118,7 +118,7 @@ class CountingShare:
 def test_the_run_loops_reread_the_load_every_step(loop, monkeypatch, tmp_path):
     share = CountingShare()
     runner = search_runner if loop == "search" else train_runner
-    monkeypatch.setattr(runner, "share_cores", lambda threads, device, on_change: share)
+    monkeypatch.setattr(runner, "share_cores", lambda threads, device, report: share)
     if loop == "search":
         search_runner.search(tiny_recipe("epochs=1", "warmup_epochs=0", "max_steps_per_epoch=2"), out=tmp_path / "run")
     else:

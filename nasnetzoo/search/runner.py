@@ -31,7 +31,7 @@ import torch.distributed as dist
 from .._version import __version__
 from ..errors import CheckpointError, NasNetZooError
 from ..genotype import Genotype
-from ..threads import CoreShare, report_first_change, share_cores
+from ..threads import CoreShare, share_cores
 from ..train import distributed as D
 from ..train.checkpoint import atomic_write, load_checkpoint, seed_everything
 from ..train.envelope import CHECKPOINTS, Run, RunInterrupted, check_finite, check_resumable
@@ -164,8 +164,7 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> 
 
 
 def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
-    cores = share_cores(recipe.threads, info.device,
-                        on_change=report_first_change(say) if recipe.progress and info.is_main else None)
+    cores = share_cores(recipe.threads, info.device, report=say if recipe.progress and info.is_main else None)
     seed_everything(recipe.seed)
     data = build_search_data(recipe, micro_batch=recipe.batch_size // info.world, device=info.device,
                              rank=info.rank, world=info.world)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import CheckpointError
-from ..threads import CoreShare, report_first_change, share_cores
+from ..threads import CoreShare, share_cores
 from . import distributed as D
 from .artifacts import builder_defaults, inference_config, load_call, save_weights, write_json
 from .checkpoint import atomic_save, seed_everything
@@ -185,8 +185,7 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
 def _build(info: D.DistInfo, recipe: Recipe, arch: str) -> _Loop:
     """Data, model, optimizer, schedule and trainer, checked against the recipe."""
     configure_determinism(recipe.deterministic, info.device)
-    cores = share_cores(recipe.threads, info.device,
-                        on_change=report_first_change(say) if recipe.progress and info.is_main else None)
+    cores = share_cores(recipe.threads, info.device, report=say if recipe.progress and info.is_main else None)
     world, accum = info.world, recipe.accum_steps
     if recipe.batch_size % (world * accum):
         raise RecipeError(f"batch_size={recipe.batch_size} is not divisible by processes x accum_steps = "
