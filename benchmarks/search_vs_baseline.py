@@ -3,9 +3,11 @@
 At the configuration of issue 14 (supernet C=16, 8 cells, batch 16, 32 px, 2 threads), for DARTS,
 PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 
-* **before**: ``SearchNetwork(fused=False)``, the mixed op as today's and the official code compute it;
+* **before**: ``SearchNetwork(fused=False)``, the mixed op as today's and the official code compute it,
+  with the official code's optimizer (``torch.optim.SGD``, one update per parameter tensor on the CPU);
 * **after**: the default supernet (``fused=True``: a node's edges side by side, ``search/node_mix.py``,
-  with the CPU kernels of ``search/cpu_kernels.py``);
+  with the CPU kernels of ``search/cpu_kernels.py``) and the search runner's optimizer
+  (``train.optim.build_optimizer``: multi-tensor updates); every after-variant uses it;
 * **after-edgewise**: the fused supernet with its edges run one by one (``set_fused(True, side_by_side=False)``),
   which separates what running them side by side brings;
 * **after-kernels**: the default supernet (edges side by side) on PyTorch's own kernels
@@ -41,6 +43,7 @@ import torch
 from nasnetzoo.search.cpu_kernels import native_kernels
 from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy
 from nasnetzoo.search.supernet import SearchCell, SearchNetwork
+from nasnetzoo.train.optim import build_optimizer
 from search_memory import saved_activation_bytes  # benchmarks/ is the script's folder
 
 VARIANTS = {"before": dict(fused=False), "after": dict(fused=True), "after-edgewise": dict(fused=True),
@@ -65,7 +68,9 @@ def build(net_kwargs, variant, make, args):
     strategy = make(net)
     if variant.endswith("bf16"):   # what the search runner sets for amp: bf16
         strategy.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    return strategy, torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9, weight_decay=3e-4)
+    if variant == "before":   # the official code's optimizer
+        return strategy, torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9, weight_decay=3e-4)
+    return strategy, build_optimizer(net.weight_parameters(), "sgd", lr=0.01, momentum=0.9, weight_decay=3e-4)
 
 
 def kernels(variant: str):

@@ -49,6 +49,27 @@ def _opt():
     return build_optimizer([torch.nn.Parameter(torch.zeros(1))], "sgd", lr=1.0)
 
 
+@pytest.mark.parametrize("name, kwargs", [("sgd", dict(momentum=0.9, weight_decay=3e-4)),
+                                          ("sgd", dict(momentum=0.9, nesterov=True)),
+                                          ("adamw", dict(weight_decay=0.05))])
+def test_multi_tensor_updates_match_per_tensor_ones_bit_for_bit(name, kwargs):
+    torch.manual_seed(0)
+    shapes = [(16, 4, 1, 1), (16,), (48, 1, 5, 5), (10, 64)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt = build_optimizer(ours, name, lr=0.1, **kwargs)
+    kind = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[name]
+    ref = kind(theirs, lr=0.1, foreach=False, **kwargs)
+    assert opt.param_groups[0]["foreach"] is True
+    for _ in range(3):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape)
+            b.grad = a.grad.clone()
+        opt.step()
+        ref.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
 def test_schedules():
     cos = LRSchedule(_opt(), kind="cosine", base_lr=0.025, total_steps=100, steps_per_epoch=10)
     assert cos.lr_at(0) == pytest.approx(0.025) and cos.lr_at(50) == pytest.approx(0.0125)

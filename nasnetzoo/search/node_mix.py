@@ -86,9 +86,16 @@ def _conv(convs: Sequence[nn.Conv2d], h: torch.Tensor) -> torch.Tensor:
 def _batch_norm(bns: Sequence[nn.BatchNorm2d], h: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
     """Each edge's (non-affine) BatchNorm on its channels of ``h``, times ``scale`` (per channel)."""
     bn = bns[0]
-    for other in bns[1:]:   # counted as each bn(x) counts its batch
-        batch_norm_step(other)
-    momentum, use_batch_stats, track = batch_norm_step(bn)
+    if len(bns) > 1 and bn.training and bn.momentum is not None:
+        # Every edge counts the batch, as bn(x) would, in one op: a node's many tiny ops cost more
+        # in dispatch than in arithmetic (docs/search_speed.md).  Side-by-side BatchNorms track
+        # running statistics (_layer_key), so in training they use and update batch statistics.
+        torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
+        momentum, use_batch_stats, track = bn.momentum, True, True
+    else:   # a cumulative average (momentum None) reads each edge's own count
+        for other in bns[1:]:
+            batch_norm_step(other)
+        momentum, use_batch_stats, track = batch_norm_step(bn)
     mean = var = None
     if track:
         mean = bn.running_mean if len(bns) == 1 else torch.cat([b.running_mean for b in bns])
@@ -97,9 +104,8 @@ def _batch_norm(bns: Sequence[nn.BatchNorm2d], h: torch.Tensor, scale: Optional[
     out = F.batch_norm(h, mean, var, weight, None, use_batch_stats, momentum, bn.eps)
     if track and use_batch_stats and len(bns) > 1:   # F.batch_norm updated the gathered copies
         with torch.no_grad():
-            for b, m, v in zip(bns, mean.split(bn.num_features), var.split(bn.num_features)):
-                b.running_mean.copy_(m)
-                b.running_var.copy_(v)
+            torch._foreach_copy_([b.running_mean for b in bns] + [b.running_var for b in bns],
+                                 mean.split(bn.num_features) + var.split(bn.num_features))
     return out
 
 

@@ -25,11 +25,14 @@ from .recipe import RecipeError
 def build_optimizer(params: Iterable, name: str = "sgd", *, lr: float, momentum: float = 0.9,
                     nesterov: bool = False, weight_decay: float = 0.0,
                     betas: Sequence[float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    # foreach: one multi-tensor op per update term instead of a few ops per parameter tensor.
+    # PyTorch picks it by default only on GPUs, but a supernet's ~1400 small tensors make the
+    # per-tensor loop thousands of dispatches a step on the CPU too; the arithmetic is the same.
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                               weight_decay=weight_decay)
+                               weight_decay=weight_decay, foreach=True)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, foreach=True)
     raise RecipeError(f"optimizer {name!r} is not one of sgd, adamw.")
 
 
