@@ -4,9 +4,9 @@ A DARTS supernet step on the CPU is thousands of small NCHW kernels, and PyTorch
 some of them are far slower than the arithmetic needs (PyTorch 2.14.1, 2 threads, batch 16 x 16
 channels x 32 x 32; docs/search_speed.md has the measurements):
 
-* **5x5 and dilated depthwise convolutions of 4096 values per sample or more** (4 x 32 x 32,
-  64 x 8 x 8; a node's edges side by side make most of them that large): PyTorch's NCHW backward
-  computes the input gradient several times slower than a forward conv does.  Here the input
+* **5x5 depthwise convolutions of 4096 values per sample or more, dilated ones of 1024 or more**
+  (4 x 32 x 32, 64 x 8 x 8, 16 x 8 x 8; a node's edges side by side make most of them that large):
+  PyTorch's NCHW backward computes the input gradient several times slower than a forward conv does.  Here the input
   gradient is a depthwise convolution of the output gradient with the flipped kernel, and the
   weight gradient PyTorch's weight-only backward posed as a problem its kernels are fast at (a
   layout, and for dilated kernels on large maps the undilated problem on the maps' polyphase
@@ -212,10 +212,11 @@ def _depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) ->
     if (k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1) or 2 * ph != dh * (k[0] - 1)
             or weight.shape[0] != x.shape[1] or weight.shape[1] != 1):
         return None
-    # Where it pays (docs/search_speed.md, 2 threads, batch 16): PyTorch's NCHW backward of a 5x5 or
-    # dilated depthwise conv takes 1.4-3x this one's from 4096 values per sample (4 x 32 x 32,
-    # 64 x 8 x 8) up; below, and for plain 3x3 kernels, it is about as fast as the extra nodes.
-    if x.shape[1] * x.shape[2] * x.shape[3] < 4096 or (k[0] <= 3 and dh == 1):
+    # Where it pays (docs/search_speed.md, 2 threads, batch 16): PyTorch's NCHW backward of a 5x5
+    # depthwise conv takes 1.4-3x this one's from 4096 values per sample (4 x 32 x 32, 64 x 8 x 8)
+    # up, of a dilated one 1.1-1.4x from 1024 (16 x 8 x 8, PC-DARTS's small nodes) and more above;
+    # below, and for plain 3x3 kernels, it is about as fast as the extra nodes.
+    if x.shape[1] * x.shape[2] * x.shape[3] < (1024 if dh > 1 else 4096) or (k[0] <= 3 and dh == 1):
         return None
     return depthwise_conv(x, weight, ph, dh)
 
