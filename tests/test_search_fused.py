@@ -104,9 +104,14 @@ def test_a_node_with_an_op_it_does_not_know_is_summed_edge_by_edge():
             return self.inner(x)
 
     _, net = make_pair("darts", torch.float64)
-    net.cells[0].edges[0].ops[4] = Wrapped(net.cells[0].edges[0].ops[4])
+    first_node = list(net.cells[0].edges[:2])
+    assert node_mix._batchable(first_node)   # and the answer is kept on the edges ...
+    net.cells[0].edges[0].ops[4] = Wrapped(net.cells[0].edges[0].ops[4])   # ... until an op changes
     one_by_one = copy.deepcopy(net).set_fused(True, side_by_side=False)
-    assert not node_mix._batchable(list(net.cells[0].edges[:2])) and node_mix._batchable(list(net.cells[0].edges[2:5]))
+    assert not node_mix._batchable(first_node) and node_mix._batchable(list(net.cells[0].edges[2:5]))
+    net.cells[0].edges[3].eval()   # or a training flag
+    assert not node_mix._batchable(list(net.cells[0].edges[2:5]))
+    net.cells[0].edges[3].train()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     assert torch.allclose(net(x), one_by_one(x), rtol=1e-10, atol=1e-12)
 
