@@ -20,7 +20,8 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 
 Step time = first-order architecture step + weight step, median over ``--reps`` repetitions that
 interleave the variants (before, after, after-edgewise, ..., before, ...), so a load that changes over the run
-hits all of them alike.  Saved bytes = distinct storages autograd keeps for backward during one
+hits all of them alike.  Two ratios: of the medians, and the median of each repetition's ratio to the
+before step beside it (paired), which also cancels a machine speed that drifts between repetitions.  Saved bytes = distinct storages autograd keeps for backward during one
 weight-step forward (``torch.autograd.graph.saved_tensors_hooks``); with checkpointing, the cell
 inputs the checkpoints hold are counted too.  Both are printed as a table with after/before ratios,
 and the numerics check (logits and architecture gradients of before vs after on one batch).
@@ -170,18 +171,24 @@ def main() -> None:
                     times[v].append(t)
         for v in variants:
             row[f"{v}_step_ms"] = 1000 * statistics.median(times[v])
+            # each repetition's ratio to the before step next to it in time, so a machine whose
+            # speed drifts from one repetition to the next (virtual machines do) cancels out
+            row[f"{v}_paired_ratio"] = statistics.median(t / b for t, b in zip(times[v], times["before"]))
         rows.append(row)
         print(f"{name}: done", flush=True)
 
     print(f"\nsearch step (first-order arch step + weight step), batch {args.batch} x 3 x {args.size}^2, "
           f"C={args.C}, {args.layers} cells, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"median of {args.reps} interleaved reps")
-    head = f"{'strategy':10s} {'variant':19s} {'step ms':>9s} {'x before':>9s} {'saved MB':>9s} {'x before':>9s}"
+    head = (f"{'strategy':10s} {'variant':19s} {'step ms':>9s} {'x before':>9s} {'paired':>7s} {'saved MB':>9s} "
+            f"{'x before':>9s}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
         for v in variants:
             print(f"{r['strategy']:10s} {v:19s} {r[f'{v}_step_ms']:9.0f} {r[f'{v}_step_ms'] / r['before_step_ms']:9.2f} "
-                  f"{r[f'{v}_saved_mb']:9.1f} {r[f'{v}_saved_mb'] / r['before_saved_mb']:9.2f}")
+                  f"{r[f'{v}_paired_ratio']:7.2f} {r[f'{v}_saved_mb']:9.1f} {r[f'{v}_saved_mb'] / r['before_saved_mb']:9.2f}")
+    print("x before: ratio of the medians; paired: median of each repetition's ratio to the before step run "
+          "beside it")
     print("\nnumerics, after vs before on one batch (fp32):")
     for r in rows:
         print(f"  {r['strategy']:10s} logits max |diff| {r['logits_max_abs_diff']:.2e}   "

@@ -258,3 +258,16 @@ def test_nasnet_pool_latency_script_help():
     help_text = subprocess.run([sys.executable, str(REPO / "benchmarks" / "nasnet_pool_latency.py"), "--help"],
                                capture_output=True, text=True, check=True).stdout
     assert "--threads" in help_text and "--size" in help_text and "XNNPACK" in help_text
+
+
+def test_search_step_benchmark_reports_both_ratios(tmp_path):
+    """benchmarks/search_vs_baseline.py at a toy size: ratios of medians and paired ratios, saved bytes."""
+    out = tmp_path / "steps.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "search_vs_baseline.py"), "--C", "4", "--layers", "3",
+                    "--batch", "2", "--size", "8", "--reps", "2", "--threads", "1", "--only", "PC-DARTS",
+                    "--variants", "before,after", "--json", str(out)],
+                   cwd=REPO / "benchmarks", capture_output=True, text=True, timeout=300, check=True)
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["strategy"] == "PC-DARTS" and row["before_paired_ratio"] == 1.0
+    assert 0 < row["after_paired_ratio"] < 10 and row["after_saved_mb"] < row["before_saved_mb"]
+    assert row["logits_max_abs_diff"] < 1e-5
