@@ -158,7 +158,7 @@ def _group(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: 
     """The sum of ``edges[e](inputs[e], weights[e], edge_weights[e])``, edges side by side."""
     if edge_weights is not None:   # PC-DARTS's beta folded into the op weights and the bypass
         weights = weights * edge_weights.unsqueeze(1)
-    splits = [edge._split(x) for edge, x in zip(edges, inputs)]
+    splits = [edge.split_channels(x) for edge, x in zip(edges, inputs)]
     parts = [p for p, _ in splits]
     E, C = len(edges), parts[0].shape[1]
     relu = None

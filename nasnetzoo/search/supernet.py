@@ -81,7 +81,9 @@ class MixedOp(nn.Module):
         # ceil_mode so the bypass matches the ops' ceil(H / 2) on odd maps.
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 and partial_k > 1 else None
 
-    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def split_channels(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """PC-DARTS's partial channels: (the C / K channels the ops see, the rest, which bypasses
+        them; None where K = 1)."""
         if self.k == 1:
             return x, None
         c = x.shape[1] // self.k
@@ -101,7 +103,7 @@ class MixedOp(nn.Module):
         if not self.fused:
             out = self.forward_reference(x, weights)
             return out if edge_weight is None else edge_weight * out
-        part, bypass = self._split(x)
+        part, bypass = self.split_channels(x)
         if edge_weight is not None:   # beta folded into the op weights and applied to the bypass
             weights = weights * edge_weight
         out = mixed(self.ops, part, weights)
@@ -115,12 +117,12 @@ class MixedOp(nn.Module):
 
     def forward_reference(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The mixed op as the official code computes it: every op run, scaled and summed."""
-        part, bypass = self._split(x)
+        part, bypass = self.split_channels(x)
         out = sum(w * op(part) for w, op in zip(weights, self.ops))
         return self._merge(out, bypass)
 
     def run(self, x: torch.Tensor, op_index: int) -> torch.Tensor:
-        part, bypass = self._split(x)
+        part, bypass = self.split_channels(x)
         if not self.fused:
             return self._merge(self.ops[op_index](part), bypass)
         out = single(self.ops[op_index], part)
