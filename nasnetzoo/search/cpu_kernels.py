@@ -143,31 +143,34 @@ class _Depthwise(_ConvMath):
 
     def weight_grad(self, x, grad, weight):
         """PyTorch's weight-only backward, as the problem its CPU kernels are fast at: in channels_last
-        for kernels larger than 3x3 (2-4x faster there than NCHW), and for a dilated conv on maps of
-        32 x 32 or more, undilated on the maps' polyphase components (:func:`_polyphase`), where the
-        dilated problem took 10-100 ms a call against 1-15 ms in either layout (AVX2 and AVX-512
-        alike, docs/search_speed.md); NCHW for the others, where channels_last is the slower one."""
+        for kernels larger than 3x3 (2-4x faster there than NCHW), NCHW for the others, where
+        channels_last is the slower one; and for a dilated conv on maps of 32 x 32 or more, undilated
+        on the maps' polyphase components (:func:`_polyphase`), where the dilated problem took
+        10-100 ms a call against 1-15 ms in either layout (AVX2 and AVX-512 alike,
+        docs/search_speed.md)."""
         p, d = self.padding, self.dilation
         h, w = x.shape[-2:]
+        layout = torch.channels_last if weight.shape[-1] > 3 else torch.contiguous_format
         if d > 1 and h % d == 0 and w % d == 0 and h * w >= 1024:
-            x, grad, p, d = _polyphase(x, d), _polyphase(grad, d), p // d, 1
-            layout = torch.channels_last
-        else:
-            layout = torch.channels_last if d == 1 and weight.shape[-1] > 3 else torch.contiguous_format
+            x, grad, p, d = _polyphase(x, d, layout), _polyphase(grad, d, layout), p // d, 1
+        elif d > 1:
+            layout = torch.contiguous_format
         _, weight_grad, _ = torch.ops.aten.convolution_backward(
             grad.contiguous(memory_format=layout), x.contiguous(memory_format=layout), weight, None, [1, 1],
             [p, p], [d, d], False, [0, 0], weight.shape[0], [False, True, False])
         return weight_grad.contiguous()
 
 
-def _polyphase(t: torch.Tensor, d: int) -> torch.Tensor:
-    """(N, C, H, W) -> (d * d * N, C, H / d, W / d), channels_last: sample n's pixels (d*a + r, d*b + s)
+def _polyphase(t: torch.Tensor, d: int, layout: torch.memory_format) -> torch.Tensor:
+    """(N, C, H, W) -> (d * d * N, C, H / d, W / d) in ``layout``: sample n's pixels (d*a + r, d*b + s)
     as pixel (a, b) of sample (r, s, n).  A 'same' depthwise conv of dilation d, padding p maps each
     component to the same component of its output as an undilated conv of padding p / d, so its
     weight gradient is the undilated one summed over the d * d components, which the batch sums."""
     n, c, h, w = t.shape
-    nhwc = t.reshape(n, c, h // d, d, w // d, d).permute(3, 5, 0, 2, 4, 1).reshape(d * d * n, h // d, w // d, c)
-    return nhwc.permute(0, 3, 1, 2)
+    parts = t.reshape(n, c, h // d, d, w // d, d)
+    if layout == torch.channels_last:
+        return parts.permute(3, 5, 0, 2, 4, 1).reshape(d * d * n, h // d, w // d, c).permute(0, 3, 1, 2)
+    return parts.permute(3, 5, 0, 1, 2, 4).reshape(d * d * n, c, h // d, w // d)
 
 
 class _Pointwise(_ConvMath):
