@@ -6,11 +6,11 @@ channels x 32 x 32; docs/search_speed.md has the measurements):
 
 * **5x5 depthwise convolutions of 4096 values per sample or more, dilated ones of 1024 or more**
   (4 x 32 x 32, 64 x 8 x 8, 16 x 8 x 8; a node's edges side by side make most of them that large):
-  PyTorch's NCHW backward computes the input gradient several times slower than a forward conv does.  Here the input
-  gradient is a depthwise convolution of the output gradient with the flipped kernel, and the
-  weight gradient PyTorch's weight-only backward posed as a problem its kernels are fast at (a
-  layout, and for dilated kernels on large maps the undilated problem on the maps' polyphase
-  components): 1.3-9x less time for forward + backward;
+  PyTorch's NCHW backward computes the input gradient several times slower than a forward conv
+  does.  Here the input gradient is a depthwise convolution of the output gradient with the
+  flipped kernel, and the weight gradient PyTorch's weight-only backward posed as a problem its
+  kernels are fast at (a layout, and for dilated kernels on large maps the undilated problem on
+  the maps' polyphase components): 1.3-9x less time for forward + backward;
 * **1x1 convolutions, stride 1, grouped or not** (a node's edges side by side are one group each):
   batched matrix products, which oneDNN's NCHW 1x1 convolution is 1.3-3x slower than here;
 * **3x3, stride-1 pools**: PyTorch's NCHW CPU pooling kernels are slow here (forward about 6 ms for
