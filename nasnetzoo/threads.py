@@ -13,7 +13,7 @@ So the run loops keep libgomp's default and choose the thread count instead.  A 
 reads, between steps and at most every half second, how much CPU time other processes took on this
 process's cores (``/proc/stat`` less this process's own time) and runs on the cores they leave
 free: all of them on a quiet machine, fewer when others are busy, down to one thread, which has no
-barrier to spin at.  A fixed count (recipe ``threads: N``, or ``OMP_NUM_THREADS`` in the
+barrier to spin at; never more than a cgroup CPU quota (a container's ``--cpus``) allows.  A fixed count (recipe ``threads: N``, or ``OMP_NUM_THREADS`` in the
 environment) turns it off, as does a platform without ``/proc/stat``.  A different thread count
 splits some reductions differently, so a run whose count changed is not bit for bit the run at a
 fixed count: pin the count where bit-exact reruns matter.
@@ -28,6 +28,8 @@ from typing import Callable, Optional, Union
 import torch
 
 PROC_STAT = Path("/proc/stat")
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The process's thread count before any run changed it: every run that follows the free cores
 # starts from it (not from the count a busy machine left the previous run at).
 BASE_THREADS = torch.get_num_threads()
@@ -99,11 +101,53 @@ class CoreShare:
                 f"run's {len(self.cpus)} cores (`threads: N` in the recipe pins the count, for bit-exact reruns)")
 
 
+def _quota_in(directory: Path) -> Optional[float]:
+    """One cgroup directory's CPU limit in CPUs (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None."""
+    try:
+        if (directory / "cpu.max").exists():
+            quota, period = (directory / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (directory / "cpu.cfs_quota_us").read_text().strip()
+            period = (directory / "cpu.cfs_period_us").read_text().strip()
+        return None if quota in ("max", "-1") else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def cpu_quota(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> Optional[float]:
+    """How many CPUs' worth of time this process may use under its cgroups' quotas (the tightest of
+    its cgroup and their parents, v2 or v1), or None where there is none.  A container limited to
+    2 CPUs on a 64-core host still sees 64 cores in its affinity, and 64 spinning threads there
+    would be throttled most of each period."""
+    try:
+        entries = [line.split(":", 2) for line in proc_cgroup.read_text().splitlines()]
+    except OSError:
+        return None
+    limits = []
+    for _, controllers, path in (e for e in entries if len(e) == 3):
+        if controllers == "":   # v2, mounted at the root or beside the v1 hierarchies
+            base = root if (root / "cgroup.controllers").exists() else root / "unified"
+        elif "cpu" in controllers.split(","):
+            base = root / controllers if (root / controllers).is_dir() else root / "cpu"
+        else:
+            continue
+        directory = base / path.lstrip("/")   # the cgroup, then its parents up to the mount
+        while True:
+            limit = _quota_in(directory)
+            if limit is not None:
+                limits.append(limit)
+            if directory == base or base not in directory.parents:
+                break
+            directory = directory.parent
+    return min(limits) if limits else None
+
+
 def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu",
                 report: Optional[Callable[[str], None]] = None) -> Optional[CoreShare]:
     """The thread policy of a run loop on ``device``: ``threads > 0`` fixes the count (None returned);
-    0 on the CPU follows the free cores with a :class:`CoreShare` (None where ``OMP_NUM_THREADS``
-    fixes the count, ``/proc/stat`` cannot be read, or the loop runs on a GPU).  ``report`` (a
+    0 on the CPU follows the free cores with a :class:`CoreShare`, at most as many threads as a
+    cgroup CPU quota allows (:func:`cpu_quota`; None where ``OMP_NUM_THREADS`` fixes the count,
+    ``/proc/stat`` cannot be read, or the loop runs on a GPU).  ``report`` (a
     function that writes a line), when given, gets the run's first change of thread count."""
     if threads > 0:
         torch.set_num_threads(threads)
@@ -111,8 +155,10 @@ def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu",
     if (torch.device(device).type != "cpu" or os.environ.get("OMP_NUM_THREADS")
             or not hasattr(os, "sched_getaffinity")):
         return None
+    quota = cpu_quota()   # a container's CPU limit caps the count: more threads would only be throttled
+    most = BASE_THREADS if quota is None else max(1, min(BASE_THREADS, int(quota)))
     try:
-        return CoreShare(BASE_THREADS, on_change=report_first_change(report) if report else None)
+        return CoreShare(most, on_change=report_first_change(report) if report else None)
     except (OSError, ValueError):
         return None
 
@@ -130,4 +176,4 @@ def report_first_change(write: Callable[[str], None]) -> Callable[[CoreShare, in
     return report
 
 
-__all__ = ["CoreShare", "report_first_change", "share_cores"]
+__all__ = ["CoreShare", "cpu_quota", "report_first_change", "share_cores"]

@@ -124,3 +124,42 @@ def test_the_run_loops_reread_the_load_every_step(loop, monkeypatch, tmp_path):
     else:
         train_runner.train(_tiny(epochs=1, max_steps_per_epoch=2, threads=0), "pcdarts_cifar", out=tmp_path / "run")
     assert share.updates == 2
+
+
+def _cgroup(tmp_path, lines, files):
+    """A /proc/self/cgroup file and a cgroup tree: ``files`` maps paths under the root to contents."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "proc_cgroup").write_text("\n".join(lines) + "\n")
+    for name, text in files.items():
+        (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cg" / name).write_text(text)
+    return dict(proc_cgroup=tmp_path / "proc_cgroup", root=tmp_path / "cg")
+
+
+def test_cpu_quotas_of_cgroup_v2_and_v1_the_tightest_on_the_way_up(tmp_path):
+    from nasnetzoo.threads import cpu_quota
+    v2 = _cgroup(tmp_path / "a", ["0::/job/step"], {"cgroup.controllers": "cpu", "cpu.max": "max 100000",
+                                                     "job/cpu.max": "250000 100000",
+                                                     "job/step/cpu.max": "max 100000"})
+    assert cpu_quota(**v2) == pytest.approx(2.5)
+    v1 = _cgroup(tmp_path / "b", ["4:memory:/x", "2:cpu,cpuacct:/docker/abc", "0::/"],
+                 {"cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000",
+                  "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000",
+                  "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"})
+    assert cpu_quota(**v1) == pytest.approx(1.5)
+    unlimited = _cgroup(tmp_path / "c", ["0::/"], {"cgroup.controllers": "cpu", "cpu.max": "max 100000"})
+    assert cpu_quota(**unlimited) is None
+    assert cpu_quota(proc_cgroup=tmp_path / "missing", root=tmp_path) is None
+
+
+def test_a_cpu_quota_caps_the_thread_count(monkeypatch):
+    import nasnetzoo.threads as threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    saved = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(threads, "cpu_quota", lambda: 1.5)   # a container with --cpus=1.5
+        assert share_cores(0).max_threads == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(threads, "cpu_quota", lambda: 64.0)
+        assert share_cores(0).max_threads == BASE_THREADS
+    finally:
+        torch.set_num_threads(saved)
