@@ -116,7 +116,7 @@ def _quota_in(directory: Path) -> Optional[float]:
 
 def cpu_quota(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> Optional[float]:
     """How many CPUs' worth of time this process may use under its cgroups' quotas (the tightest of
-    its cgroup and their parents, v2 or v1), or None where there is none.  A container limited to
+    its cgroups and their parents, v2 or v1), or None where there is none.  A container limited to
     2 CPUs on a 64-core host still sees 64 cores in its affinity, and 64 spinning threads there
     would be throttled most of each period."""
     try:
@@ -147,8 +147,8 @@ def share_cores(threads: int = 0, device: Union[str, torch.device] = "cpu",
     """The thread policy of a run loop on ``device``: ``threads > 0`` fixes the count (None returned);
     0 on the CPU follows the free cores with a :class:`CoreShare`, at most as many threads as a
     cgroup CPU quota allows (:func:`cpu_quota`; None where ``OMP_NUM_THREADS`` fixes the count,
-    ``/proc/stat`` cannot be read, or the loop runs on a GPU).  ``report`` (a
-    function that writes a line), when given, gets the run's first change of thread count."""
+    ``/proc/stat`` cannot be read, or the loop runs on a GPU).  ``report`` (a function that writes
+    a line), when given, gets the run's first change of thread count."""
     if threads > 0:
         torch.set_num_threads(threads)
         return None
