@@ -21,8 +21,8 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 Step time = first-order architecture step + weight step, median over ``--reps`` repetitions that
 interleave the variants (before, after, after-edgewise, ..., before, ...), so a load that changes over the run
 hits all of them alike.  Two ratios: of the medians, and the median of each repetition's ratio to the
-before step beside it (paired), which also cancels a machine speed that drifts between repetitions.  Saved bytes = distinct storages autograd keeps for backward during one
-weight-step forward (``torch.autograd.graph.saved_tensors_hooks``); with checkpointing, the cell
+before step beside it (paired), which also cancels a machine speed that drifts between repetitions.
+Saved bytes = distinct storages autograd keeps for backward during one weight-step forward (``torch.autograd.graph.saved_tensors_hooks``); with checkpointing, the cell
 inputs the checkpoints hold are counted too.  Both are printed as a table with after/before ratios,
 and the numerics check (logits and architecture gradients of before vs after on one batch).
 
@@ -69,9 +69,10 @@ def build(net_kwargs, variant, make, args):
     strategy = make(net)
     if variant.endswith("bf16"):   # what the search runner sets for amp: bf16
         strategy.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    sgd = dict(lr=0.01, momentum=0.9, weight_decay=3e-4)
     if variant == "before":   # the official code's optimizer
-        return strategy, torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9, weight_decay=3e-4)
-    return strategy, build_optimizer(net.weight_parameters(), "sgd", lr=0.01, momentum=0.9, weight_decay=3e-4)
+        return strategy, torch.optim.SGD(net.weight_parameters(), **sgd)
+    return strategy, build_optimizer(net.weight_parameters(), "sgd", **sgd)
 
 
 def kernels(variant: str):

@@ -13,8 +13,9 @@ So the run loops keep libgomp's default and choose the thread count instead.  A 
 reads, between steps and at most every half second, how much CPU time other processes took on this
 process's cores (``/proc/stat`` less this process's own time) and runs on the cores they leave
 free: all of them on a quiet machine, fewer when others are busy, down to one thread, which has no
-barrier to spin at; never more than a cgroup CPU quota (a container's ``--cpus``) allows.  A fixed count (recipe ``threads: N``, or ``OMP_NUM_THREADS`` in the
-environment) turns it off, as does a platform without ``/proc/stat``.  A different thread count
+barrier to spin at; never more than a cgroup CPU quota (a container's ``--cpus``) allows.  A fixed
+count (recipe ``threads: N``, or ``OMP_NUM_THREADS`` in the environment) turns it off, as does a
+platform without ``/proc/stat``.  A different thread count
 splits some reductions differently, so a run whose count changed is not bit for bit the run at a
 fixed count: pin the count where bit-exact reruns matter.
 """

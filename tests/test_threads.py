@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import nasnetzoo.search.runner as search_runner
+import nasnetzoo.threads
 import nasnetzoo.train.runner as train_runner
-from nasnetzoo.threads import BASE_THREADS, CoreShare, report_first_change, share_cores
+from nasnetzoo.threads import BASE_THREADS, CoreShare, cpu_quota, report_first_change, share_cores
 from test_search_run import tiny_recipe
 from test_train_run import _tiny
 
@@ -90,7 +91,6 @@ def test_busy_cores_outside_the_affinity_and_own_time_do_not_count(machine):
 
 
 def test_a_fixed_count_or_a_gpu_turns_it_off(monkeypatch):
-    import nasnetzoo.threads
     monkeypatch.setattr(nasnetzoo.threads, "cpu_quota", lambda: None)   # whatever machine runs the tests
     threads = torch.get_num_threads()
     try:
@@ -139,7 +139,6 @@ def _cgroup(tmp_path, lines, files):
 
 
 def test_cpu_quotas_of_cgroup_v2_and_v1_the_tightest_on_the_way_up(tmp_path):
-    from nasnetzoo.threads import cpu_quota
     v2 = _cgroup(tmp_path / "a", ["0::/job/step"], {"cgroup.controllers": "cpu", "cpu.max": "max 100000",
                                                      "job/cpu.max": "250000 100000",
                                                      "job/step/cpu.max": "max 100000"})
@@ -155,13 +154,12 @@ def test_cpu_quotas_of_cgroup_v2_and_v1_the_tightest_on_the_way_up(tmp_path):
 
 
 def test_a_cpu_quota_caps_the_thread_count(monkeypatch):
-    import nasnetzoo.threads as threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     saved = torch.get_num_threads()
     try:
-        monkeypatch.setattr(threads, "cpu_quota", lambda: 1.5)   # a container with --cpus=1.5
+        monkeypatch.setattr(nasnetzoo.threads, "cpu_quota", lambda: 1.5)   # a container with --cpus=1.5
         assert share_cores(0).max_threads == 1 and torch.get_num_threads() == 1
-        monkeypatch.setattr(threads, "cpu_quota", lambda: 64.0)
+        monkeypatch.setattr(nasnetzoo.threads, "cpu_quota", lambda: 64.0)
         assert share_cores(0).max_threads == BASE_THREADS
     finally:
         torch.set_num_threads(saved)
