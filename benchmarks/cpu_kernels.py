@@ -29,6 +29,11 @@ LAYERS = {
     "sep_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
     "dil_conv_3x3 depthwise": lambda c: nn.Conv2d(c, c, 3, padding=2, dilation=2, groups=c, bias=False),
     "dil_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=4, dilation=2, groups=c, bias=False),
+    # a reduction cell's first conv of a dil_conv: stride 2
+    "dil_conv_3x3 depthwise, stride 2": lambda c: nn.Conv2d(c, c, 3, stride=2, padding=2, dilation=2, groups=c,
+                                                            bias=False),
+    "dil_conv_5x5 depthwise, stride 2": lambda c: nn.Conv2d(c, c, 5, stride=2, padding=4, dilation=2, groups=c,
+                                                            bias=False),
     "sep/dil_conv pointwise 1x1": lambda c: nn.Conv2d(c, c, 1, bias=False),
     # four edges' 1x1 convs side by side (search/node_mix.py): one group per edge
     "pointwise 1x1, 4 groups": lambda c: nn.Conv2d(c, c, 1, groups=4, bias=False),

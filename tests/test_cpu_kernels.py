@@ -17,9 +17,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from cpu_kernels import LAYERS  # noqa: E402  (benchmarks/cpu_kernels.py: the layers the kernels replace)
 
 SEP5, DIL3, DIL5 = "sep_conv_5x5 depthwise", "dil_conv_3x3 depthwise", "dil_conv_5x5 depthwise"
+DIL3_S2, DIL5_S2 = "dil_conv_3x3 depthwise, stride 2", "dil_conv_5x5 depthwise, stride 2"
 POINTWISE = "sep/dil_conv pointwise 1x1"
-SIZES = {SEP5: [32, 33], DIL3: [32, 33, 12], DIL5: [32, 12], POINTWISE: [5, 32], "max_pool_3x3": [7, 32],
-         "avg_pool_3x3": [16, 19]}  # where each runs
+SIZES = {SEP5: [32, 33], DIL3: [32, 33, 12], DIL5: [32, 12], DIL3_S2: [32, 33], DIL5_S2: [23, 32],
+         POINTWISE: [5, 32], "max_pool_3x3": [7, 32], "avg_pool_3x3": [16, 19]}  # where each runs
 CASES = [(name, size, sliced) for name, sizes in SIZES.items() for size in sizes for sliced in (False, True)
          if not (sliced and name == POINTWISE)]   # a 1x1 conv reads a dw conv's output, never a slice
 
@@ -62,7 +63,7 @@ def test_max_pool_routes_ties_like_pytorch():
     assert torch.allclose(grad, ref, rtol=0, atol=1e-12)   # a misrouted gradient is off by O(1)
 
 
-@pytest.mark.parametrize("name,math", [(SEP5, "_Depthwise"), (POINTWISE, "_Pointwise")])
+@pytest.mark.parametrize("name,math", [(SEP5, "_Depthwise"), (DIL5_S2, "_Depthwise"), (POINTWISE, "_Pointwise")])
 def test_architecture_gradients_skip_the_conv_weight_gradient(name, math, monkeypatch):
     """autograd.grad of the input alone (an architecture step) never computes the conv weight's."""
     calls = []
@@ -78,7 +79,8 @@ def test_architecture_gradients_skip_the_conv_weight_gradient(name, math, monkey
 
 
 @pytest.mark.parametrize("case", ["channels_last", "stride2", "padding0", "float16", "autocast", "small_map",
-                                  "few_channels", "small_dilated", "plain_3x3"])
+                                  "few_channels", "small_dilated", "small_strided", "stride2_undilated_pad",
+                                  "plain_3x3"])
 def test_fast_layer_declines_what_it_was_not_written_for(case):
     conv, x = LAYERS[SEP5](8), torch.randn(2, 8, 32, 32)
     if case == "channels_last":
@@ -95,6 +97,10 @@ def test_fast_layer_declines_what_it_was_not_written_for(case):
         conv, x = LAYERS[SEP5](2), torch.randn(2, 2, 32, 32)   # 2048 values per sample
     elif case == "small_dilated":   # 8 x 10 x 10 = 800 values per sample
         conv, x = LAYERS[DIL5](8), torch.randn(2, 8, 10, 10)
+    elif case == "small_strided":   # 8 x 16 x 16 = 2048 values per sample
+        conv, x = LAYERS[DIL3_S2](8), torch.randn(2, 8, 16, 16)
+    elif case == "stride2_undilated_pad":   # stride 2 = dilation 2, but not 'same' padding
+        conv = nn.Conv2d(8, 8, 3, stride=2, padding=1, dilation=2, groups=8, bias=False)
     elif case == "plain_3x3":
         conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
     if case == "autocast":

@@ -11,6 +11,10 @@ channels x 32 x 32; docs/search_speed.md has the measurements):
   flipped kernel, and the weight gradient PyTorch's weight-only backward posed as a problem its
   kernels are fast at (a layout, and for dilated kernels on large maps the undilated problem on
   the maps' polyphase components): 1.3-9x less time for forward + backward;
+* **dilated depthwise convolutions whose stride is their dilation** (a reduction cell's dil_convs),
+  from 4096 values per sample: they read every second pixel of every second row only, so they
+  are the undilated stride-1 conv of that subsampled map (the math above); PyTorch's backward of
+  the strided dilated conv took 3-15 ms a call at 16 x 64 x 32 x 32;
 * **1x1 convolutions, stride 1, grouped or not** (a node's edges side by side are one group each):
   batched matrix products, which oneDNN's NCHW 1x1 convolution is 1.3-3x slower than here;
 * **3x3, stride-1 pools**: PyTorch's NCHW CPU pooling kernels are slow here (forward about 6 ms for
@@ -173,6 +177,40 @@ def _polyphase(t: torch.Tensor, d: int, layout: torch.memory_format) -> torch.Te
     return parts.permute(3, 5, 0, 1, 2, 4).reshape(d * d * n, c, h // d, w // d)
 
 
+class _StridedDepthwise(_ConvMath):
+    """Depthwise conv whose stride equals its dilation d > 1, square kernel, 'same' padding p.
+
+    Output pixel i reads input pixels d * i + d * a - p = d * (i + a - p / d): every d-th pixel of
+    every d-th row only.  So it is the undilated stride-1 conv (padding p / d) of that subsampled
+    map, on which the stride-1 depthwise math runs; the input gradient is zero elsewhere.  PyTorch's
+    CPU backward of the strided dilated conv took 6-12 ms a call at 16 x 64 x 32 x 32; forward +
+    backward here, 0.4-0.55 of its time there (docs/search_speed.md).  The subsampled map is made
+    again in backward rather than kept: autograd keeps the full input (shared with the edge's other
+    ops) instead.
+    """
+
+    def __init__(self, padding: int, dilation: int) -> None:
+        self.d, self.inner = dilation, _Depthwise(padding // dilation, 1)
+
+    def _subsample(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, ::self.d, ::self.d].contiguous()
+
+    def out_shape(self, x, weight):
+        n, c, h, w = x.shape
+        return torch.Size((n, c, -(-h // self.d), -(-w // self.d)))
+
+    def forward(self, x, weight):
+        return self.inner.forward(self._subsample(x), weight)
+
+    def input_grad(self, grad, weight, x_shape):
+        grad_x = grad.new_zeros(x_shape)
+        grad_x[:, :, ::self.d, ::self.d] = self.inner.input_grad(grad, weight, grad.shape)
+        return grad_x
+
+    def weight_grad(self, x, grad, weight):
+        return self.inner.weight_grad(self._subsample(x), grad, weight)
+
+
 class _Pointwise(_ConvMath):
     """1x1 conv of ``groups`` groups as batched matrix products, one per (sample, group)."""
 
@@ -211,15 +249,20 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation
 
 
 def _depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.Tensor]:
-    k, (ph, pw), (dh, dw) = conv.kernel_size, conv.padding, conv.dilation
-    if (k[0] != k[1] or ph != pw or dh != dw or conv.stride != (1, 1) or 2 * ph != dh * (k[0] - 1)
+    k, (ph, pw), (dh, dw), (sh, sw) = conv.kernel_size, conv.padding, conv.dilation, conv.stride
+    if (k[0] != k[1] or ph != pw or dh != dw or sh != sw or 2 * ph != dh * (k[0] - 1)
             or weight.shape[0] != x.shape[1] or weight.shape[1] != 1):
+        return None
+    values = x.shape[1] * x.shape[2] * x.shape[3]   # per sample
+    if sh == dh > 1:   # the reduction cells' dil_convs: 0.4-0.9 of PyTorch's time from 4096 values up
+        return _StridedDepthwise(ph, dh)(x, weight) if values >= 4096 else None
+    if sh != 1:
         return None
     # Where it pays (docs/search_speed.md, 2 threads, batch 16): PyTorch's NCHW backward of a 5x5
     # depthwise conv takes 1.4-3x this one's from 4096 values per sample (4 x 32 x 32, 64 x 8 x 8)
     # up, of a dilated one 1.1-1.4x from 1024 (16 x 8 x 8, PC-DARTS's small nodes) and more above;
     # below, and for plain 3x3 kernels, it is about as fast as the extra nodes.
-    if x.shape[1] * x.shape[2] * x.shape[3] < (1024 if dh > 1 else 4096) or (k[0] <= 3 and dh == 1):
+    if values < (1024 if dh > 1 else 4096) or (k[0] <= 3 and dh == 1):
         return None
     return depthwise_conv(x, weight, ph, dh)
 
