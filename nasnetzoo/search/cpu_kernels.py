@@ -14,7 +14,7 @@ channels x 32 x 32; docs/search_speed.md has the measurements):
 * **dilated depthwise convolutions whose stride is their dilation** (a reduction cell's dil_convs),
   from 4096 values per sample: they read every second pixel of every second row only, so they
   are the undilated stride-1 conv of that subsampled map (the math above); PyTorch's backward of
-  the strided dilated conv took 3-15 ms a call at 16 x 64 x 32 x 32;
+  the strided dilated conv took 6-12 ms a call at 16 x 64 x 32 x 32;
 * **1x1 convolutions, stride 1, grouped or not** (a node's edges side by side are one group each):
   batched matrix products, which oneDNN's NCHW 1x1 convolution is 1.3-3x slower than here;
 * **3x3, stride-1 pools**: PyTorch's NCHW CPU pooling kernels are slow here (forward about 6 ms for
@@ -254,7 +254,7 @@ def _depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) ->
             or weight.shape[0] != x.shape[1] or weight.shape[1] != 1):
         return None
     values = x.shape[1] * x.shape[2] * x.shape[3]   # per sample
-    if sh == dh > 1:   # the reduction cells' dil_convs: 0.4-0.9 of PyTorch's time from 4096 values up
+    if sh == dh > 1:   # the reduction cells' dil_convs: 0.4-1.0 of PyTorch's time from 4096 values up
         return _StridedDepthwise(ph, dh)(x, weight) if values >= 4096 else None
     if sh != 1:
         return None
