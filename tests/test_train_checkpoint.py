@@ -10,7 +10,7 @@ from nasnetzoo import fileio
 from nasnetzoo.train import checkpoint as ckpt
 from nasnetzoo.train.augment import BatchAugment, Cutout, cutout, random_crop
 from nasnetzoo.train.engine import DropPathSchedule, classification_loss, topk_correct
-from nasnetzoo.train.optim import LRSchedule, build_optimizer
+from nasnetzoo.train.optim import LRSchedule, build_optimizer, load_optimizer_state
 
 
 def test_crash_while_writing_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
@@ -68,6 +68,24 @@ def test_multi_tensor_updates_match_per_tensor_ones_bit_for_bit(name, kwargs):
         opt.step()
         ref.step()
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_resuming_an_older_optimizer_state_keeps_the_multi_tensor_path():
+    """A state saved on the per-tensor path (foreach None) brings back its momentum and lr, not its path."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    saved = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    for p in params:
+        p.grad = torch.randn(p.shape)
+    saved.step()
+    resumed = build_optimizer(params, "sgd", lr=0.1, momentum=0.9)
+    load_optimizer_state(resumed, saved.state_dict())
+    group = resumed.param_groups[0]
+    assert group["foreach"] is True and group["lr"] == 0.05
+    assert all(torch.equal(resumed.state[p]["momentum_buffer"], saved.state[p]["momentum_buffer"]) for p in params)
+    plain = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    plain.load_state_dict(saved.state_dict())
+    assert plain.param_groups[0]["foreach"] is None   # what PyTorch alone would have resumed with
 
 
 def test_schedules():

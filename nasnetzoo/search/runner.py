@@ -35,7 +35,7 @@ from ..threads import CoreShare, share_cores
 from ..train import distributed as D
 from ..train.checkpoint import atomic_write, load_checkpoint, seed_everything
 from ..train.envelope import CHECKPOINTS, Run, RunInterrupted, check_finite, check_resumable
-from ..train.optim import LRSchedule, build_optimizer
+from ..train.optim import LRSchedule, build_optimizer, load_optimizer_state
 from ..train.progress import RunProgress, say
 from .data import build_search_data
 from .history import SearchHistory, plot_history
@@ -194,7 +194,7 @@ def _start(run: Run, loop: _Loop) -> int:
     if state is not None:
         def restore() -> None:
             loop.network.load_state_dict(state["model"])
-            loop.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(loop.optimizer, state["optimizer"])
             loop.schedule.load_state_dict(state["schedule"])
             loop.strategy.load_state_dict(state["strategy"])
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .distributed import DistInfo, all_reduce_sum, unwrap, wrap_model
+from .optim import load_optimizer_state
 
 
 # ---------------------------------------------------------------------------- drop path
@@ -263,7 +264,7 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         if self.schedule is not None and "schedule" in state:

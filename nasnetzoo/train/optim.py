@@ -36,6 +36,22 @@ def build_optimizer(params: Iterable, name: str = "sgd", *, lr: float, momentum:
     raise RecipeError(f"optimizer {name!r} is not one of sgd, adamw.")
 
 
+# How an optimizer computes its update, not what it computes: these come from the optimizer built
+# for this run, never from a checkpoint.
+_IMPLEMENTATION_KEYS = ("foreach", "fused")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's own implementation choice
+    (``foreach``, ``fused``).  PyTorch restores every saved group key, so a run saved by an optimizer
+    on the per-tensor path (``foreach`` None, as before ``build_optimizer`` asked for it) would
+    resume on it: the same numbers, a slower step."""
+    kept = [{k: group[k] for k in _IMPLEMENTATION_KEYS if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, keys in zip(optimizer.param_groups, kept):
+        group.update(keys)
+
+
 def optimizer_from_recipe(model: nn.Module, recipe) -> torch.optim.Optimizer:
     # DARTS decays every parameter, BatchNorm's included; so do we.
     return build_optimizer(model.parameters(), recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum,
