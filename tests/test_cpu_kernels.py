@@ -20,7 +20,7 @@ SEP5, DIL3, DIL5 = "sep_conv_5x5 depthwise", "dil_conv_3x3 depthwise", "dil_conv
 DIL3_S2, DIL5_S2 = "dil_conv_3x3 depthwise, stride 2", "dil_conv_5x5 depthwise, stride 2"
 POINTWISE = "sep/dil_conv pointwise 1x1"
 SIZES = {SEP5: [32, 33], DIL3: [32, 33, 12], DIL5: [32, 12], DIL3_S2: [32, 33], DIL5_S2: [23, 32],
-         POINTWISE: [5, 32], "max_pool_3x3": [7, 32], "avg_pool_3x3": [16, 19]}  # where each runs
+         POINTWISE: [5, 32], "max_pool_3x3": [7, 32], "avg_pool_3x3": [12, 16, 19]}  # where each runs
 CASES = [(name, size, sliced) for name, sizes in SIZES.items() for size in sizes for sliced in (False, True)
          if not (sliced and name == POINTWISE)]   # a 1x1 conv reads a dw conv's output, never a slice
 
@@ -110,6 +110,7 @@ def test_fast_layer_declines_what_it_was_not_written_for(case):
         assert fast_layer(conv, x) is None
     assert fast_layer(nn.MaxPool2d(3, 2, 1), torch.randn(2, 4, 8, 8)) is None
     assert fast_layer(nn.AvgPool2d(3, 1, 1), torch.randn(2, 4, 16, 16)) is None   # count_include_pad=True
+    assert fast_layer(LAYERS["avg_pool_3x3"](8), torch.randn(2, 8, 8, 8)) is None   # 512 values per sample
     assert fast_layer(nn.Conv2d(4, 8, 1, bias=True), torch.randn(2, 4, 32, 32)) is None
     assert fast_layer(nn.Conv2d(4, 8, 1, stride=2, bias=False), torch.randn(2, 4, 32, 32)) is None
     assert fast_layer(nn.Conv2d(4, 8, 1, bias=False), torch.randn(2, 8, 32, 32)[:, :4]) is None   # not contiguous

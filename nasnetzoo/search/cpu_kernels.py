@@ -7,18 +7,18 @@ channels x 32 x 32; docs/search_speed.md has the measurements):
 * **5x5 depthwise convolutions of 4096 values per sample or more, dilated ones of 1024 or more**
   (4 x 32 x 32, 64 x 8 x 8, 16 x 8 x 8; a node's edges side by side make most of them that large):
   PyTorch's NCHW backward computes the input gradient several times slower than a forward conv
-  does.  Here the input gradient is a depthwise convolution of the output gradient with the
-  flipped kernel, and the weight gradient PyTorch's weight-only backward posed as a problem its
-  kernels are fast at (a layout, and for dilated kernels on large maps the undilated problem on
-  the maps' polyphase components): 1.3-9x less time for forward + backward;
+  does, and the weight gradient slower still.  Here the input gradient is a depthwise convolution
+  of the output gradient with the flipped kernel, and the weight gradient a forward depthwise
+  convolution too (each sample's input plane convolved with its output gradient plane):
+  1.3-9x less time for forward + backward;
 * **dilated depthwise convolutions whose stride is their dilation** (a reduction cell's dil_convs),
   from 4096 values per sample: they read every second pixel of every second row only, so they
   are the undilated stride-1 conv of that subsampled map (the math above); PyTorch's backward of
   the strided dilated conv took 6-12 ms a call at 16 x 64 x 32 x 32;
 * **1x1 convolutions, stride 1, grouped or not** (a node's edges side by side are one group each):
   batched matrix products, which oneDNN's NCHW 1x1 convolution is 1.3-3x slower than here;
-* **3x3, stride-1 pools**: PyTorch's NCHW CPU pooling kernels are slow here (forward about 6 ms for
-  a max pool, 3 ms for an average pool).  Here a pool is two passes of three shifted maxima or
+* **3x3, stride-1 pools** (average pools from 1024 values per sample): PyTorch's NCHW CPU pooling
+  kernels are slow here (forward about 6 ms for a max pool, 3 ms for an average pool).  Here a pool is two passes of three shifted maxima or
   sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept)
   in channels_last, where PyTorch's CPU max pool is several times faster.
 
@@ -146,35 +146,33 @@ class _Depthwise(_ConvMath):
                         self.dilation * (weight.shape[-1] - 1) - self.padding, self.dilation, weight.shape[0])
 
     def weight_grad(self, x, grad, weight):
-        """PyTorch's weight-only backward, as the problem its CPU kernels are fast at: in channels_last
-        for kernels larger than 3x3 (2-4x faster there than NCHW), NCHW for the others, where
-        channels_last is the slower one; and for a dilated conv on maps of 32 x 32 or more, undilated
-        on the maps' polyphase components (:func:`_polyphase`), where the dilated problem took
-        10-100 ms a call against 1-15 ms in either layout (AVX2 and AVX-512 alike,
-        docs/search_speed.md)."""
+        """PyTorch's NCHW weight-only backward for undilated 3x3 kernels; for the others, the weight
+        gradient posed as a forward depthwise conv (:func:`_weight_grad_as_forward_conv`), which
+        took 0.2-0.5 of the time of PyTorch's weight-only backward in either layout (and of its
+        polyphase form for dilated kernels) at the supernet's sizes (docs/search_speed.md)."""
         p, d = self.padding, self.dilation
-        h, w = x.shape[-2:]
-        layout = torch.channels_last if weight.shape[-1] > 3 else torch.contiguous_format
-        if d > 1 and h % d == 0 and w % d == 0 and h * w >= 1024:
-            x, grad, p, d = _polyphase(x, d, layout), _polyphase(grad, d, layout), p // d, 1
-        elif d > 1:
-            layout = torch.contiguous_format
-        _, weight_grad, _ = torch.ops.aten.convolution_backward(
-            grad.contiguous(memory_format=layout), x.contiguous(memory_format=layout), weight, None, [1, 1],
-            [p, p], [d, d], False, [0, 0], weight.shape[0], [False, True, False])
-        return weight_grad.contiguous()
+        if weight.shape[-1] <= 3 and d == 1:
+            _, weight_grad, _ = torch.ops.aten.convolution_backward(
+                grad.contiguous(), x.contiguous(), weight, None, [1, 1], [p, p], [d, d], False, [0, 0],
+                weight.shape[0], [False, True, False])
+            return weight_grad
+        return _weight_grad_as_forward_conv(x, grad, p, d, weight.shape)
 
 
-def _polyphase(t: torch.Tensor, d: int, layout: torch.memory_format) -> torch.Tensor:
-    """(N, C, H, W) -> (d * d * N, C, H / d, W / d) in ``layout``: sample n's pixels (d*a + r, d*b + s)
-    as pixel (a, b) of sample (r, s, n).  A 'same' depthwise conv of dilation d, padding p maps each
-    component to the same component of its output as an undilated conv of padding p / d, so its
-    weight gradient is the undilated one summed over the d * d components, which the batch sums."""
-    n, c, h, w = t.shape
-    parts = t.reshape(n, c, h // d, d, w // d, d)
-    if layout == torch.channels_last:
-        return parts.permute(3, 5, 0, 2, 4, 1).reshape(d * d * n, h // d, w // d, c).permute(0, 3, 1, 2)
-    return parts.permute(3, 5, 0, 1, 2, 4).reshape(d * d * n, c, h // d, w // d)
+def _weight_grad_as_forward_conv(x: torch.Tensor, grad: torch.Tensor, padding: int, dilation: int,
+                                 weight_shape: torch.Size) -> torch.Tensor:
+    """The weight gradient of a stride-1 'same' depthwise conv, as a forward depthwise conv.
+
+    Tap (a, b) of channel c is ``sum_n sum_ij x_pad[n, c, d*a + i, d*b + j] * grad[n, c, i, j]``:
+    on each of the N * C (sample, channel) planes, the padded input convolved with the output
+    gradient as the kernel, at stride d (the dilation), which gives exactly the k x k taps.  So it
+    is one depthwise conv of N * C groups, summed over the samples; oneDNN's forward kernel runs it
+    far faster than its weight-gradient kernel runs the original problem."""
+    n, c, h, w = x.shape
+    k = weight_shape[-1]
+    padded = F.pad(x, (padding,) * 4).reshape(1, n * c, h + 2 * padding, w + 2 * padding)
+    per_sample = F.conv2d(padded, grad.reshape(n * c, 1, h, w), None, dilation, 0, 1, n * c)
+    return per_sample.view(n, c, k, k).sum(0).view(weight_shape)
 
 
 class _StridedDepthwise(_ConvMath):
@@ -377,7 +375,9 @@ def _max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> Optional[Callable[[torch.T
 def _avg_pool(pool: nn.AvgPool2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     if not _is_3x3_same(pool) or pool.count_include_pad or pool.divisor_override is not None:
         return None
-    if x.shape[2] * x.shape[3] < 256:   # on 8x8 maps PyTorch's own is faster than six shifted adds
+    # PyTorch's NCHW average pool is 1.2-3x slower from 1024 values per sample up (16 x 8 x 8:
+    # 0.84 of its forward + backward time, 64 x 8 x 8: 0.41); below, it is the faster one.
+    if x.shape[1] * x.shape[2] * x.shape[3] < 1024:
         return None
     return _AvgPool3x3.apply
 
