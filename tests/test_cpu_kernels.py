@@ -137,3 +137,34 @@ def test_benchmark_script_runs():
     rows = {tuple(line.split()[:3]): line for line in out.splitlines() if line.startswith("dil_conv_5x5")}
     assert len(rows[("dil_conv_5x5", "depthwise", "2,8,32,32")].split()) == 8   # four times and a ratio
     assert "declines this shape" in rows[("dil_conv_5x5", "depthwise", "2,8,8,8")]
+
+
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [(2, 2, 0, True), (2, 2, 0, False), (3, 2, 1, False),
+                                                             (3, 2, 1, True), (3, 3, 0, True),
+                                                             (3, 3, 1, True)])   # the last: a window left out
+@pytest.mark.parametrize("size,sliced", [(32, False), (33, True), (17, False)])
+def test_strided_max_pool_forward_is_pytorchs_to_the_bit(kernel, stride, padding, ceil_mode, size, sliced):
+    """A reduction cell's stride-2 max pools and PC-DARTS's 2x2 bypass pools: same values (maxima are
+    exact), same output size (ceil_mode's last-window rule), and through fused.max_pool the same gradient."""
+    from nasnetzoo.search.fused import max_pool
+    torch.manual_seed(0)
+    full = torch.randn(2, 32 if sliced else 16, size, size, dtype=torch.float64)
+    x = full[:, :16] if sliced else full   # PC-DARTS's bypass is a channel slice
+    args = ([kernel] * 2, [stride] * 2, [padding] * 2, ceil_mode)
+    out = cpu_kernels.max_pool_forward(x, *args)
+    assert out is not None
+    ref = nn.functional.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+    assert out.shape == ref.shape and torch.equal(out, ref)
+    pool = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad_out = torch.randn_like(ref)
+    (grad,) = torch.autograd.grad(max_pool(pool, x_fast), x_fast, grad_out)
+    (grad_ref,) = torch.autograd.grad(pool(x_ref), x_ref, grad_out)
+    assert torch.equal(grad, grad_ref)
+
+
+def test_strided_max_pool_leaves_small_maps_to_pytorch():
+    small = torch.randn(2, 8, 16, 16)   # 2048 values per sample
+    assert cpu_kernels.max_pool_forward(small, [3, 3], [2, 2], [1, 1], False) is None
+    with native_kernels():
+        assert cpu_kernels.max_pool_forward(torch.randn(2, 16, 32, 32), [2, 2], [2, 2], [0, 0], True) is None

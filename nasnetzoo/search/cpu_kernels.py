@@ -18,9 +18,11 @@ channels x 32 x 32; docs/search_speed.md has the measurements):
 * **1x1 convolutions, stride 1, grouped or not** (a node's edges side by side are one group each):
   batched matrix products, which oneDNN's NCHW 1x1 convolution is 1.3-3x slower than here;
 * **3x3, stride-1 pools** (average pools from 1024 values per sample): PyTorch's NCHW CPU pooling
-  kernels are slow here (forward about 6 ms for a max pool, 3 ms for an average pool).  Here a pool is two passes of three shifted maxima or
-  sums.  The max pool's backward is PyTorch's, with the argmax recomputed (no indices are kept)
-  in channels_last, where PyTorch's CPU max pool is several times faster.
+  kernels are slow here (forward about 6 ms for a max pool, 3 ms for an average pool).  Here a
+  pool is two passes of three shifted maxima or sums, and **a strided max pool's forward** (a
+  reduction cell's 3x3 stride-2 pools, PC-DARTS's 2x2 bypass) maxima of strided views.  The max
+  pool's backward is PyTorch's, with the argmax recomputed (no indices are kept) in channels_last,
+  where PyTorch's CPU max pool is several times faster.
 
 Each function computes what the module it replaces computes, within float reordering (the sums run
 in another order; maxima are exact).  :func:`fast_layer` falls back to the module itself wherever
@@ -304,6 +306,42 @@ def _box_sum(x: torch.Tensor) -> torch.Tensor:
 
 def _window_max(x: torch.Tensor) -> torch.Tensor:
     return _shifted(_shifted(F.pad(x, (1, 1, 1, 1), value=float("-inf")), torch.maximum, 3), torch.maximum, 2)
+
+
+def _pooled_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """PyTorch's output size of a pool (no dilation)."""
+    out = (size + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:   # the last window must start inside the map or its left padding
+        out -= 1
+    return out
+
+
+def max_pool_forward(x: torch.Tensor, kernel: list, stride: list, padding: list,
+                     ceil_mode: bool) -> Optional[torch.Tensor]:
+    """``F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)`` (no dilation) as maxima of
+    strided views, or None where PyTorch's kernel is used (not a fast-kernel tensor, or under 4096
+    values per sample).  A reduction cell's 3x3 stride-2 pools and PC-DARTS's 2x2 bypass pools ran
+    3.7-8x faster this way at 16 x 24-64 x 32 x 32 (PyTorch's NCHW CPU max pool: 1.1 ms for a
+    2x2 pool of 16 x 24 x 32 x 32, 0.14 ms here); in the step the gain is within the noise.  Maxima
+    are exact, so the output is PyTorch's to the bit."""
+    if not _eligible(x) or x.shape[1] * x.shape[2] * x.shape[3] < 4096:
+        return None
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    h, w = x.shape[2:]
+    oh, ow = _pooled_size(h, kh, sh, ph, ceil_mode), _pooled_size(w, kw, sw, pw, ceil_mode)
+    # -inf padding: on the left as asked, on the right as far as the last window reaches (ceil_mode).
+    right, bottom = max((ow - 1) * sw + kw - w - pw, 0), max((oh - 1) * sh + kh - h - ph, 0)
+    if pw or ph or right or bottom:
+        x = F.pad(x, (pw, right, ph, bottom), value=float("-inf"))
+    rows = None
+    for a in range(kw):
+        column = x[:, :, :, a:a + (ow - 1) * sw + 1:sw]
+        rows = column if rows is None else torch.maximum(rows, column)
+    out = None
+    for a in range(kh):
+        row = rows[:, :, a:a + (oh - 1) * sh + 1:sh]
+        out = row if out is None else torch.maximum(out, row)
+    return out
 
 
 def max_pool_backward(x: torch.Tensor, grad: torch.Tensor, kernel: list, stride: list, padding: list,

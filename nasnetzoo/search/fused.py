@@ -31,7 +31,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..ops.darts import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
-from .cpu_kernels import fast_layer, is_channels_last, max_pool_backward
+from .cpu_kernels import fast_layer, is_channels_last, max_pool_backward, max_pool_forward
 
 
 # ---------------------------------------------------------------- max pooling without indices
@@ -42,7 +42,8 @@ class _MaxPool2dRecomputed(torch.autograd.Function):
     def forward(ctx, x, kernel, stride, padding, ceil_mode):
         ctx.save_for_backward(x)
         ctx.args = (kernel, stride, padding, ceil_mode)
-        return F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
+        fast = max_pool_forward(x, kernel, stride, padding, ceil_mode)   # None unless a CPU kernel applies
+        return fast if fast is not None else F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
 
     @staticmethod
     @once_differentiable
