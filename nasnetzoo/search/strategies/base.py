@@ -34,7 +34,7 @@ class SearchStrategy:
         self.autocast: Callable[[], Any] = contextlib.nullcontext
         # Listed once: walking the supernet's modules for them takes ~7 ms, twice a step.  The
         # weight optimizer holds the same fixed list.
-        self.weights = network.weight_parameters()
+        self.weight_params = network.weight_parameters()
 
     # ---------------------------------------------------------------- steps
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -58,12 +58,12 @@ class SearchStrategy:
         loss = self.loss(logits, y)
         # Gradients of the weights only: the architecture parameters' would be thrown away (the
         # architecture step zeroes them first), and skipping them spares a reduction per BatchNorm.
-        loss.backward(inputs=self.weights)
+        loss.backward(inputs=self.weight_params)
         self._clip_and_step(optimizer)
         return loss.detach(), logits.detach()
 
     def _clip_and_step(self, optimizer: torch.optim.Optimizer) -> None:
-        params = self.weights
+        params = self.weight_params
         self.all_reduce_mean([p.grad for p in params if p.grad is not None])
         if self.grad_clip:
             nn.utils.clip_grad_norm_(params, self.grad_clip)
