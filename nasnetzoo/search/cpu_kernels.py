@@ -294,10 +294,17 @@ def conv_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, groups: 
 
 
 # ---------------------------------------------------------------- 3x3 stride-1 pools
-def _shifted(x: torch.Tensor, combine, dim: int) -> torch.Tensor:
-    """``combine`` of the three neighbours along ``dim`` of an already padded map."""
-    n = x.shape[dim] - 2
-    return combine(combine(x.narrow(dim, 0, n), x.narrow(dim, 1, n)), x.narrow(dim, 2, n))
+def _shifted(x: torch.Tensor, combine, dim: int, k: int = 3, stride: int = 1,
+             n: Optional[int] = None) -> torch.Tensor:
+    """``combine`` of the ``k`` neighbours along ``dim`` of an already padded map, for ``n`` windows
+    ``stride`` apart (by default every window that fits)."""
+    n = (x.shape[dim] - k) // stride + 1 if n is None else n
+    index = [slice(None)] * x.dim()
+    out = None
+    for a in range(k):
+        index[dim] = slice(a, a + (n - 1) * stride + 1, stride)
+        out = x[tuple(index)] if out is None else combine(out, x[tuple(index)])
+    return out
 
 
 def _box_sum(x: torch.Tensor) -> torch.Tensor:
@@ -334,15 +341,7 @@ def max_pool_forward(x: torch.Tensor, kernel: list, stride: list, padding: list,
     right, bottom = max((ow - 1) * sw + kw - w - pw, 0), max((oh - 1) * sh + kh - h - ph, 0)
     if pw or ph or right or bottom:
         x = F.pad(x, (pw, right, ph, bottom), value=float("-inf"))
-    rows = None
-    for a in range(kw):
-        column = x[:, :, :, a:a + (ow - 1) * sw + 1:sw]
-        rows = column if rows is None else torch.maximum(rows, column)
-    out = None
-    for a in range(kh):
-        row = rows[:, :, a:a + (oh - 1) * sh + 1:sh]
-        out = row if out is None else torch.maximum(out, row)
-    return out
+    return _shifted(_shifted(x, torch.maximum, 3, kw, sw, ow), torch.maximum, 2, kh, sh, oh)
 
 
 def max_pool_backward(x: torch.Tensor, grad: torch.Tensor, kernel: list, stride: list, padding: list,
