@@ -312,10 +312,6 @@ def _box_sum(x: torch.Tensor) -> torch.Tensor:
     return _shifted(_shifted(F.pad(x, (1, 1, 1, 1)), torch.add, 3), torch.add, 2)
 
 
-def _window_max(x: torch.Tensor) -> torch.Tensor:
-    return _shifted(_shifted(F.pad(x, (1, 1, 1, 1), value=float("-inf")), torch.maximum, 3), torch.maximum, 2)
-
-
 def _pooled_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     """PyTorch's output size of a pool (no dilation)."""
     out = (size + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
@@ -327,12 +323,14 @@ def _pooled_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
 def max_pool_forward(x: torch.Tensor, kernel: list, stride: list, padding: list,
                      ceil_mode: bool) -> Optional[torch.Tensor]:
     """``F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)`` (no dilation) as maxima of
-    strided views, or None where PyTorch's kernel is used (not a fast-kernel tensor, or under 4096
-    values per sample).  A reduction cell's 3x3 stride-2 pools and PC-DARTS's 2x2 bypass pools ran
-    3.7-8x faster this way at 16 x 24-64 x 32 x 32 (PyTorch's NCHW CPU max pool: 1.1 ms for a
-    2x2 pool of 16 x 24 x 32 x 32, 0.14 ms here); in the step the gain is within the noise.  Maxima
-    are exact, so the output is PyTorch's to the bit."""
-    if not _eligible(x) or x.shape[1] * x.shape[2] * x.shape[3] < 4096:
+    strided views, or None where PyTorch's kernel is used (not a fast-kernel tensor, or a strided
+    pool under 4096 values per sample).  The normal cells' 3x3 stride-1 pools run here at any size
+    (PyTorch's NCHW forward took about 6 ms at 16 x 16 x 32 x 32).  A reduction cell's 3x3 stride-2
+    pools and PC-DARTS's 2x2 bypass pools ran 3.7-8x faster this way at 16 x 24-64 x 32 x 32
+    (PyTorch's NCHW CPU max pool: 1.1 ms for a 2x2 pool of 16 x 24 x 32 x 32, 0.14 ms here); in
+    the step the gain is within the noise.  Maxima are exact, so the output is PyTorch's to the bit."""
+    same_3x3 = (kernel, stride, padding, ceil_mode) == ([3, 3], [1, 1], [1, 1], False)
+    if not _eligible(x) or (not same_3x3 and x.shape[1] * x.shape[2] * x.shape[3] < 4096):
         return None
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     h, w = x.shape[2:]
@@ -364,23 +362,30 @@ def is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-class _MaxPool3x3(torch.autograd.Function):
-    """``F.max_pool2d(x, 3, 1, 1)``: a fast forward, PyTorch's own backward (argmax recomputed).
-
-    The backward recomputes the argmax with PyTorch's kernel, so gradients go exactly where
-    PyTorch sends them (the first maximum of each window), and no indices are kept meanwhile.
-    """
+class _MaxPoolRecomputed(torch.autograd.Function):
+    """``F.max_pool2d`` (no dilation) that keeps no indices: the forward by :func:`max_pool_forward`
+    where it applies, the backward PyTorch's with the argmax recomputed (:func:`max_pool_backward`),
+    so gradients go exactly where PyTorch sends them (the first maximum of each window)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, kernel, stride, padding, ceil_mode):
         ctx.save_for_backward(x)
-        return _window_max(x)
+        ctx.args = (kernel, stride, padding, ceil_mode)
+        fast = max_pool_forward(x, kernel, stride, padding, ceil_mode)
+        return fast if fast is not None else F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return max_pool_backward(x, grad, [3, 3], [1, 1], [1, 1], False)
+        return max_pool_backward(x, grad, *ctx.args), None, None, None, None
+
+
+def max_pool_recomputed(x: torch.Tensor, kernel: list, stride: list, padding: list,
+                        ceil_mode: bool) -> torch.Tensor:
+    """``F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)``, keeping no int64 indices for
+    backward (any device; the fast forward on the CPU only)."""
+    return _MaxPoolRecomputed.apply(x, kernel, stride, padding, ceil_mode)
 
 
 class _AvgPool3x3(torch.autograd.Function):
@@ -407,7 +412,7 @@ def _is_3x3_same(pool: nn.Module) -> bool:
 def _max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     if not _is_3x3_same(pool) or pool.return_indices or pool.dilation not in (1, (1, 1)):
         return None
-    return _MaxPool3x3.apply
+    return lambda t: max_pool_recomputed(t, [3, 3], [1, 1], [1, 1], False)
 
 
 def _avg_pool(pool: nn.AvgPool2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:

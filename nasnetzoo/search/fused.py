@@ -28,30 +28,12 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from ..ops.darts import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
-from .cpu_kernels import fast_layer, is_channels_last, max_pool_backward, max_pool_forward
+from .cpu_kernels import fast_layer, is_channels_last, max_pool_recomputed
 
 
 # ---------------------------------------------------------------- max pooling without indices
-class _MaxPool2dRecomputed(torch.autograd.Function):
-    """``F.max_pool2d`` whose backward recomputes the argmax instead of keeping it."""
-
-    @staticmethod
-    def forward(ctx, x, kernel, stride, padding, ceil_mode):
-        ctx.save_for_backward(x)
-        ctx.args = (kernel, stride, padding, ceil_mode)
-        fast = max_pool_forward(x, kernel, stride, padding, ceil_mode)   # None unless a CPU kernel applies
-        return fast if fast is not None else F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return max_pool_backward(x, grad, *ctx.args), None, None, None, None
-
-
 def _pair(v) -> list:
     return list(v) if isinstance(v, (tuple, list)) else [v, v]
 
@@ -61,8 +43,7 @@ def max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
     if pool.return_indices or _pair(pool.dilation) != [1, 1] or not torch.is_grad_enabled():
         return pool(x)
     stride = pool.stride if pool.stride is not None else pool.kernel_size
-    return _MaxPool2dRecomputed.apply(x, _pair(pool.kernel_size), _pair(stride), _pair(pool.padding),
-                                      pool.ceil_mode)
+    return max_pool_recomputed(x, _pair(pool.kernel_size), _pair(stride), _pair(pool.padding), pool.ceil_mode)
 
 
 # ---------------------------------------------------------------- BatchNorm scaled by an op weight
