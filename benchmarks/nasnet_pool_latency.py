@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     from nasnetzoo.errors import NasNetZooError
     from nasnetzoo.export.bench import load_baseline
     from nasnetzoo.export.machine import describe_machine, machine_info
-    from nasnetzoo.export.mobile_export import convert_and_check
+    from nasnetzoo.export.options import XnnpackOptions
+    from nasnetzoo.export.pipeline import convert_and_check
     from nasnetzoo.export.onnx_export import calibrate_batchnorm
     from nasnetzoo.export.runtimes import get_runtime
     from nasnetzoo.export.timing import TimingPolicy, time_interleaved
@@ -137,10 +138,10 @@ def main(argv=None) -> int:
     calibrate_batchnorm(nasnet, size)
     nasnet.eval()
     mnv2 = load_baseline("mobilenet_v2", size).model
-    as_then = {"split_depthwise": False, "merge_repeated": False}
+    as_then = XnnpackOptions(split_depthwise=False, merge_repeated=False)
     subjects = {"nasnet_a_mobile (previous ops)": (Legacy(nasnet), as_then),
                 "nasnet_a_mobile (ops rewritten)": (nasnet, as_then),
-                "nasnet_a_mobile (+ 7x7 depthwise split)": (nasnet, {"merge_repeated": False}),
+                "nasnet_a_mobile (+ 7x7 depthwise split)": (nasnet, XnnpackOptions(merge_repeated=False)),
                 "nasnet_a_mobile": (nasnet, None), "mobilenet_v2": (mnv2, None)}
     runtime = get_runtime("executorch")
     x = np.random.default_rng(0).standard_normal((1,) + size, dtype=np.float32)
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
             for i, (name, (model, options)) in enumerate(subjects.items()):
                 path = Path(tmp) / f"m{i}.pte"
                 info = convert_and_check(runtime, model, path, size, threads=args.threads, name=name,
-                                         convert_options=options)
+                                         options=options)
                 programs[name] = info
                 runners[name] = runtime.runner(path, x, args.threads)
                 print(f"{name}: {info['partitions']} XNNPACK partition(s), ops outside: "

@@ -240,7 +240,7 @@ def test_library_code_does_not_import_the_cli_nor_switch_the_plot_backend(tmp_pa
     code = (
         "import sys, matplotlib\n"
         "matplotlib.use('svg')\n"
-        "import nasnetzoo.export.bench as b, nasnetzoo.export.report, nasnetzoo.export.mobile_export\n"
+        "import nasnetzoo.export.bench as b, nasnetzoo.export.report, nasnetzoo.export.pipeline\n"
         "from nasnetzoo.export.bench import Row, BenchResult, plot_latency_vs_macs\n"
         "rows = [Row('m', 'zoo', 'torch', 1, 'ok', median_ms=1.0, p90_ms=1.0, throughput_ips=1.0, macs=10)]\n"
         f"plot_latency_vs_macs(rows, __import__('pathlib').Path({str(tmp_path / 'p.png')!r}))\n"

@@ -1,8 +1,8 @@
 """Deployment: ONNX / TensorRT-ready / ExecuTorch / LiteRT / OpenVINO export, each checked against
 PyTorch in its own runtime, and latency benchmarks on every runtime of ``runtimes.RUNTIMES``.
 
-    >>> from nasnetzoo.export import export, export_onnx, benchmark
-    >>> export_onnx("pcdarts_imagenet", "out/", trt=True)      # out/pcdarts_imagenet.onnx + .json
+    >>> from nasnetzoo.export import OnnxOptions, benchmark, export
+    >>> export("pcdarts_imagenet", "onnx", OnnxOptions(trt=True), output_dir="out/")  # .onnx, .trt.onnx, .json
     >>> export("nasnet_a_mobile", "executorch", output_dir="out/")   # out/nasnet_a_mobile.pte + .json
     >>> benchmark(["pcdarts_imagenet"], runtimes=["torch", "ort-cpu", "executorch"], batches=[1])
 
@@ -14,23 +14,19 @@ from __future__ import annotations
 
 
 def export_onnx(model_or_name, output_dir=".", **kwargs):
-    """See :func:`nasnetzoo.export.onnx_export.export_onnx`."""
-    from .onnx_export import export_onnx as _export_onnx
+    """``export(model, "onnx", OnnxOptions(...))`` with the options as keywords; see
+    :func:`nasnetzoo.export.pipeline.export_onnx`."""
+    from .pipeline import export_onnx as _export_onnx
     return _export_onnx(model_or_name, output_dir, **kwargs)
 
 
-def export(model_or_name, format="onnx", **kwargs):
-    """Export in ``format`` (``runtimes.FORMATS``: onnx, executorch, tflite, openvino), checked in
-    its runtime; see :func:`nasnetzoo.export.onnx_export.export_onnx` (``trt=True`` for the
-    TensorRT-ready graphs) and :func:`nasnetzoo.export.mobile_export.export_mobile`."""
-    from .runtimes import runtime_for_format
-
-    runtime = runtime_for_format(format)
-    if runtime.format == "onnx":
-        from .onnx_export import export_onnx as _export_onnx
-        return _export_onnx(model_or_name, **kwargs)
-    from .mobile_export import export_mobile
-    return export_mobile(model_or_name, runtime.format, **kwargs)
+def export(model_or_name, runtime="onnx", options=None, **kwargs):
+    """Export for ``runtime`` (a format of ``runtimes.FORMATS``: onnx, executorch, tflite, openvino;
+    a runtime with a converter such as tensorrt; or a ``Runtime`` record) with its ``options``
+    (``OnnxOptions``...), checked in its runtime: one pipeline for all, see
+    :func:`nasnetzoo.export.pipeline.export`.  Returns ``ExportResult(path, files, report, report_path)``."""
+    from .pipeline import export as _export
+    return _export(model_or_name, runtime, options, **kwargs)
 
 
 def benchmark(names, **kwargs):
@@ -45,4 +41,6 @@ def mobile_report(output_dir="export", **kwargs):
     return _mobile_report(output_dir, **kwargs)
 
 
-__all__ = ["benchmark", "export", "export_onnx", "mobile_report"]
+from .options import NoOptions, OnnxOptions, XnnpackOptions  # noqa: E402  (light: no runtime imported)
+
+__all__ = ["NoOptions", "OnnxOptions", "XnnpackOptions", "benchmark", "export", "export_onnx", "mobile_report"]

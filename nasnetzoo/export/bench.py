@@ -2,8 +2,8 @@
 
 For every model and batch size, the requested runtimes are timed side by side on the same input
 (``timing.time_interleaved``); every runtime other than PyTorch runs the file exported and verified
-from the very same ``nn.Module`` (ONNX graphs by ``export_onnx``; ExecuTorch, LiteRT and OpenVINO
-programs by ``mobile_export.convert_and_check``), as its record in ``runtimes.RUNTIMES`` says.
+from the very same ``nn.Module`` by the one export pipeline (``pipeline.export``), as its record in
+``runtimes.RUNTIMES`` says.
 Runtimes that cannot run here are reported as skipped with the reason; a runtime that fails on one
 model is reported as failed for that model.
 
@@ -186,7 +186,7 @@ def _make_runners(subject: Subject, batch: int, runtimes: Sequence[str], reasons
             elif name == "torch-compile":
                 runners[name] = torch_compile_runner(subject.model, x)
             else:
-                key = "trt" if name == "tensorrt" else runtime.format
+                key = (runtime.converter, runtime.preset, runtime.suffix)  # ort-cpu and ort-cuda: one file
                 if key not in files:
                     files[key], programs[name] = _export(subject, batch, tmp, threads, runtime)
                 runners[name] = runtime.runner(files[key], x, threads)
@@ -198,23 +198,21 @@ def _make_runners(subject: Subject, batch: int, runtimes: Sequence[str], reasons
 
 
 def _export(subject: Subject, batch: int, tmp: Path, threads: int, runtime) -> tuple[Path, dict]:
-    """The file ``runtime`` runs, exported from the subject's module and checked against it, and
-    what the conversion said (ExecuTorch: partitions, ops outside the delegate)."""
+    """The file ``runtime`` runs, exported from the subject's module by the one pipeline and checked
+    against it, and what the conversion said (ExecuTorch: partitions, ops outside the delegate)."""
+    from .pipeline import export
+
+    fields = {"batch": batch} if "batch" in runtime.options.field_names() else {}
+    if not fields and batch != 1:
+        raise ExportError(f"{runtime.name} programs are exported at batch 1 here; time it with --batch-size 1")
     stem = f"{subject.name}_b{batch}"
-    if runtime.format == "onnx":
-        from .onnx_export import export_onnx
-
-        trt = runtime.name == "tensorrt"
-        result = export_onnx(subject.model, tmp, name=stem, batch=batch, input_size=subject.size[1:],
-                             allow_size_mismatch=True, calibrate_bn=False, trt=trt, threads=threads)
-        return (result.files["trt_onnx"] if trt else result.onnx_path), {}
-    from .mobile_export import convert_and_check
-
-    if batch != 1:
-        raise ExportError(f"{runtime.name} programs are exported at batch 1 here; time it with --batch 1")
-    path = tmp / f"{stem}{runtime.suffix}"
-    info = convert_and_check(runtime, subject.model, path, subject.size, threads=threads, name=subject.name)
-    return path, info
+    result = export(subject.model, runtime, output_dir=tmp / runtime.name, name=stem, input_size=subject.size[1:],
+                    allow_size_mismatch=True, calibrate_bn=False, threads=threads, **fields)
+    path = result.report_path.parent / f"{stem}{runtime.suffix}"
+    keep = ("name", "source", "weights", "dataset", "runtime_versions", "torch", "input_size",
+            "native_input_size", "params", "macs", "macs_convention", "verification", "verification_input",
+            "pytorch_fp32_error_vs_fp64", "files", "warnings", "format", "runtime", "batch")
+    return path, {k: v for k, v in result.report.items() if k not in keep}
 
 
 # ------------------------------------------------------------------ the benchmark

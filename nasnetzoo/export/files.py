@@ -86,6 +86,18 @@ def commit(staged: dict[Path, Path], report: tuple[Path, Path] | None = None) ->
         _fsync_dir(next(iter(staged.values())).parent)
 
 
+def write_staged(path: Path, payload: bytes) -> None:
+    """Write into the staging folder; a full disk becomes one line and the old export stays."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        raise ConfigError(f"cannot write {Path(path).name} into {str(Path(path).parent.parent)!r} "
+                          f"({describe_os_error(err)}); the previous export is unchanged.") from None
+
+
 def write_bytes_atomic(path: PathLike, payload: bytes) -> Path:
     """Write ``payload`` to ``path`` through a temporary file beside it and a rename."""
     path = Path(path)

@@ -56,8 +56,9 @@ def machine_info(threads: Optional[int] = None) -> dict:
     }
     from importlib import metadata
 
-    for pkg in ("torchvision", "onnx", "onnxruntime", "onnxslim", "tensorrt", "executorch", "litert-torch",
-                "ai-edge-litert", "openvino"):
+    from .runtimes import all_versions
+
+    for pkg in ("torchvision",) + all_versions():
         try:
             info[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -1,8 +1,9 @@
 """The converters and loaders of the runtimes phones use: ExecuTorch (XNNPACK), LiteRT, OpenVINO.
 
-The runtime table (``runtimes.RUNTIMES``) names these functions; ``mobile_export`` runs them,
-checks the written file against PyTorch and writes the export.  ``convert_*(model, x, path)``
-writes the file for an eval-mode module traced at ``x`` and returns what the conversion says;
+The runtime table (``runtimes.RUNTIMES``) names these functions; ``pipeline.export`` runs them,
+checks the written file against PyTorch and writes the export.  ``convert_*(model, x, path,
+options, cases)`` writes the file for an eval-mode module traced at ``x`` (``options``: the record's
+``XnnpackOptions`` or ``NoOptions``; ``cases`` are not needed here) and returns what the conversion says;
 ``load_*(path, threads)`` returns ``numpy input -> numpy logits`` running the written file.
 
 * ``executorch``: ``torch.export`` -> ``to_edge_transform_and_lower`` with the XNNPACK partitioner
@@ -77,9 +78,9 @@ def _for_xnnpack(model, split_depthwise: bool):
     return split_large_depthwise(model)
 
 
-def convert_executorch(model, x, path, *, split_depthwise: bool = True, merge_repeated: bool = True) -> dict:
-    model, split = _for_xnnpack(model, split_depthwise)
-    edge = _executorch_program(model, x, merge_repeated)
+def convert_executorch(model, x, path, options, cases=None) -> dict:
+    model, split = _for_xnnpack(model, options.split_depthwise)
+    edge = _executorch_program(model, x, options.merge_repeated)
     info = delegation_summary(edge)
     Path(path).write_bytes(edge.to_executorch().buffer)
     return {**info, "depthwise_split": split}
@@ -108,10 +109,10 @@ def load_executorch(path, threads: Optional[int] = None):
 
 
 # ------------------------------------------------------------------ LiteRT
-def convert_litert(model, x, path, *, split_depthwise: bool = True) -> dict:
+def convert_litert(model, x, path, options, cases=None) -> dict:
     import litert_torch
 
-    model, split = _for_xnnpack(model, split_depthwise)
+    model, split = _for_xnnpack(model, options.split_depthwise)
     edge = litert_torch.convert(model, (x,))
     edge.export(str(path))
     return {"ops": tflite_ops(path), "depthwise_split": split}
@@ -143,7 +144,7 @@ def load_litert(path, threads: Optional[int] = None):
 
 
 # ------------------------------------------------------------------ OpenVINO
-def convert_openvino(model, x, path) -> dict:
+def convert_openvino(model, x, path, options=None, cases=None) -> dict:
     import openvino as ov
 
     ov_model = ov.convert_model(model, example_input=x)
