@@ -11,6 +11,7 @@ import click
 
 from ._version import __version__
 from .cli_errors import UserErrorGroup, user_errors
+from .cli_options import dataset_option, json_option, model_argument, out_option, resolve_genotype
 from .text_table import text_table
 
 
@@ -42,8 +43,9 @@ def cli() -> None:
 @cli.command("list")
 @click.argument("pattern", required=False)
 @click.option("--measure", is_flag=True, help="Build each model and count params/MACs (slower).")
+@json_option()
 @_user_errors
-def list_cmd(pattern: Optional[str], measure: bool) -> None:
+def list_cmd(pattern: Optional[str], measure: bool, as_json: bool) -> None:
     """List the models, optionally filtered by a shell PATTERN such as '*darts*'.
 
     Params and MACs are the papers' figures unless --measure is given."""
@@ -52,7 +54,7 @@ def list_cmd(pattern: Optional[str], measure: bool) -> None:
     names = list_models(pattern)
     if not names:
         raise click.ClickException(f"no model matches {pattern!r}; `nasnetzoo list` shows all models.")
-    rows = []
+    rows, records = [], []
     for name in names:
         entry = get_entry(name)
         if measure:
@@ -61,20 +63,28 @@ def list_cmd(pattern: Optional[str], measure: bool) -> None:
 
             prof = profile(load(name))
             params, macs = f"{prof.params_m:.2f}", f"{prof.macs_m:.0f}"
+            figures = {"params_m": prof.params_m, "macs_m": prof.macs_m}
         else:
             params, macs = _num(entry.reported.get("params_m")), _num(entry.reported.get("madds_m"))
+            figures = {"params_m": entry.reported.get("params_m"), "macs_m": entry.reported.get("madds_m")}
+        records.append({"name": name, "aliases": list(entry.aliases), "family": entry.family,
+                        "dataset": entry.dataset, "input_size": list(entry.input_size),
+                        "figures": "measured" if measure else "reported", **figures,
+                        "reported": entry.reported, "weights": bool(entry.has_weights)})
         rows.append([name, entry.family, entry.dataset, "x".join(map(str, entry.input_size[1:])),
                      params, macs, _err(entry.reported), "yes" if entry.has_weights else "no"])
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
+        return
     kind = "measured" if measure else "reported"
     click.echo(text_table(["name", "family", "dataset", "input", f"params(M,{kind})", f"MACs(M,{kind})",
                        "top-1/top-5 err %", "weights"], rows))
 
 
 @cli.command()
-@click.argument("name")
-@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "imagenet"]),
-              help="Build the cell for another dataset (e.g. a CIFAR cell on ImageNet).")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@model_argument("name")
+@dataset_option(help="Build the cell for another dataset (e.g. a CIFAR cell on ImageNet).")
+@json_option()
 @_user_errors
 def info(name: str, dataset: Optional[str], as_json: bool) -> None:
     """Describe NAME (a model, alias or genotype file): genotype, config, measured and reported figures."""
@@ -134,35 +144,30 @@ def info(name: str, dataset: Optional[str], as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@model_argument("name")
 @click.option("--format", "fmt", type=click.Choice(["yaml", "string", "json"]), default="yaml",
               show_default=True, help="yaml: the genotypes/ file format; string: the DARTS Genotype(...) form.")
 @_user_errors
 def genotype(name: str, fmt: str) -> None:
     """Print the genotype of NAME (a model, alias, genotype name or file)."""
-    from .factory import resolve
-    from .registry import get_genotype, is_model_name, list_genotypes
-
-    geno = (get_genotype(name) if name in list_genotypes() or is_model_name(name)
-            else resolve(name).genotype)
+    geno = resolve_genotype(name)
     text = {"yaml": geno.to_yaml, "string": geno.to_string,
             "json": lambda: json.dumps(geno.to_dict(), indent=2)}[fmt]()
     click.echo(text.rstrip("\n"))
 
 
 @cli.command()
-@click.argument("name")
+@model_argument("name")
 @click.option("--cell", type=click.Choice(["normal", "reduce", "both"]), default="normal", show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output file: .svg, .png or .pdf.")
+@out_option("output", aliases=("--output",), required=True, type=click.Path(dir_okay=False),
+            help="Output file: .svg, .png or .pdf.")
 @_user_errors
 def plot(name: str, cell: str, output: str) -> None:
-    """Draw a cell of NAME (a model, alias, genotype name or file) to OUTPUT."""
-    from .factory import resolve
-    from .plot import plot_cell, plot_genotype
-    from .registry import get_genotype, list_genotypes
+    """Draw a cell of NAME (a model, alias, genotype name or file) to the file -o names.
 
-    geno = get_genotype(name) if name in list_genotypes() else resolve(name).genotype
+    Needs the 'plot' extra (matplotlib)."""
+    geno = resolve_genotype(name)  # a bad name fails before matplotlib is looked for
+    from .plot import plot_cell, plot_genotype
     if cell == "both":
         plot_genotype(geno, output)
     else:

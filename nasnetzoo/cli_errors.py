@@ -3,7 +3,8 @@
 Its own module so that the command modules of the subpackages can import it while ``nasnetzoo.cli``
 imports them.  Besides the library's own errors, three kinds of failure are the user's
 circumstances rather than bugs, and are reported the same way: OS errors (a read-only or full
-disk, a file or directory in the way), undecodable text files and running out of memory.  Any
+disk, a file or directory in the way), undecodable text files and running out of memory; a missing
+optional package is one line naming the extra that installs it.  Any
 other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
@@ -16,6 +17,25 @@ from typing import Optional
 import click
 
 from .errors import NasNetZooError, first_line, os_error_line
+
+
+# the optional extras a command can need: the top-level module -> the extra that installs it
+EXTRAS = {"matplotlib": "plot", "sklearn": "train", "onnx": "export", "onnxruntime": "export",
+          "onnxslim": "export", "ray": "ray", "executorch": "mobile", "litert_torch": "mobile",
+          "ai_edge_litert": "mobile", "openvino": "mobile"}
+
+
+def missing_extra_line(err: BaseException) -> Optional[str]:
+    """One line naming the extra to install, for an ImportError of an optional package (or None)."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, ImportError):
+            module = (getattr(seen, "name", None) or "").split(".")[0]
+            if module in EXTRAS:
+                return (f"{module} is not installed; it comes with the {EXTRAS[module]!r} extra: "
+                        f"pip install 'nasnetzoo[{EXTRAS[module]}]'")
+        seen = seen.__cause__
+    return None
 
 
 def _one_line(text: str) -> str:
@@ -43,6 +63,9 @@ def as_user_error(err: BaseException) -> Optional[click.ClickException]:
         return click.ClickException(_one_line(
             f"cannot decode {err.encoding} text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
             "save the file as UTF-8."))
+    extra = missing_extra_line(err)  # an optional package a command needs: the extra to install
+    if extra is not None:
+        return click.ClickException(extra)
     if _is_out_of_memory(err):
         return click.ClickException(_one_line(
             f"out of memory ({first_line(err)}); use a smaller batch, image size or model."))

@@ -14,7 +14,8 @@ from typing import Optional
 import click
 
 from ..cli_errors import user_errors as _user_errors
-from ..registry import DATASETS
+from ..cli_options import (batch_size_option, complete_model_names, dataset_option, input_size_option, json_option,
+                           model_argument, out_option)
 from .runtimes import FORMATS, RUNTIMES, help_text
 
 
@@ -31,7 +32,7 @@ def _int_list(value: str, what: str) -> list[int]:
 
 
 @click.command("export")
-@click.argument("name")
+@model_argument("name")
 @click.option("--format", "fmt", default="onnx", show_default=True,
               help="Export format: " + ", ".join(f"{f} (checked in {RUNTIMES[r].name}"
                                                   + (f"; extra [{RUNTIMES[r].extra}]" if RUNTIMES[r].extra else "")
@@ -39,13 +40,11 @@ def _int_list(value: str, what: str) -> list[int]:
                    + ". TensorRT-ready ONNX graphs with --format onnx --trt.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="A weights file (.safetensors) to load strictly before exporting (default: random init).")
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
-              help="Build the cell's network for this dataset (e.g. a CIFAR cell on ImageNet).")
+@dataset_option(default=None, help="Build the cell's network for this dataset (e.g. a CIFAR cell on ImageNet).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
-@click.option("--batch", type=int, default=None, help="Static batch size (default 1).")
+@batch_size_option("batch", type=int, default=None, help="Static batch size (default 1).")
 @click.option("--dynamic-batch", is_flag=True, help="Leave the batch dimension dynamic (spatial size stays static).")
-@click.option("--input-size", type=(int, int), default=None, metavar="H W",
-              help="Spatial size (default: the entry's, 224x224 ImageNet / 32x32 CIFAR).")
+@input_size_option(help="Spatial size (default: the entry's, 224x224 ImageNet / 32x32 CIFAR).")
 @click.option("--allow-size-mismatch", is_flag=True,
               help="Allow an input size more than 2x the one the network was built for (a CIFAR net at 224).")
 @click.option("--fp16", is_flag=True, help="Also write NAME.fp16.onnx (fp16 weights/activations, fp32 I/O), checked.")
@@ -53,8 +52,8 @@ def _int_list(value: str, what: str) -> list[int]:
               help="Also write TensorRT-ready graphs NAME.trt.onnx and NAME.trt.fp16.onnx and the trtexec commands.")
 @click.option("--no-simplify", is_flag=True, help="Keep the exporter's graph (no onnxslim pass).")
 @click.option("--threads", type=int, default=None, help="The runtime's threads for the numeric check.")
-@click.option("-o", "--output-dir", default=".", show_default=True,
-              help="Folder for NAME.onnx (.pte, .tflite, .xml + .bin) and the NAME.json report.")
+@out_option("output_dir", aliases=("--output-dir",), default=".", show_default=True,
+            help="Folder for NAME.onnx (.pte, .tflite, .xml + .bin) and the NAME.json report.")
 @_user_errors
 def export_cmd(name: str, fmt: str, weights: Optional[str], dataset: Optional[str], opset: int,
                batch: Optional[int], dynamic_batch: bool, input_size, allow_size_mismatch: bool, fp16: bool,
@@ -64,7 +63,7 @@ def export_cmd(name: str, fmt: str, weights: Optional[str], dataset: Optional[st
     \b
     Examples:
       nasnetzoo export pcdarts_imagenet --format onnx -o out/
-      nasnetzoo export pcdarts_imagenet --weights w.safetensors --trt --batch 1 -o out/
+      nasnetzoo export pcdarts_imagenet --weights w.safetensors --trt --batch-size 1 -o out/
       nasnetzoo export pcdarts_cifar --dynamic-batch -o out/
       nasnetzoo export nasnet_a_mobile --format executorch -o out/   # XNNPACK partitions reported
 
@@ -72,33 +71,35 @@ def export_cmd(name: str, fmt: str, weights: Optional[str], dataset: Optional[st
     spatial size.  The written file, run in its own runtime, must reproduce PyTorch's logits within
     1e-4 (fp32; see NAME.json for the exact bound) or nothing is written and the command fails.
     """
-    from . import export
     from ..errors import ConfigError
+    from .options import OnnxOptions
+    from .pipeline import export
     from .runtimes import runtime_for_format
 
     runtime = runtime_for_format(fmt)
-    if runtime.format == "onnx":
-        result = export(name, "onnx", output_dir=output_dir, weights=weights, dataset=dataset, opset=opset,
-                        batch=batch, dynamic_batch=dynamic_batch, input_size=input_size, fp16=fp16, trt=trt,
-                        simplify=not no_simplify, allow_size_mismatch=allow_size_mismatch, threads=threads)
-    else:
-        onnx_only = [opt for opt, used in (("--opset", opset != 17), ("--batch", batch is not None),
-                                           ("--dynamic-batch", dynamic_batch), ("--fp16", fp16), ("--trt", trt),
-                                           ("--no-simplify", no_simplify)) if used]
-        if onnx_only:
-            raise ConfigError(f"{', '.join(onnx_only)} apply to --format onnx only; drop them for "
-                              f"--format {runtime.format} (a batch-1 fp32 program).")
-        result = export(name, runtime.format, output_dir=output_dir, weights=weights, dataset=dataset,
-                        input_size=input_size, allow_size_mismatch=allow_size_mismatch, threads=threads)
+    # the converter options given on the command line: each flag is a field of some options class
+    given = {"opset": opset, "batch": batch, "dynamic_batch": dynamic_batch, "fp16": fp16, "trt": trt,
+             "simplify": not no_simplify}
+    flags = {"opset": "--opset", "batch": "--batch-size", "dynamic_batch": "--dynamic-batch", "fp16": "--fp16",
+             "trt": "--trt", "simplify": "--no-simplify"}
+    defaults = OnnxOptions()
+    taken = runtime.options.field_names()
+    refused = [flags[k] for k, v in given.items() if k not in taken and v != getattr(defaults, k)]
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} apply to --format onnx only; drop them for "
+                          f"--format {runtime.format} (a batch-1 fp32 program).")
+    options = runtime.make_options(**{k: v for k, v in given.items() if k in taken})
+    result = export(name, runtime, options, output_dir=output_dir, weights=weights, dataset=dataset,
+                    input_size=input_size, allow_size_mismatch=allow_size_mismatch, threads=threads)
     click.echo(result.summary())
 
 
 @click.command("bench")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete_model_names)
 @click.option("--runtime", "runtimes", default="torch,ort-cpu", show_default=True,
               help="Comma-separated runtimes: " + help_text() + ". Unavailable ones are reported as "
                    "skipped, with the reason. --mobile-report defaults to every runtime.")
-@click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8,32.")
+@batch_size_option("batches", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8,32.")
 @click.option("--threads", type=int, default=None,
               help="Threads for every runtime (torch.set_num_threads, ORT's intra-op pool, XNNPACK's pool, "
                    "LiteRT's and OpenVINO's; default: all cores as torch sees them). 1 = a phone's single "
@@ -107,8 +108,7 @@ def export_cmd(name: str, fmt: str, weights: Optional[str], dataset: Optional[st
               help="Exactly N timed runs per measurement (default: until the median is stable).")
 @click.option("--max-time", type=float, default=20.0, show_default=True,
               help="Seconds of timed runs per model and batch at most (adaptive mode).")
-@click.option("--input-size", type=(int, int), default=None, metavar="H W",
-              help="Spatial size (default: each model's own).")
+@input_size_option(help="Spatial size (default: each model's own).")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Time torchvision's mobilenet_v2, mobilenet_v3_large, shufflenet_v2_x1_0 and resnet18 "
                    "(random weights) on the same runtimes and inputs.")
@@ -119,28 +119,34 @@ def export_cmd(name: str, fmt: str, weights: Optional[str], dataset: Optional[st
               help="The mobile-regime report: every ImageNet mobile entry at 224 (or --input-size) next to "
                    "the baselines, on every runtime, 1 thread unless --threads; writes "
                    "mobile_report_{cpu|gpu}.md/.png/.json (NAMES are not needed).")
-@click.option("-o", "--output-dir", default=None,
-              help="Folder for the CSV/JSON/plot (default: bench_results/, or export/ for --mobile-report).")
+@out_option("output_dir", aliases=("--output-dir",), default=None,
+            help="Folder for the CSV/JSON/plot (default: bench_results/, or export/ for --mobile-report).")
+@json_option()
 @_user_errors
 def bench_cmd(names, runtimes: str, batches: str, threads: Optional[int], iters: Optional[int],
               max_time: float, input_size, baselines: bool, baseline_models: Optional[str],
-              mobile_report: bool, output_dir: Optional[str]) -> None:
+              mobile_report: bool, output_dir: Optional[str], as_json: bool) -> None:
     """Time NAMES (models, aliases or genotype files) on each runtime, next to torchvision baselines.
 
     \b
     Examples:
-      nasnetzoo bench pcdarts_imagenet nasnet_a_mobile --runtime torch,ort-cpu --batch 1,8
+      nasnetzoo bench pcdarts_imagenet nasnet_a_mobile --runtime torch,ort-cpu --batch-size 1,8
       nasnetzoo bench --mobile-report -o export/
+
+    With --json the progress goes to stderr and the results (bench.json's content) to stdout.
 
     Method (printed with the results): warm-up, then the runtimes of one model take turns in timed
     rounds until every median is stable; median, p90 and throughput per runtime.
     """
+    import json
+
     from ..errors import ConfigError
-    from .bench import BASELINES, benchmark
+    from .bench import BASELINES, benchmark, to_json
     from .runtimes import parse_runtimes
 
+    say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     runtime_list = parse_runtimes(runtimes)
-    batch_list = _int_list(batches, "--batch")
+    batch_list = _int_list(batches, "--batch-size")
     if iters is not None and iters < 1:
         raise ConfigError(f"--iters {iters} is not a positive integer.")
     chosen = None
@@ -161,8 +167,10 @@ def bench_cmd(names, runtimes: str, batches: str, threads: Optional[int], iters:
         result = make_report(output_dir or "export", runtimes=runtime_list, batches=batch_list,
                              threads=REPORT_THREADS if threads is None else threads, iters=iters,
                              max_time=max_time, input_size=input_size or (224, 224),
-                             baselines=REPORT_BASELINES if chosen is None else chosen, echo=click.echo)
-        click.echo(result.summary())
+                             baselines=REPORT_BASELINES if chosen is None else chosen, echo=say)
+        say(result.summary())
+        if as_json:
+            click.echo(json.dumps(result.data, indent=2, default=str))
         return
     if not names:
         raise ConfigError("name at least one model to benchmark (e.g. nasnetzoo bench pcdarts_imagenet), "
@@ -170,8 +178,10 @@ def bench_cmd(names, runtimes: str, batches: str, threads: Optional[int], iters:
     result = benchmark(list(names), runtimes=runtime_list, batches=batch_list, threads=threads, iters=iters,
                        max_time=max_time, input_size=input_size,
                        baselines=BASELINES if chosen is None else chosen,
-                       output_dir=output_dir or "bench_results", echo=click.echo)
-    click.echo(result.summary())
+                       output_dir=output_dir or "bench_results", echo=say)
+    say(result.summary())
+    if as_json:
+        click.echo(json.dumps(to_json(result), indent=2, default=str))
 
 
 COMMANDS: list = [export_cmd, bench_cmd]

@@ -11,8 +11,8 @@ from typing import Optional
 import click
 
 from ..cli_errors import user_errors as _user_errors
+from ..cli_options import complete_model_names, dataset_option, model_argument, out_option
 from ..errors import NasNetZooError
-from ..registry import DATASETS
 from .convert import FORMATS
 
 
@@ -21,14 +21,11 @@ from .convert import FORMATS
               help="Checkpoint format: the official DARTS / PC-DARTS / P-DARTS code, timm, Cadene's "
                    "pretrainedmodels, pytorchcv (osmr's imgclsmob), or NNI's DARTS space.")
 @click.argument("src", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output weights file (.safetensors).")
-@click.option("--arch", required=True,
-              help="The network the checkpoint holds: a registry name (pcdarts_cifar, nasnet_a_large, ...) "
-                   "or a genotype file.")
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
-              help="Build the cell's network for this dataset (default: the entry's; CIFAR-100 is "
-                   "recognised from a 100-class head).")
+@model_argument("arch", alias="--arch")  # NAME: the network the checkpoint holds (registry name or genotype file)
+@out_option("output", aliases=("--output",), required=True, type=click.Path(dir_okay=False),
+            help="Output weights file (.safetensors).")
+@dataset_option(default=None, help="Build the cell's network for this dataset (default: the entry's; CIFAR-100 is "
+                "recognised from a 100-class head).")
 @click.option("--verify/--no-verify", default=None,
               help="Compare the logits of the source model (timm / Cadene / pytorchcv / NNI code) and the converted one. "
                    "Default: when that code is importable.")
@@ -58,11 +55,10 @@ def convert(fmt: str, src: str, output: str, arch: str, dataset: Optional[str], 
 
 
 @click.command("download")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_model_names)
 @click.option("--all", "all_models", is_flag=True, help="Every model with published weights.")
 @click.option("--tag", default=None, help="The file with this tag (see `nasnetzoo info NAME`); default: the first.")
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
-              help="The weights for this dataset (when an entry publishes several).")
+@dataset_option(default=None, help="The weights for this dataset (when an entry publishes several).")
 @click.option("--force", is_flag=True, help="Download and convert again even if cached.")
 @_user_errors
 def download(names: tuple, all_models: bool, tag: Optional[str], dataset: Optional[str], force: bool) -> None:
@@ -99,7 +95,7 @@ def download(names: tuple, all_models: bool, tag: Optional[str], dataset: Option
 
 
 @click.command("push")
-@click.argument("name")
+@model_argument("name")
 @click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False, exists=True),
               help="The nasnetzoo weights file (.safetensors, from save_pretrained or convert).")
 @click.option("--repo", "repo_id", required=True, help="Hugging Face repo id, owner/name.")

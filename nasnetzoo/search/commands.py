@@ -7,13 +7,14 @@ from typing import Optional, Sequence
 import click
 
 from ..cli_errors import user_errors as _user_errors
+from ..cli_options import out_option
 
 
 @click.command("search")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
               help="Search recipe YAML (recipes/cifar10.yaml, darts_cifar10.yaml, parsec_cifar10.yaml, "
                    "pcdarts_imagenet.yaml, nasnet_rl_cifar10.yaml, smoke_search.yaml, smoke_nasnet_rl.yaml).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
+@out_option(type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),
               help="PARSEC: warm-start the architecture distribution from this run directory.")

@@ -7,14 +7,15 @@ import click
 
 from ..bounds import MAX_IMAGE_SIZE
 from ..cli_errors import user_errors as _user_errors
+from ..cli_options import model_argument, out_option
 from ..registry import DATASETS
 
 
 @click.command("train")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
               help="Recipe YAML (recipes/retrain_cifar10.yaml, retrain_imagenet.yaml, smoke_train.yaml).")
-@click.option("--arch", help="Registry name or alias (pcdarts_cifar) or a genotype file / search run dir.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/train-...).")
+@model_argument("arch", required=False, alias="--arch", metavar="[NAME]")
+@out_option(type=click.Path(file_okay=False), help="Run directory to create (default runs/train-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable): --set epochs=10 --set model.C=16.")

@@ -1,0 +1,135 @@
+"""One CLI vocabulary (issue 30): every command of the group spells its output, dataset, input size,
+batch size, JSON switch and model argument the same way, and the old spellings still parse.
+
+Walks ``nasnetzoo.cli.cli`` by click's own introspection, so a new command is checked without
+being listed here.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from nasnetzoo.cli import cli
+from nasnetzoo.cli_options import AliasedOption, complete_model_names, visible_opts
+
+# what a visible option may not be called, and what to call it instead
+RETIRED = {"--output-dir": "-o/--out", "--output": "-o/--out", "--batch": "--batch-size",
+           "--image-size": "--input-size", "--data": "--dataset", "--arch": "a positional NAME"}
+MEANING = {"-o": "--out"}   # a short name means one thing everywhere
+JSON_COMMANDS = ("list", "info", "bench")
+# eval moves to this vocabulary on h29's branch (issue 29/30: --dataset, --input-size, --json there)
+MOVING_ELSEWHERE = {"eval"}
+
+
+def _commands():
+    ctx = click.Context(cli)
+    return {name: cli.get_command(ctx, name) for name in cli.list_commands(ctx)}
+
+
+def test_every_command_uses_the_same_flag_names():
+    problems = []
+    for name, command in _commands().items():
+        if name in MOVING_ELSEWHERE:
+            continue
+        for param in command.params:
+            shown = visible_opts(param)
+            for opt in shown:
+                if opt in RETIRED:
+                    problems.append(f"{name}: {opt} (use {RETIRED[opt]})")
+                if opt in MEANING and MEANING[opt] not in shown:
+                    problems.append(f"{name}: {opt} is {'/'.join(shown)}, not {MEANING[opt]}")
+            if "--out" in shown and "-o" not in shown:
+                problems.append(f"{name}: --out without -o")
+            if "--input-size" in shown and param.nargs != 2:
+                problems.append(f"{name}: --input-size takes H W")
+    assert problems == []
+
+
+def test_the_old_spellings_parse_and_are_hidden():
+    commands = _commands()
+    found = set()
+    for name, command in commands.items():
+        for param in command.params:
+            old = set(param.opts) & set(RETIRED)
+            if param.name.endswith("_old_spelling"):   # a hidden option of the old form
+                assert param.hidden, (name, param.opts)
+                found |= old
+                continue
+            if old and name not in MOVING_ELSEWHERE:
+                assert isinstance(param, AliasedOption) or param.hidden, (name, param.opts)
+                found |= old
+            record = param.get_help_record(click.Context(command, info_name=name))
+            if old and name not in MOVING_ELSEWHERE and record is not None:
+                assert not set(record[0].replace(",", " ").split()) & old, (name, record)
+    assert {"--output-dir", "--output", "--batch", "--arch"} <= found
+
+
+def test_json_on_list_info_and_bench():
+    commands = _commands()
+    for name in JSON_COMMANDS:
+        assert any("--json" in visible_opts(p) for p in commands[name].params), name
+    out = CliRunner().invoke(cli, ["list", "*pcdarts*", "--json"])
+    assert out.exit_code == 0, out.output
+    records = json.loads(out.output)
+    assert {r["name"] for r in records} >= {"pcdarts_cifar", "pcdarts_imagenet"}
+    assert all(r["figures"] == "reported" for r in records)
+
+
+def test_a_model_argument_completes_names():
+    commands = _commands()
+    for name in ("info", "genotype", "plot", "export", "push"):
+        (arg,) = [p for p in commands[name].params if isinstance(p, click.Argument)]
+        items = arg.shell_complete(click.Context(commands[name]), "pcdarts_c")
+        assert [i.value for i in items] == ["pcdarts_cifar"], name
+    assert "darts_v2" in [i.value for i in complete_model_names(None, None, "darts_v")]
+
+
+def test_genotype_and_plot_resolve_a_name_the_same_way(tmp_path):
+    # a model alias: both commands take it (plot used to resolve it otherwise than genotype)
+    run = CliRunner()
+    geno = run.invoke(cli, ["genotype", "pcdarts_cifar", "--format", "string"])
+    assert geno.exit_code == 0, geno.output
+    bad = [run.invoke(cli, [cmd, "pcdartz_cifar", *extra]) for cmd, extra in
+           (("genotype", []), ("plot", ["-o", str(tmp_path / "x.svg")]))]
+    assert [r.output for r in bad][0] == [r.output for r in bad][1]
+
+
+def test_the_old_output_spelling_still_writes(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = CliRunner()
+    for flag, path in (("--output", tmp_path / "a.svg"), ("--out", tmp_path / "b.svg"), ("-o", tmp_path / "c.svg")):
+        result = run.invoke(cli, ["plot", "pcdarts_cifar", flag, str(path)])
+        assert result.exit_code == 0 and path.is_file(), result.output
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+    for mod in [m for m in sys.modules if m.split(".")[0] == "matplotlib" or m == "nasnetzoo.plot"]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = CliRunner().invoke(cli, ["plot", "pcdarts_cifar", "-o", str(tmp_path / "x.svg")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'nasnetzoo[plot]'" in lines[0], result.output
+
+
+def test_a_positional_name_and_the_old_arch_option_reach_the_same_parameter(tmp_path):
+    """train NAME and train --arch NAME (0.x) are one parameter: --resume refuses both alike."""
+    run = CliRunner()
+    new = run.invoke(cli, ["train", "pcdarts_cifar", "--resume", str(tmp_path)])
+    old = run.invoke(cli, ["train", "--arch", "pcdarts_cifar", "--resume", str(tmp_path)])
+    assert new.exit_code == old.exit_code == 1
+    assert new.output == old.output and "--resume RUN continues RUN" in new.output
+    missing = run.invoke(cli, ["convert", "--from", "darts", str(tmp_path / "x.pt"), "-o", str(tmp_path / "y")])
+    assert missing.exit_code == 2 and "missing the model" in missing.output
