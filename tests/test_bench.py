@@ -107,9 +107,10 @@ def _one_line_error(result):
 def test_bench_writes_table_csv_json_and_plot(tmp_path):
     result = CliRunner().invoke(cli, ["bench", "pcdarts_cifar", "--runtime", "torch,ort-cpu,ort-cuda,tensorrt",
                                       "--iters", "2", "--baseline-models", "mobilenet_v2", "--threads", "1",
-                                      "-o", str(tmp_path)], catch_exceptions=False)
+                                      "-o", str(tmp_path), "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    out = result.output
+    out = result.output  # (stdout and stderr: with --json the table and progress go to stderr)
+    assert json.loads(result.stdout) == json.loads((tmp_path / "bench.json").read_text())
     assert "method: warm-up" in out and "exactly 2 timed runs" in out
     header = next(line for line in out.splitlines() if line.startswith("model "))
     assert "median ms" in header and "p90 ms" in header and "img/s" in header

@@ -230,7 +230,7 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
     import torch
 
     from .machine import machine_info
-    from .runtimes import ONNX_RUNTIMES, parse_runtimes, unavailable_reason
+    from .runtimes import parse_runtimes, unavailable_reason
 
     runtimes = parse_runtimes(runtimes)
     if output_dir is not None:
@@ -247,8 +247,6 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
     torch.set_num_threads(threads)
     try:
         reasons = {rt: unavailable_reason(rt) for rt in runtimes}
-        if any(rt in ONNX_RUNTIMES and not reasons[rt] for rt in runtimes):
-            require("onnx", "Timing an ONNX runtime")
         torch.manual_seed(seed)   # the same random weights every run, so a rerun times (and checks) the same models
         subjects = [_load_zoo(n, input_size, calibrate=True) for n in names]
         for size in dict.fromkeys(s.size for s in subjects):

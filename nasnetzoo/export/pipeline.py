@@ -116,8 +116,8 @@ def convert_and_check(runtime: Runtime, model, path, size, *, options=None, case
                               fp16=artifact.fp16)
         if not check.passed:
             raise verification_error(name, check, checker.name, hint=(
-                f"The {checker.name} program computes something else than PyTorch; report the model and the "
-                "versions.") if runtime.format != "onnx" else None)
+                "The model probably has input-dependent Python control flow that tracing baked in, or the "
+                f"{runtime.format} converter lowers an op differently; if not, report the model and the versions."))
         checks.append(check.to_dict())
     info["artifacts"] = artifacts
     info["max_abs_diff"] = checks[0]["max_abs_diff"]

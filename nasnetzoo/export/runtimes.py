@@ -185,8 +185,6 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
             loader=".mobile:load_openvino", files=(".bin",), versions=("openvino",)),
 )}
 GPU_RUNTIMES = tuple(n for n, r in RUNTIMES.items() if r.gpu)
-ONNX_RUNTIMES = tuple(n for n, r in RUNTIMES.items() if r.format == "onnx")
-MOBILE_RUNTIMES = tuple(n for n, r in RUNTIMES.items() if r.extra == "mobile")
 # --format NAME -> the CPU runtime that checks the written file
 FORMATS: dict[str, str] = {}
 
