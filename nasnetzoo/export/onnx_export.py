@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import first_line
+from .artifact import Artifact
 from .checks import (FP16_NOISE_FACTOR, FP16_RTOL, FP32_ATOL, FP32_NOISE_FACTOR, Case,  # noqa: F401
                      Verification, check_outputs, compare, make_cases, verification_error, verify_onnx)
 from .errors import ExportError
@@ -30,7 +31,6 @@ from .files import write_staged
 from .options import DEFAULT_OPSET, OnnxOptions
 from .prepare import (SIZE_MISMATCH_FACTOR, calibrate_batchnorm, prepare_export,  # noqa: F401
                       resolve_input_size, resolve_model, safe_filename)
-from .artifact import Artifact
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 

@@ -14,8 +14,16 @@ from ..errors import ConfigError
 DEFAULT_OPSET = 17
 
 
+class Options:
+    """What every options class answers."""
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
 @dataclass(frozen=True)
-class NoOptions:
+class NoOptions(Options):
     """A converter without options: batch 1, static shapes."""
 
     @property
@@ -29,10 +37,6 @@ class NoOptions:
     def validate(self) -> "NoOptions":
         return self
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
 
 @dataclass(frozen=True)
 class XnnpackOptions(NoOptions):
@@ -44,7 +48,7 @@ class XnnpackOptions(NoOptions):
 
 
 @dataclass(frozen=True)
-class OnnxOptions:
+class OnnxOptions(Options):
     """ONNX export: opset, a static ``batch`` (default 1) or a ``dynamic_batch``, the checked fp16
     variant, the TensorRT-ready graphs (``trt``) and the onnxslim pass (``simplify``)."""
 
@@ -74,5 +78,3 @@ class OnnxOptions:
             raise ConfigError(f"opset {self.opset} is out of range; use 9-{newest_opset} (default "
                               f"{DEFAULT_OPSET}; TensorRT-ready graphs need at most 17).")
         return self
-
-    field_names = classmethod(NoOptions.field_names.__func__)
