@@ -32,15 +32,13 @@ except ImportError:  # pragma: no cover - exercised only where timm is missing
                       "pip install timm") from None
 
 PREFIX = "nasnetzoo_"
-# Reduction of the last feature map: the ImageNet stems reach 1/32, the CIFAR ones 1/4.
-_FINAL_REDUCTION = {"imagenet": 32, "imagenet_tf": 32, "cifar": 4}
 
 
 def _default_cfg(name: str) -> dict[str, Any]:
     entry = get_entry(name)
     data = entry.data
     channels, height, width = (int(v) for v in data["input_size"])
-    reduction = 32 if entry.architecture.data.startswith("imagenet") else 4
+    reduction = 32 if entry.architecture.data.startswith("imagenet") else 4  # of the last map
     return dict(
         url="", num_classes=int(entry.config.get("num_classes", 1000)), input_size=(channels, height, width),
         pool_size=(math.ceil(height / reduction), math.ceil(width / reduction)),
