@@ -167,3 +167,36 @@ def test_concat_nodes_are_marked_and_explained_in_the_legend():
     assert "node concatenates its two ops" in legend_texts(plot_cell(genotype, "normal"))
     assert "node concatenates its two ops" not in legend_texts(plot_cell(genotype, "reduce"))
     assert "node concatenates its two ops" in legend_texts(plot_genotype(genotype))
+
+
+def test_search_history_plot_marks_epochs_and_kept_edges(tmp_path: Path, monkeypatch):
+    """alphas.png: 1-based epochs, a marker on every value (a 1-epoch search draws dots, not empty
+    panels), labelled axes, and the final genotype's edges in bold naming the op kept."""
+    import torch
+
+    from nasnetzoo.search import history as history_module
+    from nasnetzoo.search.history import SearchHistory, plot_history
+
+    import nasnetzoo
+
+    genotype = nasnetzoo.get_genotype("darts_v2")
+    primitives = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+                  "dil_conv_3x3", "dil_conv_5x5"]
+    alphas = torch.softmax(torch.randn(14, 8, generator=torch.Generator().manual_seed(0)), -1).tolist()
+    history = SearchHistory()
+    history.add(0, {"alphas_normal": alphas, "alphas_reduce": alphas}, genotype, {})
+    drawn = {}
+    monkeypatch.setattr(history_module, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    plot_history(history, tmp_path / "alphas.png", primitives)
+    axes = [ax for ax in drawn["fig"].axes if ax.get_visible() and ax.lines]
+    assert len(axes) == 28
+    assert all(line.get_marker() == "o" and list(line.get_xdata()) == [1] for ax in axes for line in ax.lines)
+    assert all(list(ax.get_xticks()) == [1] for ax in axes)
+    assert sum(ax.get_xlabel() == "epoch" for ax in axes) == 7  # the bottom panel of each column
+    kept = {ax.get_title() for ax in axes if ax.title.get_fontweight() == "bold"}
+    assert len(kept) == 16
+    node3 = genotype.normal.nodes[1]  # node 3's two edges: their panels name the op kept
+    for edge in node3:
+        assert f"normal: node 3 <- {edge.input}\nkept: {edge.op}" in kept
+    thick = [line for ax in axes for line in ax.lines if line.get_linewidth() > 2]
+    assert len(thick) == 16
