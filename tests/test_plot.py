@@ -200,3 +200,27 @@ def test_search_history_plot_marks_epochs_and_kept_edges(tmp_path: Path, monkeyp
         assert f"normal: node 3 <- {edge.input}\nkept: {edge.op}" in kept
     thick = [line for ax in axes for line in ax.lines if line.get_linewidth() > 2]
     assert len(thick) == 16
+
+
+def test_latency_plot_wraps_into_a_grid_with_labels_apart(tmp_path: Path, monkeypatch):
+    """The mobile report's figure: two panels to a row (not one row per runtime), and the names of
+    networks of similar MACs and latency stacked apart, not on top of one another."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from nasnetzoo.export import bench
+
+    runtimes = ["onnxruntime", "executorch", "litert", "openvino", "torch"]
+    rows = [bench.Row(f"net_{i}", "zoo", rt, 1, "ok", median_ms=5.0 + 0.05 * i, macs=(560 + 3 * i) * 10 ** 6)
+            for rt in runtimes for i in range(6)]
+    drawn = {}
+    monkeypatch.setattr(bench, "save_figure_atomic", lambda fig, path, **kw: drawn.setdefault("fig", fig) and path)
+    bench.plot_latency_vs_macs(rows, tmp_path / "p.png")
+    fig = drawn["fig"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 5 and fig.get_figwidth() <= 12
+    assert len({round(ax.get_position().x0, 3) for ax in panels}) == 2  # two columns
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for ax in panels:
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(boxes) == 6
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
