@@ -206,12 +206,14 @@ def test_latency_plot_wraps_into_a_grid_with_labels_apart(tmp_path: Path, monkey
     """The mobile report's figure: two panels to a row (not one row per runtime), and the names of
     networks of similar MACs and latency stacked apart, not on top of one another."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
 
     from nasnetzoo.export import bench
 
     runtimes = ["onnxruntime", "executorch", "litert", "openvino", "torch"]
     rows = [bench.Row(f"net_{i}", "zoo", rt, 1, "ok", median_ms=5.0 + 0.05 * i, macs=(560 + 3 * i) * 10 ** 6)
             for rt in runtimes for i in range(6)]
+    rows += [bench.Row("resnet18", "baseline", rt, 1, "ok", median_ms=20.0, macs=1814 * 10 ** 6) for rt in runtimes]
     drawn = {}
     monkeypatch.setattr(bench, "save_figure_atomic", lambda fig, path, **kw: drawn.setdefault("fig", fig) and path)
     bench.plot_latency_vs_macs(rows, tmp_path / "p.png")
@@ -221,6 +223,6 @@ def test_latency_plot_wraps_into_a_grid_with_labels_apart(tmp_path: Path, monkey
     assert len({round(ax.get_position().x0, 3) for ax in panels}) == 2  # two columns
     renderer = FigureCanvasAgg(fig).get_renderer()
     for ax in panels:
-        boxes = [t.get_window_extent(renderer) for t in ax.texts]
-        assert len(boxes) == 6
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the text, not its leader
+        assert len(boxes) == 7
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
