@@ -99,3 +99,16 @@ def test_readme_main_job_runs_from_the_wheel(installed, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "runs" / "quickstart" / "genotype.yaml").is_file()
     assert list((tmp_path / "runs" / "quickstart" / "export").rglob("*.onnx"))
+
+
+def test_recipe_names_resolve_and_a_wrong_one_lists_the_bundled(tmp_path, monkeypatch):
+    from nasnetzoo.recipe_file import RecipeError, read_yaml_mapping, resolve_recipe
+
+    monkeypatch.chdir(tmp_path)  # not the checkout: names, not relative paths, find them
+    assert resolve_recipe("smoke_search") == REPO / "recipes" / "smoke_search.yaml"
+    assert resolve_recipe("recipes/smoke_train.yaml") == REPO / "recipes" / "smoke_train.yaml"
+    own = tmp_path / "smoke_search.yaml"
+    own.write_text("epochs: 1\n")
+    assert resolve_recipe("smoke_search.yaml") == Path("smoke_search.yaml")  # a file given wins
+    with pytest.raises(RecipeError, match=r"'smoke_serch' does not exist\. Bundled recipes \(pass a name\): .*smoke_search"):
+        read_yaml_mapping("smoke_serch")
