@@ -18,8 +18,8 @@ MAX_DEPTH = 200            # layers / N / num_layers
 
 # Builder options -> (low, high, how to fix a bad value).
 MODEL_BOUNDS: dict[str, tuple[int, int, str]] = {
-    "num_classes": (1, MAX_CLASSES, " For a feature extractor, build the model and call "
-                                    "model.reset_classifier(0)."),
+    "num_classes": (0, MAX_CLASSES, " num_classes=0 builds the network without a classifier "
+                                    "(forward returns pooled features)."),
     "in_chans": (1, MAX_CHANNELS_IN, " Use in_chans=3 for RGB images, 1 for grey ones."),
     "C": (1, MAX_WIDTH, ""),
     "F": (1, MAX_WIDTH, ""),

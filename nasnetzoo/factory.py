@@ -11,6 +11,7 @@ from torch import nn
 from .bounds import check_model_config
 from .errors import ConfigError, UnknownModelError, did_you_mean
 from .genotype import Genotype, parse
+from .models.features import features_only
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
                        get_entry, is_model_name, list_models)
 from .weights.format import WeightsError, check_config_bounds, load_weights, read_metadata
@@ -144,11 +145,15 @@ def load(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool
     Other keyword arguments override the builder's defaults, and a weights file's saved config
     (``num_classes``, ``auxiliary``, ``drop_path_rate``, ``C``, ``layers``, ...).
     """
+    features, out_indices = overrides.pop("features_only", False), overrides.pop("out_indices", None)
+    if out_indices is not None and not features:
+        raise ConfigError(f"out_indices={out_indices!r} picks feature maps: pass features_only=True with it.")
     if pretrained and weights is not None:
         raise ConfigError("pass either pretrained=True or weights=PATH, not both.")
     if tag is not None and not pretrained:
         raise ConfigError(f"tag={tag!r} picks a published weights file: pass pretrained=True with it.")
-    return load_with_spec(name_or_genotype, pretrained, weights=weights, dataset=dataset, tag=tag, **overrides)[1]
+    model = load_with_spec(name_or_genotype, pretrained, weights=weights, dataset=dataset, tag=tag, **overrides)[1]
+    return features_only(model, out_indices) if features else model
 
 
 def load_with_spec(name_or_genotype: Union[str, Path, Genotype, Mapping], pretrained: bool = False, *,

@@ -142,12 +142,44 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "recipe"):
     return cls(**kwargs)
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def bundled_recipe_dir() -> Optional[Path]:
+    """The recipes that ship with nasnetzoo: inside the installed package (the wheel's
+    ``nasnetzoo/recipes``), or the ``recipes/`` folder of a source checkout."""
+    for candidate in (_PACKAGE_DIR / "recipes", _PACKAGE_DIR.parent / "recipes"):
+        if candidate.is_dir() and any(candidate.glob("*.yaml")):
+            return candidate
+    return None
+
+
+def bundled_recipes() -> list[str]:
+    folder = bundled_recipe_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
+
+
+def resolve_recipe(value: Union[str, Path]) -> Path:
+    """``--recipe`` as a file: an existing path as given, else a bundled recipe by name
+    (``smoke_search``, ``smoke_search.yaml`` or ``recipes/smoke_search.yaml``), else the path as
+    given (reading it then reports that it does not exist)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    folder = bundled_recipe_dir()
+    if folder is not None and (path.parent == Path(".") or path.parent == Path("recipes")):
+        bundled = folder / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if bundled.is_file():
+            return bundled
+    return path
+
+
 def read_yaml_mapping(path: Union[str, Path]) -> dict:
     """The mapping a recipe file holds; a missing, empty, non-YAML or non-mapping file is one clear line."""
-    path = Path(path)
+    path = resolve_recipe(path)
     if not path.is_file():
-        bundled = sorted(p.name for p in Path("recipes").glob("*.yaml")) if Path("recipes").is_dir() else []
-        hint = f" Recipes here: {', '.join(bundled)}." if bundled else ""
+        names = bundled_recipes()
+        hint = f" Bundled recipes (pass a name): {', '.join(names)}." if names else ""
         raise RecipeError(f"recipe file {str(path)!r} does not exist.{hint}")
     data = read_yaml(path, RecipeError, "recipe file")
     if data is None:   # not the defaults: an empty file is a mistake (a training run on CIFAR-10 surprises)

@@ -19,7 +19,7 @@ from nasnetzoo.models.darts import (AuxiliaryHeadCIFAR, AuxiliaryHeadImageNet, D
                                     DartsImageNetNetwork)
 from nasnetzoo.models.layers import DropPath
 from nasnetzoo.ops.darts import (DARTS_PRIMITIVES, FactorizedReduce, Identity, ReLUConvBN,
-                                 SepConv, Zero)
+                                 Zero)
 from nasnetzoo.ops.registry import build_op, op_names, register_op, unregister_op
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,6 @@ import ast
 from collections import deque
 from pathlib import Path
 
-import pytest
 
 PACKAGE = "nasnetzoo"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE

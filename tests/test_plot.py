@@ -167,3 +167,62 @@ def test_concat_nodes_are_marked_and_explained_in_the_legend():
     assert "node concatenates its two ops" in legend_texts(plot_cell(genotype, "normal"))
     assert "node concatenates its two ops" not in legend_texts(plot_cell(genotype, "reduce"))
     assert "node concatenates its two ops" in legend_texts(plot_genotype(genotype))
+
+
+def test_search_history_plot_marks_epochs_and_kept_edges(tmp_path: Path, monkeypatch):
+    """alphas.png: 1-based epochs, a marker on every value (a 1-epoch search draws dots, not empty
+    panels), labelled axes, and the final genotype's edges in bold naming the op kept."""
+    import torch
+
+    from nasnetzoo.search import history as history_module
+    from nasnetzoo.search.history import SearchHistory, plot_history
+
+    import nasnetzoo
+
+    genotype = nasnetzoo.get_genotype("darts_v2")
+    primitives = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+                  "dil_conv_3x3", "dil_conv_5x5"]
+    alphas = torch.softmax(torch.randn(14, 8, generator=torch.Generator().manual_seed(0)), -1).tolist()
+    history = SearchHistory()
+    history.add(0, {"alphas_normal": alphas, "alphas_reduce": alphas}, genotype, {})
+    drawn = {}
+    monkeypatch.setattr(history_module, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    plot_history(history, tmp_path / "alphas.png", primitives)
+    axes = [ax for ax in drawn["fig"].axes if ax.get_visible() and ax.lines]
+    assert len(axes) == 28
+    assert all(line.get_marker() == "o" and list(line.get_xdata()) == [1] for ax in axes for line in ax.lines)
+    assert all(list(ax.get_xticks()) == [1] for ax in axes)
+    assert sum(ax.get_xlabel() == "epoch" for ax in axes) == 7  # the bottom panel of each column
+    kept = {ax.get_title() for ax in axes if ax.title.get_fontweight() == "bold"}
+    assert len(kept) == 16
+    node3 = genotype.normal.nodes[1]  # node 3's two edges: their panels name the op kept
+    for edge in node3:
+        assert f"normal: node 3 <- {edge.input}\nkept: {edge.op}" in kept
+    thick = [line for ax in axes for line in ax.lines if line.get_linewidth() > 2]
+    assert len(thick) == 16
+
+
+def test_latency_plot_wraps_into_a_grid_with_labels_apart(tmp_path: Path, monkeypatch):
+    """The mobile report's figure: two panels to a row (not one row per runtime), and the names of
+    networks of similar MACs and latency stacked apart, not on top of one another."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from nasnetzoo.export import bench
+
+    runtimes = ["onnxruntime", "executorch", "litert", "openvino", "torch"]
+    rows = [bench.Row(f"net_{i}", "zoo", rt, 1, "ok", median_ms=5.0 + 0.05 * i, macs=(560 + 3 * i) * 10 ** 6)
+            for rt in runtimes for i in range(6)]
+    rows += [bench.Row("resnet18", "baseline", rt, 1, "ok", median_ms=20.0, macs=1814 * 10 ** 6) for rt in runtimes]
+    drawn = {}
+    monkeypatch.setattr(bench, "save_figure_atomic", lambda fig, path, **kw: drawn.setdefault("fig", fig) and path)
+    bench.plot_latency_vs_macs(rows, tmp_path / "p.png")
+    fig = drawn["fig"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 5 and fig.get_figwidth() <= 12
+    assert len({round(ax.get_position().x0, 3) for ax in panels}) == 2  # two columns
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for ax in panels:
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the text, not its leader
+        assert len(boxes) == 7
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

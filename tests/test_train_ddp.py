@@ -32,7 +32,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("trained ") == 1          # rank 0 alone reports
 
-    single = train(load_recipe(recipe_file), "pcdarts_cifar", out=tmp_path / "one")
+    train(load_recipe(recipe_file), "pcdarts_cifar", out=tmp_path / "one")
     two = [r for r in read_jsonl(tmp_path / "ddp" / "metrics.jsonl") if r["kind"] == "epoch"]
     one = [r for r in read_jsonl(tmp_path / "one" / "metrics.jsonl") if r["kind"] == "epoch"]
     assert [r["steps"] if "steps" in r else r["step"] for r in two] == [r["step"] for r in one] == [5, 10]

@@ -350,33 +350,56 @@ def plot_latency_vs_macs(rows: Sequence[Row], path: Path, title: str = "") -> Pa
         ax.text(0.5, 0.5, "no runtime could be measured\n" + "\n".join(
             sorted({f"{r.runtime}: {r.reason[:70]}" for r in rows})), ha="center", va="center", fontsize=8)
         return save_figure_atomic(fig, path, dpi=120, bbox_inches="tight")
-    fig, axes = _figure(len(batches), len(runtimes), (6.2 * len(runtimes), 4.6 * len(batches)))
-    for bi, batch in enumerate(batches):
-        for ri, runtime in enumerate(runtimes):
-            ax = axes[bi][ri]
-            sel = [r for r in ok if r.runtime == runtime and r.batch == batch]
-            pts = [(r.macs / 1e6, r.median_ms) for r in sel]
-            for r, (mx, ms) in zip(sel, pts):
-                zoo = r.kind == "zoo"
-                ax.scatter(mx, ms, marker="o" if zoo else "s", s=36,
-                           color="tab:blue" if zoo else "tab:orange", zorder=3)
-                ax.annotate(r.model, (mx, ms), textcoords="offset points", xytext=(4, 3), fontsize=7)
-            front = pareto_front(pts)
-            if front:
-                fx, fy = zip(*[pts[i] for i in front])
-                ax.plot(fx, fy, "--", color="tab:green", lw=1.2, zorder=2, label="Pareto front")
-                ax.scatter(fx, fy, s=130, facecolors="none", edgecolors="tab:green", lw=1.4, zorder=4)
-            ax.scatter([], [], marker="o", color="tab:blue", label="nasnetzoo")
-            ax.scatter([], [], marker="s", color="tab:orange", label="torchvision baseline")
-            ax.set_xlabel("MACs (M, conv + linear)")
-            ax.set_ylabel("median latency (ms)")
-            ax.set_title(f"{runtime}, batch {batch}", fontsize=10)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left")
+    # One panel per (batch, runtime), wrapped two to a row: a report page is about two panels wide.
+    panels = [(batch, runtime) for batch in batches for runtime in runtimes]
+    cols = min(len(panels), 2)
+    rows_n = -(-len(panels) // cols)
+    fig, axes = _figure(rows_n, cols, (5.6 * cols, 4.2 * rows_n))
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    for ax, (batch, runtime) in zip(axes.flat, panels):
+        sel = [r for r in ok if r.runtime == runtime and r.batch == batch]
+        pts = [(r.macs / 1e6, r.median_ms) for r in sel]
+        for r, (mx, ms) in zip(sel, pts):
+            zoo = r.kind == "zoo"
+            ax.scatter(mx, ms, marker="o" if zoo else "s", s=36,
+                       color="tab:blue" if zoo else "tab:orange", zorder=3)
+        _label_points(ax, [r.model for r in sel], pts)
+        front = pareto_front(pts)
+        if front:
+            fx, fy = zip(*[pts[i] for i in front])
+            ax.plot(fx, fy, "--", color="tab:green", lw=1.2, zorder=2, label="Pareto front")
+            ax.scatter(fx, fy, s=130, facecolors="none", edgecolors="tab:green", lw=1.4, zorder=4)
+        ax.scatter([], [], marker="o", color="tab:blue", label="nasnetzoo")
+        ax.scatter([], [], marker="s", color="tab:orange", label="torchvision baseline")
+        ax.set_xlabel("MACs (M, conv + linear)")
+        ax.set_ylabel("median latency (ms)")
+        ax.set_title(f"{runtime}, batch {batch}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure_atomic(fig, path, dpi=120, bbox_inches="tight")
+
+
+def _label_points(ax, names: Sequence[str], pts: Sequence[tuple[float, float]], gap_pt: float = 9.0) -> None:
+    """Name each point, the labels stacked upwards so that no two overlap (networks of similar MACs
+    and latency crowd together); a thin leader joins a label pushed away from its point."""
+    ax.autoscale_view()
+    to_points = 72.0 / ax.figure.dpi
+    ys = [ax.transData.transform(p)[1] * to_points for p in pts]
+    placed: list[tuple[float, float]] = []  # (x in points, label y in points) of labels so far
+    for i in sorted(range(len(pts)), key=lambda i: ys[i]):
+        x = ax.transData.transform(pts[i])[0] * to_points
+        y = ys[i] + 3
+        for px, py in sorted(placed, key=lambda p: p[1]):
+            if abs(px - x) < 90 and abs(py - y) < gap_pt:  # a label about as wide, too close
+                y = py + gap_pt
+        placed.append((x, y))
+        dy = y - ys[i]
+        ax.annotate(names[i], pts[i], textcoords="offset points", xytext=(6, dy), fontsize=7, va="bottom",
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5") if dy > gap_pt else None)
 
 
 def _figure(rows: int, cols: int, figsize):

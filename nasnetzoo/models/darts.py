@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -81,6 +82,25 @@ class DartsCell(nn.Module):
 
 
 # ==================================================================== auxiliary heads
+def _fit(n: int, kernel_size: int, stride: int) -> tuple[int, int]:
+    if n >= kernel_size + stride:
+        return kernel_size, stride
+    return min(kernel_size, max(n - 1, 1)), 1
+
+
+def aux_pool(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    """``_AuxPool``'s pool (see there); a function so that torch.fx records it as one call."""
+    h, w = x.shape[-2:]
+    if h < 2 or w < 2:
+        x = F.pad(x, (0, int(w < 2), 0, int(h < 2)), mode="replicate")
+        h, w = x.shape[-2:]
+    (kh, sh), (kw, sw) = _fit(h, kernel_size, stride), _fit(w, kernel_size, stride)
+    return F.avg_pool2d(x, (kh, kw), stride=(sh, sw), padding=0, count_include_pad=False)
+
+
+torch.fx.wrap("aux_pool")
+
+
 class _AuxPool(nn.Module):
     """``AvgPool2d(kernel, stride)`` of the official aux heads, shrunk on maps too small for it.
 
@@ -94,18 +114,8 @@ class _AuxPool(nn.Module):
         self.kernel_size = kernel_size
         self.stride = stride
 
-    def _fit(self, n: int) -> tuple[int, int]:
-        if n >= self.kernel_size + self.stride:
-            return self.kernel_size, self.stride
-        return min(self.kernel_size, max(n - 1, 1)), 1
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h < 2 or w < 2:
-            x = F.pad(x, (0, int(w < 2), 0, int(h < 2)), mode="replicate")
-            h, w = x.shape[-2:]
-        (kh, sh), (kw, sw) = self._fit(h), self._fit(w)
-        return F.avg_pool2d(x, (kh, kw), stride=(sh, sw), padding=0, count_include_pad=False)
+        return aux_pool(x, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride} (shrinks on small maps)"
@@ -205,22 +215,34 @@ class _DartsNetwork(CellNetwork):
         self.reduction_indices = tuple(sorted({layers // 3, 2 * layers // 3}))
         self.aux_index = 2 * layers // 3
 
-    def _build_cells(self, C_prev_prev: int, C_prev: int, reduction_prev: bool) -> tuple[int, int]:
-        """Stack the cells after the stem; returns the channels of the aux head's input and of
-        the last cell."""
+    def _build_cells(self, stem: list[tuple[str, tuple[int, ...], int, int]], s0: int, s1: int,
+                     reduction_prev: bool) -> tuple[int, int]:
+        """Stack the cells after the stem and record the forward plan.
+
+        ``stem``: ``(module name, inputs, channels, level)`` per stem part; cell 0 reads outputs
+        ``s0`` and ``s1``.  Returns the channels of the aux head's input and of the last cell."""
+        layers = [(name, inputs) for name, inputs, _, _ in stem]
+        metas = [(C, level) for _, _, C, level in stem]
         self.cells = nn.ModuleList()
-        C_curr, C_aux = self.C, C_prev
+        C_curr, C_aux = self.C, metas[s1 - 1][0]
+        C_prev_prev, C_prev = metas[s0 - 1][0], metas[s1 - 1][0]
+        level, aux_output = metas[s1 - 1][1], None
         for i in range(self.layers):
             reduction = i in self.reduction_indices
             if reduction:
                 C_curr *= 2
+                level += 1
             cell = DartsCell(self.genotype.reduce if reduction else self.genotype.normal,
                              C_prev_prev, C_prev, C_curr, reduction, reduction_prev, self.op_options)
             self.cells.append(cell)
+            layers.append((f"cells.{i}", (s0, s1)))
+            metas.append((cell.out_channels, level))
+            s0, s1 = s1, len(layers)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, cell.out_channels  # len(concat) * C, not a fixed 4
             if i == self.aux_index:
-                C_aux = C_prev
+                C_aux, aux_output = C_prev, s1
+        self._set_layers(layers, metas, aux_output, stem_steps=len(stem))
         return C_aux, C_prev
 
     def _init_heads(self, C_aux: int, num_features: int, auxiliary: bool, aux_head: type,
@@ -231,18 +253,6 @@ class _DartsNetwork(CellNetwork):
             self.auxiliary_head = aux_head(C_aux, self.num_classes, bn=aux_bn)
         self._init_head(num_features)
 
-    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def _forward_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        s0, s1 = self._forward_stem(x)
-        aux_input = None
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
-            if i == self.aux_index and self.training:
-                aux_input = s1
-        return s1, aux_input
-
 
 class DartsCIFARNetwork(_DartsNetwork):
     """DARTS ``NetworkCIFAR`` (quark0/darts ``cnn/model.py``; Liu et al., ICLR 2019).
@@ -251,6 +261,8 @@ class DartsCIFARNetwork(_DartsNetwork):
     ``2*layers//3``, auxiliary head (training only) after cell ``2*layers//3``.  Defaults are the
     published CIFAR-10 setting (C=36, 20 cells).  ``pool_bn="affine"`` gives SNAS's pools.
     """
+
+    first_conv = "stem.0"  # the stem conv (timm's cfg key: adapted for other in_chans)
 
     def __init__(self, genotype: GenotypeLike, *, C: int = 36, layers: int = 20,
                  num_classes: int = 10, in_chans: int = 3, auxiliary: bool = False,
@@ -263,13 +275,9 @@ class DartsCIFARNetwork(_DartsNetwork):
             nn.Conv2d(in_chans, C_stem, 3, padding=1, bias=False),
             nn.BatchNorm2d(C_stem),
         )
-        C_aux, C_last = self._build_cells(C_stem, C_stem, reduction_prev=False)
+        C_aux, C_last = self._build_cells([("stem", (0,), C_stem, 0)], 1, 1, reduction_prev=False)
         self._init_heads(C_aux, C_last, auxiliary, AuxiliaryHeadCIFAR, aux_bn)
         self.drop_path_prob = drop_path_rate
-
-    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.stem(x)
-        return s, s
 
 
 class DartsImageNetNetwork(_DartsNetwork):
@@ -280,6 +288,8 @@ class DartsImageNetNetwork(_DartsNetwork):
     ``2*layers//3``, auxiliary head after cell ``2*layers//3``.  ``aux_bn=False`` reproduces the
     aux head of DARTS / PC-DARTS (no BN after its 768-ch conv); P-DARTS passes ``aux_bn=True``.
     """
+
+    first_conv = "stem0.0"  # the stem conv (timm's cfg key: adapted for other in_chans)
 
     def __init__(self, genotype: GenotypeLike, *, C: int = 48, layers: int = 14,
                  num_classes: int = 1000, in_chans: int = 3, auxiliary: bool = False,
@@ -303,10 +313,8 @@ class DartsImageNetNetwork(_DartsNetwork):
             nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )
-        C_aux, C_last = self._build_cells(C, C, reduction_prev=True)
+        # stem0 ends at 1/4 of the input (two stride-2 convs), stem1 at 1/8; cell 0 reads both.
+        C_aux, C_last = self._build_cells([("stem0", (0,), C, 2), ("stem1", (1,), C, 3)], 1, 2,
+                                          reduction_prev=True)
         self._init_heads(C_aux, C_last, auxiliary, AuxiliaryHeadImageNet, aux_bn)
         self.drop_path_prob = drop_path_rate
-
-    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s0 = self.stem0(x)
-        return s0, self.stem1(s0)

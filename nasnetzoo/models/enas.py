@@ -23,15 +23,18 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
+import torch.fx
 from torch import nn
 
 from ..errors import ConfigError
 from ..genotype import Genotype
 from ..ops.padding import Conv2dSame
 from .base import CellNetwork
-from .nasnet import ConvBn, TFCell, run_cell_plan
+from .nasnet import ConvBn, TFCell, aux_pool_if_fits, plan_layers
 
 __all__ = ["ENASNet", "ENASAuxHead"]
+
+torch.fx.wrap("aux_pool_if_fits")  # fx patches each module's own name for it (see models/nasnet.py)
 
 
 class ENASAuxHead(nn.Module):
@@ -40,7 +43,6 @@ class ENASAuxHead(nn.Module):
     def __init__(self, C_in: int, num_classes: int, kernel_size: int, bn_eps: float) -> None:
         super().__init__()
         self.act = nn.ReLU()
-        self.pool = nn.AvgPool2d(5, stride=3, padding=0)
         self.proj = nn.Conv2d(C_in, 128, 1, bias=False)
         self.proj_bn = nn.BatchNorm2d(128, eps=bn_eps)
         self.act0 = nn.ReLU()
@@ -55,9 +57,7 @@ class ENASAuxHead(nn.Module):
                            else nn.Identity()).to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(x)
-        if x.shape[-2] >= 5 and x.shape[-1] >= 5:
-            x = self.pool(x)
+        x = aux_pool_if_fits(self.act(x))
         x = self.act0(self.proj_bn(self.proj(x)))
         x = self.act1(self.conv_bn(self.conv(x)))
         return self.classifier(x.mean((2, 3)))
@@ -65,6 +65,8 @@ class ENASAuxHead(nn.Module):
 
 class ENASNet(CellNetwork):
     """The ENAS micro child network; published CIFAR-10 model: ``num_layers=15, out_filters=36``."""
+
+    first_conv = "stem.conv"  # the stem conv (timm's cfg key: adapted for other in_chans)
 
     def __init__(self, genotype: Union[Genotype, dict, str], *, num_layers: int = 15, out_filters: int = 36,
                  num_classes: int = 10, in_chans: int = 3, auxiliary: bool = False,
@@ -114,12 +116,10 @@ class ENASNet(CellNetwork):
             for _ in range(level):
                 h = -(-h // 2)
             self.auxiliary_head = ENASAuxHead(C_aux, num_classes, (h - 5) // 3 + 1 if h >= 5 else h, bn_eps)
+        self._set_layers(plan_layers("stem", self._plan), metas[1:], self._aux_index, stem_steps=1)
         self.drop_path_prob = drop_path_rate
 
     @staticmethod
     def _make_classifier(num_features: int, num_classes: int) -> nn.Module:
         # micro_child: ``w = create_weight("w", [inp_c, 10]); x = tf.matmul(x, w)`` -- no bias.
         return nn.Linear(num_features, num_classes, bias=False) if num_classes > 0 else nn.Identity()
-
-    def _forward_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return run_cell_plan(self, self.stem(x))

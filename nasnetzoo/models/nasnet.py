@@ -51,6 +51,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -62,7 +63,7 @@ from ..ops.tf import ActConvBn, FactorizedReduction
 from .base import CellNetwork
 from .layers import DropPath
 
-__all__ = ["NASNet", "TFCell", "AuxHead", "calc_reduction_layers", "run_cell_plan"]
+__all__ = ["NASNet", "TFCell", "AuxHead", "calc_reduction_layers", "plan_layers"]
 
 
 def calc_reduction_layers(num_cells: int, num_reduction_layers: int = 2) -> list[int]:
@@ -206,6 +207,25 @@ class TFCell(nn.Module):
         return torch.cat(out, 1)
 
 
+def aux_pool_if_fits(x: torch.Tensor) -> torch.Tensor:
+    """The aux heads' 5x5 stride-3 VALID average pool, skipped on maps under 5x5."""
+    if x.shape[-2] >= 5 and x.shape[-1] >= 5:
+        return F.avg_pool2d(x, 5, stride=3, padding=0)
+    return x
+
+
+def fit_extent(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x`` adaptive-average-pooled to ``k x k`` unless it is that size already."""
+    if x.shape[-2] != k or x.shape[-1] != k:
+        return F.adaptive_avg_pool2d(x, (k, k))
+    return x
+
+
+# Size-dependent branches: torch.fx records one call each (ENAS's aux head uses the first too).
+torch.fx.wrap("aux_pool_if_fits")
+torch.fx.wrap("fit_extent")
+
+
 class AuxHead(nn.Module):
     """TF-slim ``_build_aux_head`` (with the ReLU the caller applies first).
 
@@ -217,7 +237,6 @@ class AuxHead(nn.Module):
         super().__init__()
         self.kernel_size = max(1, int(kernel_size))
         self.act = nn.ReLU()
-        self.pool = nn.AvgPool2d(5, stride=3, padding=0)
         self.proj = nn.Conv2d(C_in, 128, 1, bias=False)
         self.aux_bn0 = nn.BatchNorm2d(128, eps=bn_eps)
         self.act0 = nn.ReLU()
@@ -231,25 +250,17 @@ class AuxHead(nn.Module):
         self.classifier = (nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()).to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(x)
-        if x.shape[-2] >= 5 and x.shape[-1] >= 5:
-            x = self.pool(x)
+        x = aux_pool_if_fits(self.act(x))
         x = self.act0(self.aux_bn0(self.proj(x)))
-        k = self.kernel_size
-        if x.shape[-2] != k or x.shape[-1] != k:
-            x = F.adaptive_avg_pool2d(x, (k, k))
-        x = self.act1(self.aux_bn1(self.conv(x)))
+        x = self.act1(self.aux_bn1(self.conv(fit_extent(x, self.kernel_size))))
         return self.classifier(x.flatten(1))
 
 
-def run_cell_plan(network: CellNetwork, stem_out: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Run ``network._plan`` (``(cell name, current input, previous input)`` indices into the outputs
-    so far, 0 being "none" and 1 the stem's) and return the last output and the aux head's input."""
-    outs: list[Optional[torch.Tensor]] = [None, stem_out]
-    for name, cur, prev in network._plan:
-        outs.append(getattr(network, name)(outs[cur], outs[prev]))
-    use_aux = network.auxiliary_head is not None and network._aux_index is not None
-    return outs[-1], (outs[network._aux_index] if use_aux else None)
+def plan_layers(stem: str, plan: Sequence[tuple[str, int, int]]) -> list[tuple[str, tuple[int, ...]]]:
+    """The forward plan for :meth:`CellNetwork._set_layers` from a stem module and ``_plan``
+    (``(cell name, current input, previous input)`` indices into the outputs so far, 0 being "none"
+    and 1 the stem's; a cell without a previous input gets one argument)."""
+    return [(stem, (0,))] + [(name, (cur,) if prev == 0 else (cur, prev)) for name, cur, prev in plan]
 
 
 def _spatial_sizes(img_size: int, stem: str, levels: int) -> list[int]:
@@ -275,6 +286,8 @@ class NASNet(CellNetwork):
     ``AvgPool2dSame`` does (to reproduce timm's ``nasnetalarge`` outputs); ``"tf"`` excludes them as TF.
     ``img_size`` only fixes the auxiliary head's last conv (see :class:`AuxHead`).
     """
+
+    first_conv = "conv0.conv"  # the stem conv (timm's cfg key: adapted for other in_chans)
 
     def __init__(self, genotype: Union[Genotype, dict, str], *, N: int, F: int, stem: str = "imagenet",
                  stem_multiplier: float = 1.0, skip_reduction_layer_input: bool = False,
@@ -377,10 +390,10 @@ class NASNet(CellNetwork):
             h = _spatial_sizes(int(img_size), stem, level_aux)[level_aux]
             kernel = (h - 5) // 3 + 1 if h >= 5 else h
             self.auxiliary_head = AuxHead(C_aux, num_classes, kernel, bn_eps)
+        self._set_layers(plan_layers("conv0", self._plan), metas[1:], self._aux_index,
+                         stem_steps=1 + num_stem_cells)
         self.drop_path_prob = drop_path_rate
 
-    def _forward_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return run_cell_plan(self, self.conv0(x))
 
     @property
     def cell_names(self) -> list[str]:

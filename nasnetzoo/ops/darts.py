@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -142,11 +143,21 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        shifted = x[:, :, 1:, 1:]
-        pad_h, pad_w = x.shape[2] % 2, x.shape[3] % 2
-        if pad_h or pad_w:
-            shifted = F.pad(shifted, (0, pad_w, 0, pad_h))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shift_pad_odd(x))], dim=1))
+
+
+def shift_pad_odd(x: torch.Tensor) -> torch.Tensor:
+    """``x`` less its first row and column, padded right/bottom by one on an odd size (so that a
+    stride-2 1x1 conv of it has ``ceil(H / 2)`` rows, like the unshifted branch)."""
+    shifted = x[:, :, 1:, 1:]
+    pad_h, pad_w = x.shape[2] % 2, x.shape[3] % 2
+    if pad_h or pad_w:
+        shifted = F.pad(shifted, (0, pad_w, 0, pad_h))
+    return shifted
+
+
+# The padding depends on the input's size: fx records one call instead of tracing the branch.
+torch.fx.wrap("shift_pad_odd")
 
 
 class PoolBN(nn.Module):

@@ -5,7 +5,8 @@ dimension of size ``n``, ``total // 2`` before and the rest after: for stride 2 
 the extra cell goes to the bottom/right, which a symmetric PyTorch ``padding=`` cannot express.
 
 The helpers take plain Python ints (the shapes of an eagerly run or statically exported
-model), so the padding lowers to one ``F.pad`` with constant ints.  When the padding does not
+model), so the padding lowers to one ``F.pad`` with constant ints.  ``torch.fx`` keeps the
+size-dependent ones (``pad_same``, ``avg_pool_same``) as single calls (``torch.fx.wrap``).  When the padding does not
 depend on the input size (stride 1 and an odd effective kernel) the layers below use PyTorch's
 own symmetric ``padding=`` instead, which costs nothing.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -116,16 +118,27 @@ class Pool2dSame(nn.Module):
             return F.max_pool2d(pad_same(x, k, s, value=float("-inf")), k, s)
         if self._static:
             return F.avg_pool2d(x, k, s, padding=k // 2, count_include_pad=False)
-        pad = same_pad_arg(x.shape[-2:], k, s)
-        if not any(pad) or self.count_pad:
-            # no implicit padding left: count_include_pad=False says nothing here, but the XNNPACK
-            # partitioner refuses a pool that declares it counts padding
-            return F.avg_pool2d(F.pad(x, pad) if any(pad) else x, k, s, count_include_pad=False)
-        return avg_pool_same_exclude_pad(x, k, s)
+        return avg_pool_same(x, k, s, self.count_pad)
 
     def extra_repr(self) -> str:
         return (f"{self.kind}, kernel_size={self.kernel_size}, stride={self.stride}, padding=SAME"
                 + (", count_pad=True" if self.count_pad else ""))
+
+
+def avg_pool_same(x: torch.Tensor, kernel: int, stride: int, count_pad: bool) -> torch.Tensor:
+    """TF "SAME" average pool of a size-dependent padding; ``count_pad`` counts the padded zeros."""
+    pad = same_pad_arg(x.shape[-2:], kernel, stride)
+    if not any(pad) or count_pad:
+        # no implicit padding left: count_include_pad=False says nothing here, but the XNNPACK
+        # partitioner refuses a pool that declares it counts padding
+        return F.avg_pool2d(F.pad(x, pad) if any(pad) else x, kernel, stride, count_include_pad=False)
+    return avg_pool_same_exclude_pad(x, kernel, stride)
+
+
+# These pad by an amount computed from the input's size: torch.fx records one call to each
+# instead of tracing into the branches (which a symbolic shape cannot decide).
+torch.fx.wrap("pad_same")
+torch.fx.wrap("avg_pool_same")
 
 
 # ------------------------------------------------------------------ TF "SAME" average pool

@@ -38,6 +38,7 @@ from collections import OrderedDict
 from typing import Optional
 
 import torch
+import torch.fx
 from torch import nn
 
 from .padding import Conv2dSame, Pool2dSame
@@ -132,14 +133,30 @@ class FactorizedReduction(nn.Module):
         x = self.act(x)
         if self.stride == 1:
             return self.bn(self.conv(x))
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        if min(h, w) == 1:  # nothing left after the shift along that axis: path 2 reads the padding
-            shifted = self.path_2(nn.functional.pad(x[:, :, 1:, 1:], (0, w % 2, 0, h % 2)))
-        else:
-            shifted = self.path_2(x[:, :, 1:, 1:])
-            if h % 2 or w % 2:
-                shifted = nn.functional.pad(shifted, (0, w % 2, 0, h % 2))
+        shifted = pad_shifted_output(self.path_2(shift_input(x)), x)
         return self.final_path_bn(torch.cat([self.path_1(x), shifted], 1))
+
+
+def shift_input(x: torch.Tensor) -> torch.Tensor:
+    """Path 2's input: ``x`` less its first row and column (padded first where a side is 1 pixel:
+    nothing would be left after the shift along that axis, so path 2 reads the padding)."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if min(h, w) == 1:
+        return nn.functional.pad(x[:, :, 1:, 1:], (0, w % 2, 0, h % 2))
+    return x[:, :, 1:, 1:]
+
+
+def pad_shifted_output(shifted: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Path 2's output padded right/bottom to path 1's ``ceil(H / 2)`` on an odd-sized ``x``."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if min(h, w) == 1 or not (h % 2 or w % 2):
+        return shifted
+    return nn.functional.pad(shifted, (0, w % 2, 0, h % 2))
+
+
+# Size-dependent padding: fx records one call each instead of tracing the branches.
+torch.fx.wrap("shift_input")
+torch.fx.wrap("pad_shifted_output")
 
 
 class PoolProject(nn.Module):

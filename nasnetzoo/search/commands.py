@@ -29,6 +29,7 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
 
     The gradient-based searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`;
     the RL search trains its children in a process pool or on Ray (recipe keys executor, workers)."""
+    from ..recipe_file import resolve_recipe
     from ..train.recipe import RecipeError
     from .api import run_search, strategy_of, summary
 
@@ -39,7 +40,8 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
         result = run_search(None, resume=resume, overrides=overrides)
     else:
         if not recipe_path:
-            raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_search.yaml) or --resume RUN_DIR.")
+            raise RecipeError("pass --recipe FILE or NAME (e.g. smoke_search) or --resume RUN_DIR.")
+        recipe_path = str(resolve_recipe(recipe_path))  # a bundled recipe's name, or a file
         if init_distribution:
             entry = strategy_of(recipe_path)
             if "init_distribution" not in entry.recipe_class().__dataclass_fields__:

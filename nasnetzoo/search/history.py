@@ -47,40 +47,96 @@ class SearchHistory:
 def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Optional[list] = None) -> Path:
     """One panel per edge (normal and reduce cells), one line per op, weight against epoch.
 
+    Epochs are drawn 1-based (the run's ``epoch_001.yaml`` is epoch 1), every value with a marker
+    (a 1-epoch search is one dot per op, not an empty panel).  The edges the last genotype keeps
+    are marked: a bold title naming the kept op, whose line is drawn thicker.
     DARTS/PC-DARTS histories hold ``alphas_<cell>`` (edges x ops); PARSEC's hold ``op_<cell>``
     (nodes x slots x ops) and are drawn per node slot."""
-    from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     if not history.records:
         raise ValueError("the search history is empty; nothing to plot.")
     first = history.records[0]["distribution"]
     keys = [k for k in ("alphas_normal", "alphas_reduce", "op_normal", "op_reduce") if k in first]
-    epochs = [r["epoch"] for r in history.records]
+    epochs = [r["epoch"] + 1 for r in history.records]
+    num_ops = len(_flatten_edges(first[keys[0]])[0]) if keys else 0
+    labels = list(primitives or [f"op {i}" for i in range(num_ops)])
+    if len(labels) != num_ops:  # PARSEC's op factors leave out 'none'
+        labels = [p for p in labels if p != "none"][:num_ops]
+    kept = _kept_edges(history.records[-1].get("genotype"))
     panels = []
     for key in keys:
+        cell = key.split("_", 1)[1]
         series = [_flatten_edges(r["distribution"][key]) for r in history.records]
         for e in range(len(series[0])):
-            panels.append((f"{key.split('_', 1)[1]}: {_panel_name(key, e)}",
+            panels.append((cell, _panel_name(key, e), kept.get((cell, _panel_node_input(key, e))),
                            [[s[e][o] for s in series] for o in range(len(series[0][e]))]))
-    cols = 7
+    cols = min(7, max(len(panels), 1))
     rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(2.6 * cols, 2.0 * rows + 0.8), layout="constrained")
+    fig = Figure(figsize=(2.6 * cols, 2.0 * rows + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
-    lines = []
-    for ax, (title, curves) in zip(axes.flat, panels):
-        lines = [ax.plot(epochs, c, lw=1.2)[0] for c in curves]
-        ax.set_title(title, fontsize=8)
+    for ax, (cell, name, kept_op, curves) in zip(axes.flat, panels):
+        for o, curve in enumerate(curves):
+            chosen = kept_op is not None and o < len(labels) and labels[o] == kept_op
+            ax.plot(epochs, curve, color=f"C{o % 10}", lw=2.6 if chosen else 1.0, marker="o",
+                    ms=4 if chosen else 2.5, zorder=3 if chosen else 2)
+        title = f"{cell}: {name}" + (f"\nkept: {kept_op}" if kept_op else "")
+        ax.set_title(title, fontsize=8, fontweight="bold" if kept_op else "normal")
+        if kept_op:
+            for side in ax.spines.values():
+                side.set_linewidth(1.6)
         ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    labels = primitives or [f"op {i}" for i in range(len(lines))]
-    if len(labels) != len(lines):  # PARSEC's op factors leave out 'none'
-        labels = [p for p in labels if p != "none"][:len(lines)]
-    fig.legend(lines, labels, loc="outside lower center", ncols=min(len(labels), 8), fontsize=8)
-    fig.suptitle("architecture weights per edge over the epochs")
+    if len(epochs) == 1:
+        for ax in axes.flat:
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+    handles = [Line2D([], [], color=f"C{o % 10}", marker="o", ms=3, lw=1.2) for o in range(len(labels))]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 8), fontsize=8)
+    for c in range(cols):  # the lowest visible panel of each column carries the epoch axis
+        visible = [r for r in range(rows) if axes[r][c].get_visible()]
+        if visible:
+            axes[visible[-1]][c].set_xlabel("epoch", fontsize=8)
+            axes[visible[-1]][c].tick_params(labelbottom=True)
+    fig.supylabel("op weight (softmax over the edge's ops)", fontsize=9)
+    fig.suptitle("architecture weights per edge over the epochs (bold: the edges the final genotype keeps, "
+                 "the kept op drawn thick)", fontsize=10)
     return save_figure(fig, path)
+
+
+def _kept_edges(genotype_data: Any) -> dict[tuple[str, tuple[int, int]], str]:
+    """``{(cell, (node, input)): op}`` for the edges a genotype keeps (nothing if it cannot be read)."""
+    try:
+        genotype = Genotype.from_dict(genotype_data)
+    except Exception:  # an old or hand-edited history: the plot is still drawn, unmarked
+        return {}
+    kept = {}
+    for cell in ("normal", "reduce"):
+        for b, node in enumerate(getattr(genotype, cell).nodes):
+            for slot, edge in enumerate(node):
+                kept[(cell, (b + 2, edge.input))] = edge.op
+                kept[(cell, (b + 2, -1 - slot))] = edge.op  # PARSEC's panels are node slots
+    return kept
+
+
+def _panel_node_input(key: str, index: int) -> tuple[int, int]:
+    """The ``(node, input)`` of DARTS edge ``index``; ``(node, -1 - slot)`` for PARSEC's slots."""
+    if key.startswith("alphas"):
+        node = 0
+        while index >= 2 + node:
+            index -= 2 + node
+            node += 1
+        return node + 2, index
+    return index // 2 + 2, -1 - index % 2
 
 
 def _panel_name(key: str, index: int) -> str:

@@ -26,6 +26,7 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
     """Train ARCH with a recipe; writes logs, checkpoints and safetensors weights to a run directory.
 
     Works under `torchrun --nproc-per-node N -m nasnetzoo train ...` (DDP)."""
+    from ..recipe_file import resolve_recipe
     from .recipe import RecipeError, load_recipe
     from .runner import prepare_resume, train
 
@@ -37,7 +38,8 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
         result = train(recipe, arch, resume=resume)
     else:
         if not recipe_path:
-            raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_train.yaml) or --resume RUN_DIR.")
+            raise RecipeError("pass --recipe FILE or NAME (e.g. smoke_train) or --resume RUN_DIR.")
+        recipe_path = str(resolve_recipe(recipe_path))  # a bundled recipe's name, or a file
         if arch is not None and not arch.strip():
             raise RecipeError("--arch is empty; pass a registry name (e.g. pcdarts_cifar) or a genotype file, "
                               "or leave --arch out to train the recipe's `arch:`.")

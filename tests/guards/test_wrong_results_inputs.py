@@ -40,7 +40,7 @@ def test_duplicate_key_in_a_flow_mapping_is_refused():
         load_yaml("model: {C: 8, C: 16}", "r.yaml")
 
 
-@pytest.mark.parametrize("option, value", [("num_classes", 0), ("num_classes", -3), ("in_chans", 0),
+@pytest.mark.parametrize("option, value", [("num_classes", -1), ("num_classes", -3), ("in_chans", 0),
                                            ("num_classes", 10 ** 9), ("C", 100000), ("layers", 0),
                                            ("num_classes", 2.5)])
 def test_builder_sizes_out_of_range_are_refused(option, value):
