@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence, Union
 
 from ..errors import CheckpointError
 from ..recipe_file import RecipeError, apply_overrides, read_yaml_mapping
+from ..runs.envelope import check_resume_args
 from .strategies import Strategy, get_strategy
 
 PathLike = Union[str, Path]
@@ -36,10 +37,7 @@ def run_search(recipe_or_path: Any = None, out: Optional[PathLike] = None, resum
     """Run the search a recipe (object or YAML file) describes into ``out``, or continue the run in
     ``resume`` with its own recipe; ``overrides`` are ``key=value`` strings as ``--set`` takes."""
     recipe_path = ""
-    if resume is not None:
-        if recipe_or_path is not None or out is not None or overwrite:
-            raise RecipeError("resume=RUN continues RUN with its own recipe.yaml; pass no recipe, out or "
-                              "overwrite (use overrides to change a key).")
+    if check_resume_args(resume, {"recipe": recipe_or_path is not None, "out": out, "overwrite": overwrite}, cli=False):
         recipe_or_path = Path(resume) / "recipe.yaml"
         if not recipe_or_path.is_file():
             raise CheckpointError(f"{resume} is not a search run directory (no recipe.yaml); pass the folder "

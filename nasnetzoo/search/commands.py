@@ -28,13 +28,12 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
 
     The gradient-based searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`;
     the RL search trains its children in a process pool or on Ray (recipe keys executor, workers)."""
-    from ..train.recipe import RecipeError
+    from ..recipe_file import RecipeError
+    from ..runs.envelope import check_resume_args
     from .api import run_search, strategy_of, summary
 
-    if resume:
-        if recipe_path or out or init_distribution or overwrite:
-            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out, "
-                              "--init-distribution and --overwrite (use --set to change a key).")
+    if check_resume_args(resume, {"--recipe": recipe_path, "--out": out, "--init-distribution": init_distribution,
+                                  "--overwrite": overwrite}):
         result = run_search(None, resume=resume, overrides=overrides)
     else:
         if not recipe_path:

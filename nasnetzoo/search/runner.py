@@ -11,7 +11,7 @@ The run directory holds::
     genotype.yaml        the final genotype, which ``nasnetzoo.load`` and ``nasnetzoo train`` accept
 
 The lock, resume, RNG states, commits, logs and Ctrl-C/SIGTERM are the run envelope's
-(``train/envelope.py``); this module keeps the search's own steps.
+(``runs/envelope.py``); this module keeps the search's own steps.
 
 Under torchrun every rank computes, gradients of weights and architecture parameters are averaged
 across ranks, and rank 0 writes the files.
@@ -32,11 +32,11 @@ from .._version import __version__
 from ..errors import CheckpointError, NasNetZooError
 from ..genotype import Genotype
 from ..threads import CoreShare, share_cores
-from ..train import distributed as D
-from ..train.checkpoint import atomic_write, load_checkpoint, seed_everything
-from ..train.envelope import CHECKPOINTS, Run, RunInterrupted, check_finite, check_resumable
-from ..train.optim import LRSchedule, build_optimizer, load_optimizer_state
-from ..train.progress import RunProgress, say
+from ..runs import distributed as D
+from ..runs.checkpoint import atomic_write, load_checkpoint, seed_everything
+from ..runs.envelope import Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind, run_dir_for
+from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
+from ..runs.progress import RunProgress, say
 from .data import build_search_data
 from .history import SearchHistory, plot_history
 from .recipe import SearchRecipe, load_search_recipe
@@ -44,7 +44,10 @@ from .strategies import SearchStrategy, get_strategy
 from .supernet import SearchNetwork
 
 PathLike = Union[str, Path]
-CHECKPOINT = CHECKPOINTS["search"]
+SEARCH_RUN = register_run_kind(RunKind("search", noun="search", command="search", checkpoint="checkpoint.pt",
+                                       artifacts=("metrics.jsonl", "history.json", "genotypes", "genotype.yaml",
+                                                  "alphas.png")))
+CHECKPOINT = SEARCH_RUN.checkpoint
 SearchInterrupted = RunInterrupted   # Ctrl-C or SIGTERM; the message says how to resume
 
 
@@ -101,7 +104,7 @@ def prepare_resume(run_dir: PathLike, overrides: Sequence[str] = ()) -> SearchRe
     if not (run_dir / "recipe.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a search run directory (no recipe.yaml); pass the folder "
                               "that `nasnetzoo search --out` created.")
-    check_resumable(run_dir, "search")
+    check_resumable(run_dir, SEARCH_RUN)
     return load_search_recipe(run_dir / "recipe.yaml", overrides)
 
 
@@ -121,13 +124,13 @@ class _Loop:
 
 
 def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> SearchResult:
-    run_dir = Path(resume) if resume is not None else Path(out) if out is not None else default_run_dir(recipe)
+    run_dir = run_dir_for(resume, out, lambda: default_run_dir(recipe))
     run_dir = Path(D.broadcast_object(str(run_dir)))
     if info.world > 1 and recipe.batch_size % info.world:
         raise NasNetZooError(f"batch_size {recipe.batch_size} does not split over {info.world} processes; "
                              f"use a multiple of {info.world}.")
     loop = _build(info, recipe)
-    run = Run("search", run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite, info=info)
+    run = Run(SEARCH_RUN, run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite, info=info)
     with run:
         start_epoch = _start(run, loop)
         progress = RunProgress(recipe.epochs, loop.steps_per_epoch, enabled=recipe.progress and info.is_main,

@@ -21,8 +21,8 @@ from nasnetzoo.search.rl.recipe import RLSearchRecipe
 from nasnetzoo.search.rl.runner import rl_search
 from nasnetzoo.search.runner import prepare_resume as prepare_search_resume, search
 from nasnetzoo import fileio
-from nasnetzoo.train.envelope import Run, RunDirError
-from nasnetzoo.train.progress import read_jsonl
+from nasnetzoo.runs.envelope import Run, RunDirError
+from nasnetzoo.runs.progress import read_jsonl
 from nasnetzoo.train.recipe import Recipe
 from nasnetzoo.train.runner import prepare_resume, train
 
@@ -51,7 +51,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path
 
 
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
-    code = ("import os, signal; from nasnetzoo.train.envelope import Run\n"
+    code = ("import os, signal; from nasnetzoo.runs.envelope import Run\n"
             f"with Run('train', {str(tmp_path / 'run')!r}, recipe={{'name': 'a'}}):\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -90,7 +90,7 @@ def child_data(config: ChildConfig) -> tuple[torch.Tensor, torch.Tensor, torch.T
     key = (config.dataset, config.data_dir, config.image_size, config.held_out)
     if key in _DATA:
         return _DATA[key]
-    from ...train.data import (MEAN_STD, NUM_CLASSES, cifar_dataset, cifar_tensors, digits_mean_std,
+    from ...data.datasets import (MEAN_STD, NUM_CLASSES, cifar_dataset, cifar_tensors, digits_mean_std,
                                digits_tensors)
 
     if config.dataset == "digits":
@@ -158,11 +158,11 @@ def train_child(job: ChildJob) -> ChildResult:
 
 
 def _train_child(job: ChildJob, start: float) -> ChildResult:
-    from ...train.augment import BatchAugment
-    from ...train.checkpoint import seed_everything
-    from ...train.data import TensorLoader
+    from ...data.augment import BatchAugment
+    from ...runs.checkpoint import seed_everything
+    from ...data.datasets import TensorLoader
     from ...train.engine import DropPathSchedule, Trainer
-    from ...train.optim import LRSchedule, build_optimizer
+    from ...runs.optim import LRSchedule, build_optimizer
 
     config = job.config
     if config.threads:
