@@ -60,7 +60,7 @@ def toy():
 
 def test_every_bundled_strategy_is_in_the_table():
     assert {"darts", "pcdarts", "parsec", "nasnet_rl"} <= set(TABLE)
-    assert get_strategy("nasnet_rl").recipe_class().__name__ == "RLSearchRecipe"
+    assert get_strategy("nasnet_rl").recipe.__name__ == "RLSearchRecipe"
     assert get_strategy("parsec").network == {"edge_norm": False}
     with pytest.raises(ConfigError, match="unknown search strategy 'pcdart'.*Did you mean 'pcdarts'"):
         get_strategy("pcdart")

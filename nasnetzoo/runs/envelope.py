@@ -174,6 +174,13 @@ def check_resume_args(resume: Optional[PathLike], conflicts: Mapping[str, Any], 
     return True
 
 
+def stamped_run_dir(*parts: str) -> Path:
+    """A new run's default directory: ``runs/<parts>-<date>-<time>``."""
+    import time
+
+    return Path("runs") / "-".join((*parts, time.strftime("%Y%m%d-%H%M%S")))
+
+
 def run_dir_for(resume: Optional[PathLike], out: Optional[PathLike], default: Callable[[], Path]) -> Path:
     """The directory a run uses: the one it resumes, else ``out``, else its pipeline's default."""
     return Path(resume) if resume is not None else Path(out) if out is not None else default()
@@ -430,5 +437,5 @@ def check_finite(loss: float, where: str, run: Run) -> None:
 
 
 __all__ = ["NonFiniteLoss", "Run", "RunDirError", "RunInterrupted", "RunKind", "check_finite", "check_resumable",
-           "check_resume_args", "fingerprint", "read_marker", "register_run_kind", "run_dir_for", "run_kind",
+           "check_resume_args", "fingerprint", "read_marker", "register_run_kind", "run_dir_for", "run_kind", "stamped_run_dir",
            "sigterm_as_interrupt"]

@@ -46,13 +46,25 @@ def run_search(recipe_or_path: Any = None, out: Optional[PathLike] = None, resum
         raise RecipeError("pass a search recipe (file or object), e.g. recipes/smoke_search.yaml, or resume=RUN.")
     entry = strategy_of(recipe_or_path)
     if isinstance(recipe_or_path, (str, Path)):
-        recipe = entry.recipe_class().load(recipe_or_path, overrides)
+        recipe = recipe_class(entry).load(recipe_or_path, overrides)
         recipe_path = str(recipe_or_path) if resume is None else ""
     else:
         recipe = apply_overrides(recipe_or_path, overrides)
     kwargs = {"resume": resume} if resume is not None else {"out": out, "recipe_path": recipe_path,
                                                             "overwrite": overwrite}
-    return entry.run_fn()(recipe, **kwargs)
+    run = entry.run
+    if run is None:   # the supernet pipeline
+        from .runner import search as run
+    return run(recipe, **kwargs)
+
+
+def recipe_class(entry: Strategy) -> type:
+    """The recipe dataclass of a strategy: its own, or the supernet's."""
+    if entry.recipe is not None:
+        return entry.recipe
+    from .recipe import SearchRecipe
+
+    return SearchRecipe
 
 
 def summary(result: Any, recipe_or_path: Any = None, resume: Optional[PathLike] = None) -> str:
@@ -63,4 +75,4 @@ def summary(result: Any, recipe_or_path: Any = None, resume: Optional[PathLike] 
     return entry.summary(result)
 
 
-__all__ = ["run_search", "strategy_of", "summary"]
+__all__ = ["recipe_class", "run_search", "strategy_of", "summary"]

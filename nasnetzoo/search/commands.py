@@ -16,7 +16,7 @@ from ..cli_errors import user_errors as _user_errors
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),
-              help="PARSEC: warm-start the architecture distribution from this run directory.")
+              help="Warm-start the architecture distribution from this run directory (the recipe key options.init_distribution of a strategy that has it, e.g. parsec).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable): --set epochs=10 --set partial_k=2.")
 @click.option("--overwrite", is_flag=True, help="Replace another run that --out holds (its files are removed).")
@@ -31,6 +31,7 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
     from ..recipe_file import RecipeError
     from ..runs.envelope import check_resume_args
     from .api import run_search, strategy_of, summary
+    from .strategies import TABLE
 
     if check_resume_args(resume, {"--recipe": recipe_path, "--out": out, "--init-distribution": init_distribution,
                                   "--overwrite": overwrite}):
@@ -38,12 +39,13 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
     else:
         if not recipe_path:
             raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_search.yaml) or --resume RUN_DIR.")
-        if init_distribution:
+        if init_distribution:   # a shorthand for the option of the strategies that have one
             entry = strategy_of(recipe_path)
-            if "init_distribution" not in entry.recipe_class().__dataclass_fields__:
-                raise RecipeError(f"--init-distribution warm-starts PARSEC; the {entry.name} search has no such "
-                                  "option.")
-            overrides = (*overrides, f"init_distribution={init_distribution}")
+            if not entry.has_option("init_distribution"):
+                holders = [e.title or e.name for e in TABLE.values() if e.has_option("init_distribution")]
+                raise RecipeError(f"--init-distribution warm-starts {' or '.join(holders) or 'a distribution'}; the "
+                                  f"{entry.name} search has no such option.")
+            overrides = (*overrides, f"options.init_distribution={init_distribution}")
         result = run_search(recipe_path, out=out, overrides=overrides, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(summary(result, recipe_path, resume))

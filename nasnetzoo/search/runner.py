@@ -34,7 +34,8 @@ from ..genotype import Genotype
 from ..threads import CoreShare, share_cores
 from ..runs import distributed as D
 from ..runs.checkpoint import atomic_write, load_checkpoint, seed_everything
-from ..runs.envelope import Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind, run_dir_for
+from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind, run_dir_for,
+                           stamped_run_dir)
 from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
 from ..runs.progress import RunProgress, say
 from .data import build_search_data
@@ -60,20 +61,20 @@ class SearchResult:
 
 
 def default_run_dir(recipe: SearchRecipe) -> Path:
-    return Path("runs") / f"search-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return stamped_run_dir("search", recipe.name)
 
 
 def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrategy:
     """The recipe's strategy, built as its entry in the strategies table says."""
     entry = get_strategy(recipe.strategy)
-    if entry.build is None:
+    if not entry.on_supernet or entry.build is None:
         raise NasNetZooError(f"strategy {recipe.strategy!r} does not run on the supernet; run it with "
                              "nasnetzoo.search.run_search or `nasnetzoo search`.")
     return entry.build(recipe, network)
 
 
 def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
-    """The supernet, with the options the recipe's strategy fixes (PARSEC: no edge normalisation)."""
+    """The supernet, with the options the recipe's strategy fixes (its entry's ``network``)."""
     options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
                    partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory,
                    channels_last=recipe.channels_last == "on")
@@ -206,12 +207,9 @@ def _start(run: Run, loop: _Loop) -> int:
         run.restore_rng(state)
         run.position = f"epoch {int(state['epoch']) + 1}/{recipe.epochs}"
         return int(state["epoch"]) + 1
-    if recipe.init_distribution:
-        source = load_checkpoint(Path(recipe.init_distribution) / CHECKPOINT)
-        if "pi" not in (source.get("strategy") or {}):
-            raise CheckpointError(f"{recipe.init_distribution} is not a PARSEC search (its checkpoint has no "
-                                  "distribution pi); pass the run directory of a `strategy: parsec` search.")
-        loop.strategy.init_distribution(source["strategy"]["pi"])
+    warm_start = get_strategy(recipe.strategy).warm_start
+    if warm_start is not None:
+        warm_start(loop.strategy, recipe.strategy_options())
     run.write_text("recipe.yaml", recipe.to_yaml())
     D.barrier()
     return 0

@@ -28,9 +28,9 @@ from ...errors import CheckpointError, NasNetZooError
 from ...fileio import save_figure
 from ...genotype import Genotype, dump_yaml
 from ...runs.checkpoint import atomic_write, seed_everything
-from ...runs.envelope import Run, RunInterrupted, RunKind, check_resumable, register_run_kind, run_dir_for
+from ...runs.envelope import (Run, RunInterrupted, RunKind, check_resumable, register_run_kind, run_dir_for,
+                              stamped_run_dir)
 from ...runs.progress import say
-from ..runner import default_run_dir
 from .child import ChildJob, ChildResult
 from .controller import Controller
 from .executors import make_executor
@@ -90,7 +90,7 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
     """Run (or resume) the search.  ``evaluate(jobs) -> results`` replaces child training (tests,
     custom rewards); ``on_step_end(step, record)`` may return True to stop after that update;
     ``overwrite`` replaces another run that ``out`` holds (otherwise refused)."""
-    run_dir = run_dir_for(resume, out, lambda: default_run_dir(recipe))
+    run_dir = run_dir_for(resume, out, lambda: stamped_run_dir("search", recipe.name))
     space = build_space(recipe)
     trainer = build_controller_trainer(recipe, space)
     run = Run(RL_RUN, run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite,
