@@ -31,7 +31,8 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
     from ..recipe_file import RecipeError
     from ..runs.envelope import check_resume_args
     from .api import run_search, strategy_of, summary
-    from .strategies import TABLE
+    from ..recipe_file import parse_assignment
+    from .strategies import TABLE, get_strategy
 
     if check_resume_args(resume, {"--recipe": recipe_path, "--out": out, "--init-distribution": init_distribution,
                                   "--overwrite": overwrite}):
@@ -41,6 +42,9 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
             raise RecipeError("pass --recipe FILE (e.g. recipes/smoke_search.yaml) or --resume RUN_DIR.")
         if init_distribution:   # a shorthand for the option of the strategies that have one
             entry = strategy_of(recipe_path)
+            for text in overrides:   # a --set strategy=... picks the strategy too
+                key, value = parse_assignment(text)
+                entry = get_strategy(str(value)) if key == "strategy" else entry
             if not entry.has_option("init_distribution"):
                 holders = [e.title or e.name for e in TABLE.values() if e.has_option("init_distribution")]
                 raise RecipeError(f"--init-distribution warm-starts {' or '.join(holders) or 'a distribution'}; the "
