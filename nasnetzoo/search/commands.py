@@ -16,7 +16,8 @@ from ..cli_errors import user_errors as _user_errors
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),
-              help="Warm-start the architecture distribution from this run directory (the recipe key options.init_distribution of a strategy that has it, e.g. parsec).")
+              help="Warm-start the architecture distribution from this run directory (recipe key "
+                   "options.init_distribution of a strategy that has it: parsec).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable): --set epochs=10 --set partial_k=2.")
 @click.option("--overwrite", is_flag=True, help="Replace another run that --out holds (its files are removed).")

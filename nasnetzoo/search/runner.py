@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -33,9 +32,9 @@ from ..errors import CheckpointError, NasNetZooError
 from ..genotype import Genotype
 from ..threads import CoreShare, share_cores
 from ..runs import distributed as D
-from ..runs.checkpoint import atomic_write, load_checkpoint, seed_everything
-from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind, run_dir_for,
-                           stamped_run_dir)
+from ..runs.checkpoint import atomic_write, seed_everything
+from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind,
+                             run_dir_for, stamped_run_dir)
 from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
 from ..runs.progress import RunProgress, say
 from .data import build_search_data

@@ -41,7 +41,8 @@ from .recipe import Recipe, RecipeError, apply_overrides, read_recipe_file
 
 PathLike = Union[str, Path]
 TrainingInterrupted = RunInterrupted   # Ctrl-C or SIGTERM; the message says how to resume
-TRAIN_RUN = register_run_kind(RunKind("train", noun="training run", command="train", checkpoint="checkpoints/last.pt",
+TRAIN_RUN = register_run_kind(RunKind("train", noun="training run", command="train",
+                                      checkpoint="checkpoints/last.pt",
                                       artifacts=("model.json", "genotype.yaml", "metrics.jsonl", "checkpoints", "weights")))
 
 
