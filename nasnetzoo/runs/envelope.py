@@ -1,10 +1,15 @@
-"""The envelope every run loop shares: retraining, the gradient search and the NASNet RL search.
+"""The envelope every run loop shares: retraining, the gradient search, the NASNet RL search, yours.
 
 A :class:`Run` owns one run directory for the life of a run:
 
 * **ownership**: an ``flock`` on ``RUN/.lock`` keeps a second writer out (the kernel drops it when
-  the process dies, so a killed run never blocks the next); ``RUN/run.json`` names the run's kind
-  and recipe, and a new run refuses a directory holding another run unless told to overwrite;
+  the process dies, so a killed run never blocks the next; never taken through a link);
+  ``RUN/run.json`` names the run's kind, recipe and own files, and a new run refuses a directory
+  holding another run unless told to overwrite, which replaces only a directory with ``run.json``
+  and removes only the files it names, links as links;
+* **kinds**: each pipeline declares its :class:`RunKind` (checkpoint, files, resume command) with
+  :func:`register_run_kind`; no table here lists them, and a pipeline from outside the package
+  declares its own the same way;
 * **resume**: the checkpoint is read with the weights-only reader, every RNG state restored, and
   the logs rewritten from the records the checkpoint carries;
 * **commits**: :meth:`Run.save` writes files that the checkpoint refers to (best weights) under
