@@ -82,7 +82,7 @@ def main() -> None:
         print("ray is not installed: skipping the Ray executor")
     rows = [measure(kind, jobs, args.workers) for kind in kinds]
     # the same pool with the NCHW layout, to measure what channels_last buys the children
-    nchw = [dataclasses.replace(job, config=dataclasses.replace(job.config, channels_last=False)) for job in jobs]
+    nchw = [dataclasses.replace(job, config=dataclasses.replace(job.config, channels_last="off")) for job in jobs]
     rows.append(measure("process", nchw, args.workers, label="process-nchw"))
     base = rows[0]["batch_s"]
     print(f"{args.children} children (N={config.N}, F={config.F}, {config.epochs} epochs on {config.dataset} "

@@ -7,7 +7,7 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
   with the official code's optimizer (``torch.optim.SGD``, one update per parameter tensor on the CPU);
 * **after**: the default supernet (``fused=True``: a node's edges side by side, ``search/node_mix.py``,
   with the CPU kernels of ``search/cpu_kernels.py``) and the search runner's optimizer
-  (``train.optim.build_optimizer``: multi-tensor updates); every after-variant uses it;
+  (``runs.optim.build_optimizer``: multi-tensor updates); every after-variant uses it;
 * **after-edgewise**: the fused supernet with its edges run one by one (``set_fused(True, side_by_side=False)``),
   which separates what running them side by side brings;
 * **after-kernels**: the default supernet (edges side by side) on PyTorch's own kernels
@@ -44,7 +44,7 @@ import torch
 from nasnetzoo.search.cpu_kernels import native_kernels
 from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy
 from nasnetzoo.search.supernet import SearchCell, SearchNetwork
-from nasnetzoo.train.optim import build_optimizer
+from nasnetzoo.runs.optim import build_optimizer
 from search_memory import saved_activation_bytes  # benchmarks/ is the script's folder
 
 VARIANTS = {"before": dict(fused=False), "after": dict(fused=True), "after-edgewise": dict(fused=True),

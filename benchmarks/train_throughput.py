@@ -35,7 +35,7 @@ from torch import nn
 
 import nasnetzoo
 from nasnetzoo.train.engine import Trainer, classification_loss
-from nasnetzoo.train.optim import build_optimizer
+from nasnetzoo.runs.optim import build_optimizer
 
 ALL_MODES = ("eager", "trainer", "nchw", "cl", "bf16", "bf16_cl", "compile")
 

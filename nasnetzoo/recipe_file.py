@@ -134,6 +134,8 @@ def from_mapping(cls: type, data: Mapping[str, Any], where: str = "recipe"):
     if not isinstance(data, Mapping):
         raise RecipeError(f"{where} must be a mapping of recipe keys, got {type(data).__name__}.")
     types = _field_types(cls)
+    if hasattr(cls, "upgrade_keys"):   # old spellings a recipe class still reads
+        data = cls.upgrade_keys(dict(data), where)
     kwargs = {}
     for key, value in data.items():
         if key not in types:
@@ -216,6 +218,9 @@ def apply_overrides(recipe, overrides: Sequence[str]):
     for text in overrides:
         key, value = parse_assignment(text)
         head, dot, rest = key.partition(".")
+        if head not in types and not dot and key in getattr(type(recipe), "moved_keys", dict)():
+            data[key] = value   # an old spelling: from_mapping reads it (upgrade_keys)
+            continue
         if head not in types:
             raise _unknown_key(head, types, f"--set {text}")
         if dot:

@@ -202,38 +202,7 @@ def test_export_latency_script(tmp_path):
     assert "eager / ORT" in text and "Peak MAC rate" in text
 
 
-# ------------------------------------------------------------------ the package's structure
-def _intra_package_imports(path: Path) -> set[str]:
-    """Modules of nasnetzoo/export that ``path`` imports, at any depth (lazy imports included), and
-    those the runtime table names as ``".module:function"``."""
-    import ast
-    import re
-
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            found.update(re.findall(r"^\.(\w+):\w+$", node.value))
-    return found
-
-
-def test_no_import_cycle_in_export():
-    pkg = REPO / "nasnetzoo" / "export"
-    modules = {p.stem for p in pkg.glob("*.py")} - {"__init__"}
-    graph = {m: _intra_package_imports(pkg / f"{m}.py") & modules - {m} for m in modules}
-    assert "onnx_export" not in graph["trt"] and "trt" not in graph["checks"]
-
-    def visit(node, stack):
-        assert node not in stack, f"import cycle: {' -> '.join(stack + [node])}"
-        for nxt in graph[node]:
-            visit(nxt, stack + [node])
-    for m in modules:
-        visit(m, [])
+# The export package's import structure is checked by tests/test_import_graph.py (the one checker).
 
 
 def test_library_code_does_not_import_the_cli_nor_switch_the_plot_backend(tmp_path):

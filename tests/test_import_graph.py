@@ -1,15 +1,19 @@
-"""The modules of ``nasnetzoo`` import one another in one direction only: no import cycles.
+"""The modules of ``nasnetzoo`` import one another in one direction only: no import cycles, and the
+packages in a declared order of layers (:data:`LAYERS`).  The one checker of the package's imports.
 
 The graph is read from the source with ``ast`` (nothing is imported).  It counts every import
 statement in a module, at module level and inside functions: an import deferred into a function
 still makes the two modules depend on each other, it only hides the cycle from Python's import
-machinery, so it counts.  Imports under ``if TYPE_CHECKING:`` are left out (they never run).
-The packages a module sits in are not counted as its imports (Python imports them first, but
-that is not a dependency of the module's code).
+machinery, so it counts.  So do the dynamic imports the source spells out: ``import_module("x")``
+with a literal name, and ``"module:attr"`` strings (``"nasnetzoo.a.b:f"``, or ``".b:f"`` relative
+to the module's package) that a table resolves later.  Imports under ``if TYPE_CHECKING:`` are
+left out (they never run).  The packages a module sits in are not counted as its imports (Python
+imports them first, but that is not a dependency of the module's code).
 """
 from __future__ import annotations
 
 import ast
+import re
 from collections import deque
 from pathlib import Path
 
@@ -59,18 +63,62 @@ def _base(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(parts + ([node.module] if node.module else []))
 
 
+REFERENCE = re.compile(r"^(\.*)([A-Za-z_][\w.]*)?:[A-Za-z_]\w*$")   # "pkg.mod:attr" or ".mod:attr"
+
+
+def _dynamic_targets(module: str, is_package: bool, tree: ast.AST) -> list[str]:
+    """The modules that ``import_module("literal")`` calls and ``"module:attr"`` strings name."""
+    found = []
+    for node in _import_nodes_and_constants(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            arg = node.args[0] if node.args else None
+            if name == "import_module" and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append(_resolve_dotted(module, is_package, arg.value))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = REFERENCE.match(node.value)
+            if match and (match.group(1) or (match.group(2) or "").startswith(PACKAGE + ".")):
+                found.append(_resolve_dotted(module, is_package, match.group(1) + (match.group(2) or "")))
+    return [target for target in found if target]
+
+
+def _resolve_dotted(module: str, is_package: bool, name: str) -> str:
+    """``name`` as an absolute module name (``.x`` and ``..x`` relative to ``module``'s package)."""
+    level = len(name) - len(name.lstrip("."))
+    if not level:
+        return name
+    return _base(module, is_package, ast.ImportFrom(module=name[level:] or None, names=[], level=level))
+
+
+def _import_nodes_and_constants(tree: ast.AST):
+    """Calls and string constants, skipping the bodies of ``if TYPE_CHECKING:``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Call, ast.Constant)):
+            yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The modules of the package that ``module`` imports."""
+    """The modules of the package that ``module`` imports (statically or by a spelled-out name)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     is_package = path.name == "__init__.py"
     found: set[str] = set()
+    groups = []
     for node in _import_nodes(tree):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            groups.append([alias.name for alias in node.names])
         else:
             base = _base(module, is_package, node)
             # ``from pkg import name`` imports module pkg.name if there is one, else a name of pkg.
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            groups.append([f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names])
+    groups.append(_dynamic_targets(module, is_package, tree))
+    for targets in groups:
         for target in targets:
             while target and target not in modules:  # ``import a.b.c`` of a name inside a.b
                 target = target.rpartition(".")[0]
@@ -191,3 +239,86 @@ def test_no_import_cycles_in_nasnetzoo():
     assert len(graph) > 50 and "nasnetzoo.factory" in graph["nasnetzoo"]
     cycles = describe_cycles(graph)
     assert not cycles, "import cycles in nasnetzoo/ (break each one):\n  " + "\n  ".join(cycles)
+
+
+# ------------------------------------------------------------------ layers
+# Lowest first; a module may import its own layer and those below it, never one above.  Read from
+# the real graph: the core files, the ops, the cell descriptions and the table of the zoo, the
+# networks, the weights format, the factory (``nasnetzoo.load``), the hub, what every pipeline shares
+# (data, runs), retraining, the searches (which use only train.engine of retraining), the
+# exporters, the CLI.
+LAYERS = [
+    ("core", ["_version", "errors", "yamlio", "fileio", "bounds", "cli_errors", "text_table", "threads",
+              "recipe_file", "profile"]),
+    ("ops", ["ops"]),
+    ("cells", ["genotype", "registry", "plot"]),
+    ("models", ["models"]),
+    ("weights", ["weights"]),
+    ("factory", ["factory", ""]),   # "": the package's own __init__ (nasnetzoo.load and friends)
+    ("hub", ["hub"]),
+    ("shared", ["data", "runs"]),
+    ("train", ["train"]),
+    ("search", ["search"]),
+    ("export", ["export"]),
+    ("cli", ["cli", "__main__"]),
+]
+# Of retraining, the searches use the training engine alone (the RL search trains its children with it).
+SEARCH_MAY_USE_OF_TRAIN = {"nasnetzoo.train", "nasnetzoo.train.engine"}
+
+
+def layer_of(module: str, layers=LAYERS) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    for rank, (_, members) in enumerate(layers):
+        if top in members:
+            return rank
+    raise AssertionError(f"{module} is in no layer of LAYERS: add its package to one")
+
+
+def layer_violations(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    lines = []
+    for module in sorted(graph):
+        for target in sorted(graph[module]):
+            if layer_of(target, layers) > layer_of(module, layers):
+                lines.append(f"{module} ({layers[layer_of(module, layers)][0]}) imports {target} "
+                             f"({layers[layer_of(target, layers)][0]})")
+    return lines
+
+
+def test_reader_follows_dynamic_imports_and_module_attr_strings(tmp_path):
+    pkg = tmp_path / PACKAGE
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("TABLE = {'a': 'nasnetzoo.sub.a:run', 'b': '.b:run', 'x': 'os.path:join',"
+                                             " 'text': 'see nasnetzoo.sub.a:run'}\n")
+    (pkg / "sub" / "a.py").write_text("import importlib\ndef f():\n    return importlib.import_module('nasnetzoo.c')\n")
+    (pkg / "sub" / "b.py").write_text("")
+    (pkg / "c.py").write_text("REF = '..sub.b:run'\n")   # above the package: not a module
+    graph = import_graph(pkg)
+    assert graph["nasnetzoo.sub"] == {"nasnetzoo.sub.a", "nasnetzoo.sub.b"}
+    assert graph["nasnetzoo.sub.a"] == {"nasnetzoo.c"} and graph["nasnetzoo.sub.b"] == set()
+    layers = [("low", ["c"]), ("high", ["sub"])]
+    assert layer_violations(graph, layers) == []
+    (pkg / "c.py").write_text("def g():\n    from .sub import b\n")
+    assert layer_violations(import_graph(pkg), layers) == ["nasnetzoo.c (low) imports nasnetzoo.sub.b (high)"]
+
+
+def test_packages_import_in_the_declared_layers():
+    graph = import_graph()
+    assert "nasnetzoo.search.strategies.darts" in graph["nasnetzoo.search.strategies"]
+    assert "nasnetzoo.export.ort" in graph["nasnetzoo.export.runtimes"]   # a ".ort:load_ort_cpu" string
+    bad = layer_violations(graph)
+    assert not bad, "imports against the layers of LAYERS (lower layers never import higher ones):\n  " + \
+        "\n  ".join(bad)
+
+
+def test_the_searches_use_only_the_training_engine_of_retraining():
+    graph = import_graph()
+    used = {(m, t) for m, targets in graph.items() if m.startswith("nasnetzoo.search")
+            for t in targets if t.startswith("nasnetzoo.train") and t not in SEARCH_MAY_USE_OF_TRAIN}
+    assert not used, sorted(used)
+
+
+def test_export_keeps_its_one_way_structure():
+    graph = import_graph()
+    assert "nasnetzoo.export.onnx_export" not in graph["nasnetzoo.export.trt"]
+    assert "nasnetzoo.export.trt" not in graph["nasnetzoo.export.checks"]

@@ -27,7 +27,7 @@ from nasnetzoo.search.rl.policy import ControllerTrainer, MovingAverageBaseline,
 from nasnetzoo.search.rl.recipe import RLSearchRecipe, load_rl_recipe
 from nasnetzoo.search.rl.runner import CHECKPOINT, rl_search
 from nasnetzoo.search.rl.space import PAPER_OPS, SearchSpace
-from nasnetzoo.train.progress import MetricsLog
+from nasnetzoo.runs.progress import MetricsLog
 from nasnetzoo.train.recipe import RecipeError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

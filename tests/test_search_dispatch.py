@@ -60,7 +60,7 @@ def toy():
 
 def test_every_bundled_strategy_is_in_the_table():
     assert {"darts", "pcdarts", "parsec", "nasnet_rl"} <= set(TABLE)
-    assert get_strategy("nasnet_rl").recipe_class().__name__ == "RLSearchRecipe"
+    assert get_strategy("nasnet_rl").recipe.__name__ == "RLSearchRecipe"
     assert get_strategy("parsec").network == {"edge_norm": False}
     with pytest.raises(ConfigError, match="unknown search strategy 'pcdart'.*Did you mean 'pcdarts'"):
         get_strategy("pcdart")
@@ -85,3 +85,22 @@ def test_a_strategy_registered_from_outside_runs_through_run_search_and_the_cli(
     bad = CliRunner().invoke(cli, ["search", "--recipe", str(tmp_path / "toy.yaml"), "--out", str(tmp_path / "x"),
                                    "--init-distribution", str(tmp_path / "lib")])
     assert bad.exit_code != 0 and "the toy_random search has no such option" in bad.output
+
+
+def test_strategy_options_old_flat_keys_and_recipes_written_before_the_move(tmp_path):
+    from nasnetzoo.recipe_file import RecipeError
+    from nasnetzoo.search.recipe import load_search_recipe
+
+    smoke = Path(__file__).resolve().parents[1] / "recipes" / "smoke_search.yaml"
+    parsec = ["strategy=parsec", "edge_norm=false"]
+    assert load_search_recipe(smoke, [*parsec, "parsec_samples=3"]).strategy_options().samples == 3   # old key
+    assert load_search_recipe(smoke, [*parsec, "options.samples=4"]).options == {"samples": 4, "init_distribution": ""}
+    with pytest.raises(RecipeError, match=r"'parsec_samples' is an option of strategy 'parsec'.*options: \{samples"):
+        load_search_recipe(smoke, ["parsec_samples=3"])
+    with pytest.raises(RecipeError, match="has no options of its own"):
+        load_search_recipe(smoke, ["options.samples=3"])
+    # A pcdarts recipe.yaml written before the move carries PARSEC's keys at their defaults: still read.
+    old = tmp_path / "recipe.yaml"
+    old.write_text(smoke.read_text() + "parsec_samples: 8\ninit_distribution: ''\nchannels_last: false\n")
+    recipe = load_search_recipe(old)
+    assert recipe.options == {} and recipe.channels_last == "off"

@@ -7,10 +7,10 @@ import torch
 import nasnetzoo
 
 from nasnetzoo import fileio
-from nasnetzoo.train import checkpoint as ckpt
-from nasnetzoo.train.augment import BatchAugment, Cutout, cutout, random_crop
+from nasnetzoo.runs import checkpoint as ckpt
+from nasnetzoo.data.augment import BatchAugment, Cutout, cutout, random_crop
 from nasnetzoo.train.engine import DropPathSchedule, classification_loss, topk_correct
-from nasnetzoo.train.optim import LRSchedule, build_optimizer, load_optimizer_state
+from nasnetzoo.runs.optim import LRSchedule, build_optimizer, load_optimizer_state
 
 
 def test_crash_while_writing_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from nasnetzoo.train.data import (DataError, MEAN_STD, TensorLoader, build_data, digits_tensors,
+from nasnetzoo.data.datasets import (DataError, MEAN_STD, TensorLoader, build_data, digits_tensors,
                                   train_indices)
-from nasnetzoo.train.augment import BatchAugment
+from nasnetzoo.data.augment import BatchAugment
 from nasnetzoo.train.recipe import Recipe
 
 N_PER_BATCH, N_TEST = 4, 6

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from nasnetzoo.train.progress import read_jsonl
+from nasnetzoo.runs.progress import read_jsonl
 from nasnetzoo.train.recipe import load_recipe
 from nasnetzoo.train.runner import train
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import nasnetzoo
 from nasnetzoo.cli import cli
 from nasnetzoo.train.evaluate import evaluate_weights
-from nasnetzoo.train.progress import read_jsonl
+from nasnetzoo.runs.progress import read_jsonl
 from nasnetzoo.train.recipe import Recipe
 from nasnetzoo.train.runner import TrainingInterrupted, prepare_resume, train
 

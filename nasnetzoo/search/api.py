@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence, Union
 
 from ..errors import CheckpointError
 from ..recipe_file import RecipeError, apply_overrides, read_yaml_mapping
+from ..runs.envelope import check_resume_args
 from .strategies import Strategy, get_strategy
 
 PathLike = Union[str, Path]
@@ -36,10 +37,7 @@ def run_search(recipe_or_path: Any = None, out: Optional[PathLike] = None, resum
     """Run the search a recipe (object or YAML file) describes into ``out``, or continue the run in
     ``resume`` with its own recipe; ``overrides`` are ``key=value`` strings as ``--set`` takes."""
     recipe_path = ""
-    if resume is not None:
-        if recipe_or_path is not None or out is not None or overwrite:
-            raise RecipeError("resume=RUN continues RUN with its own recipe.yaml; pass no recipe, out or "
-                              "overwrite (use overrides to change a key).")
+    if check_resume_args(resume, {"recipe": recipe_or_path is not None, "out": out, "overwrite": overwrite}, cli=False):
         recipe_or_path = Path(resume) / "recipe.yaml"
         if not recipe_or_path.is_file():
             raise CheckpointError(f"{resume} is not a search run directory (no recipe.yaml); pass the folder "
@@ -48,13 +46,25 @@ def run_search(recipe_or_path: Any = None, out: Optional[PathLike] = None, resum
         raise RecipeError("pass a search recipe (file or object), e.g. recipes/smoke_search.yaml, or resume=RUN.")
     entry = strategy_of(recipe_or_path)
     if isinstance(recipe_or_path, (str, Path)):
-        recipe = entry.recipe_class().load(recipe_or_path, overrides)
+        recipe = recipe_class(entry).load(recipe_or_path, overrides)
         recipe_path = str(recipe_or_path) if resume is None else ""
     else:
         recipe = apply_overrides(recipe_or_path, overrides)
     kwargs = {"resume": resume} if resume is not None else {"out": out, "recipe_path": recipe_path,
                                                             "overwrite": overwrite}
-    return entry.run_fn()(recipe, **kwargs)
+    run = entry.run
+    if run is None:   # the supernet pipeline
+        from .runner import search as run
+    return run(recipe, **kwargs)
+
+
+def recipe_class(entry: Strategy) -> type:
+    """The recipe dataclass of a strategy: its own, or the supernet's."""
+    if entry.recipe is not None:
+        return entry.recipe
+    from .recipe import SearchRecipe
+
+    return SearchRecipe
 
 
 def summary(result: Any, recipe_or_path: Any = None, resume: Optional[PathLike] = None) -> str:
@@ -65,4 +75,4 @@ def summary(result: Any, recipe_or_path: Any = None, resume: Optional[PathLike] 
     return entry.summary(result)
 
 
-__all__ = ["run_search", "strategy_of", "summary"]
+__all__ = ["recipe_class", "run_search", "strategy_of", "summary"]

@@ -17,7 +17,8 @@ from ..cli_options import out_option
 @out_option(type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),
-              help="PARSEC: warm-start the architecture distribution from this run directory.")
+              help="Warm-start the architecture distribution from this run directory (recipe key "
+                   "options.init_distribution of a strategy that has it: parsec).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe key (repeatable): --set epochs=10 --set partial_k=2.")
 @click.option("--overwrite", is_flag=True, help="Replace another run that --out holds (its files are removed).")
@@ -29,25 +30,29 @@ def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[
 
     The gradient-based searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`;
     the RL search trains its children in a process pool or on Ray (recipe keys executor, workers)."""
-    from ..recipe_file import resolve_recipe
-    from ..train.recipe import RecipeError
+    from ..recipe_file import RecipeError, resolve_recipe
+    from ..runs.envelope import check_resume_args
     from .api import run_search, strategy_of, summary
+    from ..recipe_file import parse_assignment
+    from .strategies import TABLE, get_strategy
 
-    if resume:
-        if recipe_path or out or init_distribution or overwrite:
-            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml; drop --recipe, --out, "
-                              "--init-distribution and --overwrite (use --set to change a key).")
+    if check_resume_args(resume, {"--recipe": recipe_path, "--out": out, "--init-distribution": init_distribution,
+                                  "--overwrite": overwrite}):
         result = run_search(None, resume=resume, overrides=overrides)
     else:
         if not recipe_path:
             raise RecipeError("pass --recipe FILE or NAME (e.g. smoke_search) or --resume RUN_DIR.")
         recipe_path = str(resolve_recipe(recipe_path))  # a bundled recipe's name, or a file
-        if init_distribution:
+        if init_distribution:   # a shorthand for the option of the strategies that have one
             entry = strategy_of(recipe_path)
-            if "init_distribution" not in entry.recipe_class().__dataclass_fields__:
-                raise RecipeError(f"--init-distribution warm-starts PARSEC; the {entry.name} search has no such "
-                                  "option.")
-            overrides = (*overrides, f"init_distribution={init_distribution}")
+            for text in overrides:   # a --set strategy=... picks the strategy too
+                key, value = parse_assignment(text)
+                entry = get_strategy(str(value)) if key == "strategy" else entry
+            if not entry.has_option("init_distribution"):
+                holders = [e.title or e.name for e in TABLE.values() if e.has_option("init_distribution")]
+                raise RecipeError(f"--init-distribution warm-starts {' or '.join(holders) or 'a distribution'}; the "
+                                  f"{entry.name} search has no such option.")
+            overrides = (*overrides, f"options.init_distribution={init_distribution}")
         result = run_search(recipe_path, out=out, overrides=overrides, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(summary(result, recipe_path, resume))

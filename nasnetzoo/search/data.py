@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from ..train.augment import BatchAugment
-from ..train.data import (MEAN_STD, NUM_CLASSES, EpochDataLoader, TensorLoader, cifar_dataset, cifar_tensors,
+from ..data.augment import BatchAugment
+from ..data.datasets import (MEAN_STD, NUM_CLASSES, EpochDataLoader, TensorLoader, cifar_dataset, cifar_tensors,
                           digits_mean_std, digits_tensors, imagenet_dataset, use_device_data, _imagenet_transforms)
 
 

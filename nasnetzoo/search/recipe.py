@@ -5,22 +5,24 @@ this module only declares the search's own keys.  Defaults are PC-DARTS's CIFAR-
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from ..recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from ..registry import DATASETS
-from .strategies import TABLE
+from .strategies import TABLE, get_strategy
+from .strategies.registry import moved_keys
 
-# The strategy choices are the strategies table's names (strategies/__init__.py).
+# The strategy choices are the strategies table's names (search/strategies/).
 CHOICES = {
     "dataset": tuple(DATASETS),   # the registry's datasets
     "stem": ("cifar", "imagenet"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "off"),
     "memory": ("default", "checkpoint"),
-    "channels_last": ("off", "on"),
+    "channels_last": ("auto", "off", "on"),
 }
 
 
@@ -29,6 +31,7 @@ class SearchRecipe(RecipeFile):
     name: str = "custom"
     description: str = ""
     strategy: str = "pcdarts"     # darts | pcdarts | parsec | any supernet strategy in the table
+    options: dict = field(default_factory=dict)   # the strategy's own keys (its options dataclass)
     second_order: bool = False    # DARTS's unrolled architecture gradient
 
     # ---- data: the training set is split into a weight half and an architecture half
@@ -49,7 +52,7 @@ class SearchRecipe(RecipeFile):
     partial_k: int = 4            # PC-DARTS's K (1: full channels)
     edge_norm: bool = True        # PC-DARTS's edge normalisation
     memory: str = "default"       # checkpoint: recompute each cell in the backward pass (less memory, ~1 more forward)
-    channels_last: str = "off"    # on: the supernet in channels_last (faster convs; see docs/search_speed.md first)
+    channels_last: str = "auto"   # auto|off: NCHW (where the CPU path was measured); on: NHWC (docs/search_speed.md)
 
     # ---- weights
     epochs: int = 50
@@ -66,8 +69,6 @@ class SearchRecipe(RecipeFile):
     arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     warmup_epochs: int = 15       # weight-only epochs before architecture updates begin
-    parsec_samples: int = 8       # PARSEC: architectures sampled per step
-    init_distribution: str = ""   # PARSEC: run dir whose learnt distribution warm-starts pi
 
     # ---- run
     seed: int = 2
@@ -80,13 +81,16 @@ class SearchRecipe(RecipeFile):
     def __post_init__(self) -> None:
         require_finite(self)
         check_choices(self, {"strategy": tuple(TABLE), **CHOICES})
-        if TABLE[self.strategy].build is None:   # a pipeline of its own (NASNet's RL search), with its own keys
+        entry = get_strategy(self.strategy)
+        if not entry.on_supernet:   # a pipeline of its own (NASNet's RL search), with its own keys
             raise RecipeError(f"strategy {self.strategy!r} runs its own pipeline, whose recipe has its own keys: write "
                               "it in the recipe file (see recipes/nasnet_rl_cifar10.yaml), not through --set.")
+        options = entry.read_options(self.options)
+        self.options = dataclasses.asdict(options) if options is not None else {}
         if self.threads < 0:
             raise RecipeError(f"recipe key 'threads' = {self.threads} must be 0 (the cores other processes leave "
                               "free) or a thread count.")
-        for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "parsec_samples", "image_size"):
+        for key in ("epochs", "batch_size", "C", "layers", "steps", "partial_k", "image_size"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")
         if not 0.0 < self.train_portion < 1.0:
@@ -94,11 +98,33 @@ class SearchRecipe(RecipeFile):
                               "(the share of the training set used for the weights; the rest trains the architecture).")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise RecipeError(f"recipe key 'warmup_epochs' = {self.warmup_epochs} must be in 0..epochs ({self.epochs}).")
-        if self.strategy == "pcdarts" and not self.edge_norm:
-            raise RecipeError("strategy 'pcdarts' uses edge normalisation: set edge_norm: true "
-                              "(or strategy: darts with partial_k for partial channels alone).")
-        if self.strategy != "parsec" and self.init_distribution:
-            raise RecipeError("'init_distribution' warm-starts PARSEC's distribution; it needs strategy: parsec.")
+        if entry.check is not None:
+            entry.check(self)
+
+    def strategy_options(self) -> Any:
+        """The strategy's options dataclass (None for a strategy without options)."""
+        return get_strategy(self.strategy).read_options(self.options)
+
+    @classmethod
+    def moved_keys(cls) -> dict:
+        return moved_keys()
+
+    @classmethod
+    def upgrade_keys(cls, data: dict, where: str) -> dict:
+        """Old flat keys of a strategy's options (``parsec_samples: 8``) read into ``options:``; a
+        recipe.yaml written before the move carries every strategy's keys at their defaults: dropped."""
+        strategy = data.get("strategy", cls.strategy)
+        for key, (owner, option, default) in moved_keys().items():
+            if key not in data:
+                continue
+            value = data.pop(key)
+            if owner == strategy:
+                options = data.get("options")
+                data["options"] = {**(options if isinstance(options, dict) else {}), option: value}
+            elif value != default:
+                raise RecipeError(f"{where}: recipe key {key!r} is an option of strategy {owner!r}; write it as "
+                                  f"`options: {{{option}: ...}}` with strategy: {owner}.")
+        return data
 
 
 def load_search_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> SearchRecipe:

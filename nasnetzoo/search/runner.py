@@ -11,7 +11,7 @@ The run directory holds::
     genotype.yaml        the final genotype, which ``nasnetzoo.load`` and ``nasnetzoo train`` accept
 
 The lock, resume, RNG states, commits, logs and Ctrl-C/SIGTERM are the run envelope's
-(``train/envelope.py``); this module keeps the search's own steps.
+(``runs/envelope.py``); this module keeps the search's own steps.
 
 Under torchrun every rank computes, gradients of weights and architecture parameters are averaged
 across ranks, and rank 0 writes the files.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -32,11 +31,12 @@ from .._version import __version__
 from ..errors import CheckpointError, NasNetZooError
 from ..genotype import Genotype
 from ..threads import CoreShare, share_cores
-from ..train import distributed as D
-from ..train.checkpoint import atomic_write, load_checkpoint, seed_everything
-from ..train.envelope import CHECKPOINTS, Run, RunInterrupted, check_finite, check_resumable
-from ..train.optim import LRSchedule, build_optimizer, load_optimizer_state
-from ..train.progress import RunProgress, say
+from ..runs import distributed as D
+from ..runs.checkpoint import atomic_write, seed_everything
+from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind,
+                             run_dir_for, stamped_run_dir)
+from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
+from ..runs.progress import RunProgress, say
 from .data import build_search_data
 from .history import SearchHistory, plot_history
 from .recipe import SearchRecipe, load_search_recipe
@@ -44,7 +44,10 @@ from .strategies import SearchStrategy, get_strategy
 from .supernet import SearchNetwork
 
 PathLike = Union[str, Path]
-CHECKPOINT = CHECKPOINTS["search"]
+SEARCH_RUN = register_run_kind(RunKind("search", noun="search", command="search", checkpoint="checkpoint.pt",
+                                       artifacts=("metrics.jsonl", "history.json", "genotypes", "genotype.yaml",
+                                                  "alphas.png")))
+CHECKPOINT = SEARCH_RUN.checkpoint
 SearchInterrupted = RunInterrupted   # Ctrl-C or SIGTERM; the message says how to resume
 
 
@@ -57,20 +60,20 @@ class SearchResult:
 
 
 def default_run_dir(recipe: SearchRecipe) -> Path:
-    return Path("runs") / f"search-{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return stamped_run_dir("search", recipe.name)
 
 
 def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrategy:
     """The recipe's strategy, built as its entry in the strategies table says."""
     entry = get_strategy(recipe.strategy)
-    if entry.build is None:
+    if not entry.on_supernet or entry.build is None:
         raise NasNetZooError(f"strategy {recipe.strategy!r} does not run on the supernet; run it with "
                              "nasnetzoo.search.run_search or `nasnetzoo search`.")
     return entry.build(recipe, network)
 
 
 def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
-    """The supernet, with the options the recipe's strategy fixes (PARSEC: no edge normalisation)."""
+    """The supernet, with the options the recipe's strategy fixes (its entry's ``network``)."""
     options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
                    partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory,
                    channels_last=recipe.channels_last == "on")
@@ -101,7 +104,7 @@ def prepare_resume(run_dir: PathLike, overrides: Sequence[str] = ()) -> SearchRe
     if not (run_dir / "recipe.yaml").is_file():
         raise CheckpointError(f"{run_dir} is not a search run directory (no recipe.yaml); pass the folder "
                               "that `nasnetzoo search --out` created.")
-    check_resumable(run_dir, "search")
+    check_resumable(run_dir, SEARCH_RUN)
     return load_search_recipe(run_dir / "recipe.yaml", overrides)
 
 
@@ -121,13 +124,13 @@ class _Loop:
 
 
 def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> SearchResult:
-    run_dir = Path(resume) if resume is not None else Path(out) if out is not None else default_run_dir(recipe)
+    run_dir = run_dir_for(resume, out, lambda: default_run_dir(recipe))
     run_dir = Path(D.broadcast_object(str(run_dir)))
     if info.world > 1 and recipe.batch_size % info.world:
         raise NasNetZooError(f"batch_size {recipe.batch_size} does not split over {info.world} processes; "
                              f"use a multiple of {info.world}.")
     loop = _build(info, recipe)
-    run = Run("search", run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite, info=info)
+    run = Run(SEARCH_RUN, run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite, info=info)
     with run:
         start_epoch = _start(run, loop)
         progress = RunProgress(recipe.epochs, loop.steps_per_epoch, enabled=recipe.progress and info.is_main,
@@ -203,12 +206,9 @@ def _start(run: Run, loop: _Loop) -> int:
         run.restore_rng(state)
         run.position = f"epoch {int(state['epoch']) + 1}/{recipe.epochs}"
         return int(state["epoch"]) + 1
-    if recipe.init_distribution:
-        source = load_checkpoint(Path(recipe.init_distribution) / CHECKPOINT)
-        if "pi" not in (source.get("strategy") or {}):
-            raise CheckpointError(f"{recipe.init_distribution} is not a PARSEC search (its checkpoint has no "
-                                  "distribution pi); pass the run directory of a `strategy: parsec` search.")
-        loop.strategy.init_distribution(source["strategy"]["pi"])
+    warm_start = get_strategy(recipe.strategy).warm_start
+    if warm_start is not None:
+        warm_start(loop.strategy, recipe.strategy_options())
     run.write_text("recipe.yaml", recipe.to_yaml())
     D.barrier()
     return 0

@@ -1,17 +1,17 @@
-"""Training engine, data and recipes (retraining; also the base of the search pipelines).
+"""Retraining: the training engine, its recipe and runner, evaluation and the weights a run leaves.
 
-Modules, each with one job, so other loops (search) compose them:
+Modules, each with one job:
 
 * ``recipe``: the validated ``Recipe`` dataclass, YAML files and ``--set key=value`` overrides;
-* ``data``: CIFAR-10/100 (torchvision), ImageNet (ImageFolder), the embedded ``digits`` set,
-  DataLoader and on-device tensor loaders; ``augment``: cutout and batched GPU augmentation;
-* ``optim``: SGD/AdamW and the cosine / step / linear schedules with warm-up;
-* ``engine``: ``Trainer`` (one optimizer step, an epoch, evaluation), drop-path schedules;
-* ``checkpoint``: atomic saves and RNG states; ``distributed``: torchrun / DDP helpers;
-* ``envelope``: the run directory every run loop shares (lock, one run per directory, exact
-  resume, kill-safe commits, metrics log, SIGTERM), used by retraining and both searches;
+* ``engine``: ``Trainer`` (one optimizer step, an epoch, evaluation), drop-path schedules; the
+  sample-based searches train their children with it;
 * ``runner``: ``train(recipe, arch, out=...)`` writes a run directory; ``evaluate``: top-1/top-5;
 * ``artifacts``: inference weights (safetensors with the model config) and the load call.
+
+What every pipeline shares moved out: the run envelope, checkpoints, progress, distributed set-up
+and optimizers to :mod:`nasnetzoo.runs` (``train.envelope``, ``train.checkpoint``, ``train.optim``
+and ``train.progress`` still import from there), datasets and augmentation to
+:mod:`nasnetzoo.data` (``nasnetzoo.data.datasets``, ``nasnetzoo.data.augment``).
 """
 from .recipe import Recipe, RecipeError, load_recipe
 

@@ -28,12 +28,11 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
     Works under `torchrun --nproc-per-node N -m nasnetzoo train ...` (DDP)."""
     from ..recipe_file import resolve_recipe
     from .recipe import RecipeError, load_recipe
+    from ..runs.envelope import check_resume_args
     from .runner import prepare_resume, train
 
-    if resume:
-        if recipe_path or arch is not None or out or overwrite:
-            raise RecipeError("--resume RUN continues RUN with its own recipe.yaml and arch; drop --recipe, "
-                              "--arch, --out and --overwrite (use --set to change a key).")
+    if check_resume_args(resume, {"--recipe": recipe_path, "--arch": arch is not None, "--out": out,
+                                  "--overwrite": overwrite}):
         recipe, arch = prepare_resume(resume, overrides)
         result = train(recipe, arch, resume=resume)
     else:

@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from .distributed import DistInfo, all_reduce_sum, unwrap, wrap_model
-from .optim import load_optimizer_state
+from ..runs.distributed import DistInfo, all_reduce_sum, unwrap, wrap_model
+from ..runs.optim import load_optimizer_state
 
 
 # ---------------------------------------------------------------------------- drop path

@@ -9,9 +9,9 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from . import distributed as D
+from ..runs import distributed as D
 from .artifacts import load_trained
-from .data import build_data
+from ..data.datasets import build_data
 from .engine import evaluate_model
 from .recipe import Recipe, RecipeError
 

@@ -28,18 +28,22 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import CheckpointError
 from ..threads import CoreShare, share_cores
-from . import distributed as D
+from ..runs import distributed as D
 from .artifacts import builder_defaults, inference_config, load_call, save_weights, write_json
-from .checkpoint import atomic_save, seed_everything
-from .data import build_data
+from ..runs.checkpoint import atomic_save, seed_everything
+from ..data.datasets import build_data
 from .engine import DropPathSchedule, Trainer, configure_determinism, resolve_speed
-from .envelope import Run, RunInterrupted, check_finite, check_resumable, sigterm_as_interrupt
-from .optim import optimizer_from_recipe, schedule_from_recipe
-from .progress import RunProgress, format_seconds, say
+from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind,
+                             run_dir_for, sigterm_as_interrupt)
+from ..runs.optim import optimizer_from_recipe, schedule_from_recipe
+from ..runs.progress import RunProgress, format_seconds, say
 from .recipe import Recipe, RecipeError, apply_overrides, read_recipe_file
 
 PathLike = Union[str, Path]
 TrainingInterrupted = RunInterrupted   # Ctrl-C or SIGTERM; the message says how to resume
+TRAIN_RUN = register_run_kind(RunKind("train", noun="training run", command="train",
+                                      checkpoint="checkpoints/last.pt",
+                                      artifacts=("model.json", "genotype.yaml", "metrics.jsonl", "checkpoints", "weights")))
 
 
 @dataclass
@@ -96,7 +100,7 @@ def prepare_resume(run_dir: PathLike, overrides: Sequence[str] = ()) -> tuple[Re
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "model.json").is_file():
         raise CheckpointError(f"{str(run_dir)!r} is not a nasnetzoo training run directory (no recipe.yaml / "
                               "model.json); pass the --out folder of an earlier `nasnetzoo train`.")
-    check_resumable(run_dir, "train")
+    check_resumable(run_dir, TRAIN_RUN)
     recipe = apply_overrides(read_recipe_file(Recipe, run_dir / "recipe.yaml"), overrides)
     try:
         info = json.loads((run_dir / "model.json").read_text())
@@ -155,10 +159,10 @@ def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainRes
         arch = recipe.arch if arch is None else arch
         if not arch.strip():
             raise RecipeError("no architecture: pass --arch NAME|GENOTYPE_FILE or set `arch:` in the recipe.")
-    run_dir = Path(resume) if resume is not None else Path(out) if out is not None else default_run_dir(recipe, arch)
+    run_dir = run_dir_for(resume, out, lambda: default_run_dir(recipe, arch))
     run_dir = Path(D.broadcast_object(str(run_dir)))
     loop = _build(info, recipe, arch)
-    run = Run("train", run_dir, recipe=recipe.replace(arch=arch).to_dict(), resume=resume is not None,
+    run = Run(TRAIN_RUN, run_dir, recipe=recipe.replace(arch=arch).to_dict(), resume=resume is not None,
               overwrite=overwrite, info=info)
     with run:
         _start(run, loop)

@@ -21,8 +21,8 @@ from nasnetzoo.search.rl.recipe import RLSearchRecipe
 from nasnetzoo.search.rl.runner import rl_search
 from nasnetzoo.search.runner import prepare_resume as prepare_search_resume, search
 from nasnetzoo import fileio
-from nasnetzoo.train.envelope import Run, RunDirError
-from nasnetzoo.train.progress import read_jsonl
+from nasnetzoo.runs.envelope import Run, RunDirError
+from nasnetzoo.runs.progress import read_jsonl
 from nasnetzoo.train.recipe import Recipe
 from nasnetzoo.train.runner import prepare_resume, train
 
@@ -51,7 +51,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path
 
 
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
-    code = ("import os, signal; from nasnetzoo.train.envelope import Run\n"
+    code = ("import os, signal; from nasnetzoo.runs.envelope import Run\n"
             f"with Run('train', {str(tmp_path / 'run')!r}, recipe={{'name': 'a'}}):\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -294,3 +294,69 @@ def test_rl_search_killed_inside_each_kind_of_write_resumes_to_the_uninterrupted
         assert _strip(read_jsonl(run / "metrics.jsonl"), ("child_seconds",)) == \
             _strip(read_jsonl(straight / "metrics.jsonl"), ("child_seconds",)), n
         _no_scratch(run)
+
+
+# ---------------------------------------------------------------------------- --overwrite owns only its run
+def test_overwrite_refuses_a_folder_that_holds_no_nasnetzoo_run(tmp_path):
+    """The audit's case: a project folder with a checkpoints/ of its own is not a run to replace."""
+    proj = tmp_path / "proj"
+    (proj / "checkpoints").mkdir(parents=True)
+    (proj / "checkpoints" / "resnet_epoch90.pt").write_text("90")
+    (proj / "metrics.jsonl").write_text("mine\n")
+    result = CliRunner().invoke(cli, ["train", "--recipe", str(RECIPES / "smoke_train.yaml"), "--arch",
+                                      "pcdarts_cifar", "--out", str(proj), "--overwrite",
+                                      *[a for kv in TINY_TRAIN for a in ("--set", kv)]])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "holds no nasnetzoo run" in lines[0] and "--out" in lines[0], result.output
+    assert (proj / "checkpoints" / "resnet_epoch90.pt").read_text() == "90"
+    assert (proj / "metrics.jsonl").read_text() == "mine\n" and not (proj / "run.json").exists()
+
+
+def test_overwrite_of_a_run_from_before_run_json_is_refused(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"an old search checkpoint")
+    with pytest.raises(RunDirError, match="before run.json"):
+        with Run("search", run, recipe={"name": "a"}, overwrite=True):
+            pass
+    assert (run / "checkpoint.pt").read_bytes() == b"an old search checkpoint"
+
+
+def _real_run(path: Path) -> None:
+    with Run("train", path, recipe={"name": "a"}):
+        pass
+    (path / "weights").mkdir()
+    (path / "weights" / "best.safetensors").write_text("w")
+
+
+def test_overwrite_never_follows_a_link(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    run = tmp_path / "run"
+    _real_run(run)
+    (run / "checkpoints").symlink_to(elsewhere, target_is_directory=True)   # a run's name, as a link
+    with Run("train", run, recipe={"name": "b"}, overwrite=True):
+        pass
+    assert (elsewhere / "keep.txt").read_text() == "keep" and not (run / "checkpoints").exists()
+    assert not (run / "weights").exists()   # the run's own files are gone
+
+    _real_run(tmp_path / "target")
+    (tmp_path / "linked").symlink_to(tmp_path / "target", target_is_directory=True)
+    with pytest.raises(RunDirError, match="symbolic link"):
+        with Run("train", tmp_path / "linked", recipe={"name": "c"}, overwrite=True):
+            pass
+    assert (tmp_path / "target" / "weights" / "best.safetensors").read_text() == "w"
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(outside)
+    with pytest.raises(RunDirError, match=r"\.lock is a symbolic link"):
+        with Run("train", run, recipe={"name": "a"}):
+            pass
+    assert outside.read_text() == "precious"

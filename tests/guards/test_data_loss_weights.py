@@ -31,7 +31,7 @@ def test_save_pretrained_and_convert_write_0644(tmp_path, umask_022):
     torch.save(model.state_dict(), tmp_path / "official.pt")
     converted = tmp_path / "c.safetensors"
     convert_checkpoint(tmp_path / "official.pt", converted, fmt="darts", arch="darts_v2_cifar")
-    from nasnetzoo.train.checkpoint import atomic_save
+    from nasnetzoo.runs.checkpoint import atomic_save
 
     training = atomic_save({"x": 1}, tmp_path / "ckpt.pt")
     assert mode(saved) == mode(converted) == mode(training) == 0o644

@@ -16,8 +16,8 @@ from nasnetzoo import fileio
 from nasnetzoo.cli import cli
 from nasnetzoo.search.recipe import load_search_recipe
 from nasnetzoo.search.runner import search
-from nasnetzoo.train.envelope import RunDirError, RunInterrupted
-from nasnetzoo.train.progress import read_jsonl
+from nasnetzoo.runs.envelope import RunDirError, RunInterrupted
+from nasnetzoo.runs.progress import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
@@ -67,7 +67,7 @@ def test_out_below_a_file_is_one_line(tmp_path):
 
 
 def test_out_that_is_a_file_is_refused_by_the_library(tmp_path):
-    from nasnetzoo.train.envelope import Run
+    from nasnetzoo.runs.envelope import Run
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirError, match="is a file, not a directory"):

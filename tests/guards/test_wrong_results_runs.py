@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from nasnetzoo.cli import cli
 from nasnetzoo.search.recipe import load_search_recipe
 from nasnetzoo.search.rl.recipe import load_rl_recipe
-from nasnetzoo.train.progress import read_jsonl
+from nasnetzoo.runs.progress import read_jsonl
 from nasnetzoo.train.recipe import RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]

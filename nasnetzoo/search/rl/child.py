@@ -51,7 +51,7 @@ class ChildConfig:
     max_steps_per_epoch: int = 0   # cut epochs short (smoke runs)
     device: str = "auto"           # auto: the GPU a worker was given, else the CPU
     amp: str = "auto"              # auto: bf16 autocast on a GPU
-    channels_last: bool = True     # NHWC: faster on GPUs and on the CPU (1.2x for the smoke children)
+    channels_last: str = "auto"    # auto|on: NHWC (faster on GPUs and on the CPU: 1.2x for the smoke children); off
     threads: int = 0               # CPU threads per child (0: PyTorch's default)
 
     def to_dict(self) -> dict:
@@ -90,7 +90,7 @@ def child_data(config: ChildConfig) -> tuple[torch.Tensor, torch.Tensor, torch.T
     key = (config.dataset, config.data_dir, config.image_size, config.held_out)
     if key in _DATA:
         return _DATA[key]
-    from ...train.data import (MEAN_STD, NUM_CLASSES, cifar_dataset, cifar_tensors, digits_mean_std,
+    from ...data.datasets import (MEAN_STD, NUM_CLASSES, cifar_dataset, cifar_tensors, digits_mean_std,
                                digits_tensors)
 
     if config.dataset == "digits":
@@ -158,11 +158,11 @@ def train_child(job: ChildJob) -> ChildResult:
 
 
 def _train_child(job: ChildJob, start: float) -> ChildResult:
-    from ...train.augment import BatchAugment
-    from ...train.checkpoint import seed_everything
-    from ...train.data import TensorLoader
+    from ...data.augment import BatchAugment
+    from ...runs.checkpoint import seed_everything
+    from ...data.datasets import TensorLoader
     from ...train.engine import DropPathSchedule, Trainer
-    from ...train.optim import LRSchedule, build_optimizer
+    from ...runs.optim import LRSchedule, build_optimizer
 
     config = job.config
     if config.threads:
@@ -184,7 +184,7 @@ def _train_child(job: ChildJob, start: float) -> ChildResult:
     schedule = LRSchedule(optimizer, kind="cosine", base_lr=config.lr, total_steps=config.epochs * steps,
                           steps_per_epoch=steps, lr_min=config.lr_min)
     amp = device.type == "cuda" and config.amp in ("auto", "bf16")
-    trainer = Trainer(model, optimizer, schedule, device=device, amp=amp, channels_last=config.channels_last,
+    trainer = Trainer(model, optimizer, schedule, device=device, amp=amp, channels_last=config.channels_last != "off",
                       grad_clip=config.grad_clip,
                       drop_path=DropPathSchedule(config.drop_path, "scheduled", config.epochs, steps))
     stats: dict = {"train_acc": 0.0}

@@ -27,7 +27,7 @@ STRATEGY = "nasnet_rl"
 CHOICES = {"strategy": (STRATEGY,), "algorithm": ALGORITHMS, "executor": EXECUTORS}
 # Children train on the CIFAR-sized datasets of the registry.
 CHILD_CHOICES = {"dataset": tuple(name for name, (preset, _) in DATASETS.items() if preset == "cifar"), "device": ("auto", "cpu", "cuda"),
-                 "amp": ("auto", "bf16", "off")}
+                 "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
 
 
 @dataclass

@@ -12,7 +12,7 @@ The run directory holds::
     genotype.yaml     the best child's cell, which ``nasnetzoo.load`` and ``nasnetzoo train`` accept
 
 ``top_k.yaml`` and ``genotype.yaml`` are refreshed with every checkpoint, so a stopped search has them.
-The lock, resume, commits, logs and Ctrl-C/SIGTERM are the run envelope's (``train/envelope.py``).
+The lock, resume, commits, logs and Ctrl-C/SIGTERM are the run envelope's (``runs/envelope.py``).
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from ..._version import __version__
 from ...errors import CheckpointError, NasNetZooError
 from ...fileio import save_figure
 from ...genotype import Genotype, dump_yaml
-from ...train.checkpoint import atomic_write, seed_everything
-from ...train.envelope import CHECKPOINTS, Run, RunInterrupted, check_resumable
-from ...train.progress import say
-from ..runner import default_run_dir
+from ...runs.checkpoint import atomic_write, seed_everything
+from ...runs.envelope import (Run, RunInterrupted, RunKind, check_resumable, register_run_kind, run_dir_for,
+                              stamped_run_dir)
+from ...runs.progress import say
 from .child import ChildJob, ChildResult
 from .controller import Controller
 from .executors import make_executor
@@ -39,7 +39,10 @@ from .recipe import RLSearchRecipe, load_rl_recipe
 from .space import SearchSpace
 
 PathLike = Union[str, Path]
-CHECKPOINT = CHECKPOINTS["nasnet_rl"]
+RL_RUN = register_run_kind(RunKind("nasnet_rl", noun="search", command="search", checkpoint="controller.pt",
+                                   artifacts=("metrics.jsonl", "children.jsonl", "top_k.yaml", "genotype.yaml",
+                                              "rewards.png")))
+CHECKPOINT = RL_RUN.checkpoint
 Evaluate = Callable[[Sequence[ChildJob]], Sequence[ChildResult]]
 SearchInterrupted = RunInterrupted   # Ctrl-C or SIGTERM; the message says how to resume
 
@@ -77,7 +80,7 @@ def prepare_resume(run_dir: PathLike, overrides: Sequence[str] = ()) -> RLSearch
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir} is not a NASNet RL search directory with a finished controller update "
                               f"(no recipe.yaml / {CHECKPOINT}); start it again without --resume.")
-    check_resumable(run_dir, "nasnet_rl")
+    check_resumable(run_dir, RL_RUN)
     return load_rl_recipe(run_dir / "recipe.yaml", overrides)
 
 
@@ -87,10 +90,10 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
     """Run (or resume) the search.  ``evaluate(jobs) -> results`` replaces child training (tests,
     custom rewards); ``on_step_end(step, record)`` may return True to stop after that update;
     ``overwrite`` replaces another run that ``out`` holds (otherwise refused)."""
-    run_dir = Path(resume) if resume is not None else Path(out) if out is not None else default_run_dir(recipe)
+    run_dir = run_dir_for(resume, out, lambda: stamped_run_dir("search", recipe.name))
     space = build_space(recipe)
     trainer = build_controller_trainer(recipe, space)
-    run = Run("nasnet_rl", run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite,
+    run = Run(RL_RUN, run_dir, recipe=recipe.to_dict(), resume=resume is not None, overwrite=overwrite,
               logs=("metrics.jsonl", "children.jsonl"))
     with run:
         state = run.load()

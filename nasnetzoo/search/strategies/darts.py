@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from ..supernet import CELL_TYPES, SearchNetwork
 from .base import Batch, SearchStrategy, derive_from_weights
+from .registry import Strategy, arch_options, register_strategy, supernet_summary
 
 
 class DARTSStrategy(SearchStrategy):
@@ -116,3 +117,8 @@ class DARTSStrategy(SearchStrategy):
 def _sgd_hyperparameters(optimizer: torch.optim.Optimizer) -> tuple[float, float, float]:
     group = optimizer.param_groups[0]
     return float(group["lr"]), float(group.get("momentum", 0.0)), float(group.get("weight_decay", 0.0))
+
+
+register_strategy(Strategy(
+    "darts", title="DARTS", summary=supernet_summary,
+    build=lambda recipe, network: DARTSStrategy(network, second_order=recipe.second_order, **arch_options(recipe))))

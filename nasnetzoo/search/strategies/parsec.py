@@ -16,16 +16,22 @@ pi from another run, to transfer a distribution learnt on a proxy to a larger ne
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ConfigError
+from ...errors import CheckpointError, ConfigError
+from ...recipe_file import RecipeError
+from ...runs.checkpoint import load_checkpoint
+from ...runs.envelope import run_kind
 from ...genotype import Cell, Edge, Genotype
 from ..supernet import CELL_TYPES, SearchNetwork
 from .base import Batch, SearchStrategy
+from .registry import Strategy, arch_options, register_strategy, supernet_summary
 
 SLOTS = 2  # edges per node
 
@@ -197,3 +203,39 @@ class PARSECStrategy(SearchStrategy):
                                   "(the runs need the same number of nodes and the same ops).")
             with torch.no_grad():
                 self.pi[k].copy_(v)
+
+
+@dataclass
+class PARSECOptions:
+    """PARSEC's own recipe keys (``options:`` with ``strategy: parsec``)."""
+    samples: int = 8              # architectures sampled per step (M)
+    init_distribution: str = ""   # a PARSEC run directory whose learnt distribution warm-starts pi
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise RecipeError(f"recipe key 'options.samples' = {self.samples} must be at least 1 (architectures "
+                              "sampled per step).")
+
+
+def _build(recipe, network: SearchNetwork) -> PARSECStrategy:
+    # Its own generator, seeded alike on every rank: all ranks sample the same architectures.
+    generator = torch.Generator(device="cpu").manual_seed(recipe.seed)
+    return PARSECStrategy(network, num_samples=recipe.strategy_options().samples, generator=generator,
+                          **arch_options(recipe))
+
+
+def _warm_start(strategy: PARSECStrategy, options: PARSECOptions) -> None:
+    if not options.init_distribution:
+        return
+    source = load_checkpoint(Path(options.init_distribution) / run_kind("search").checkpoint)
+    if "pi" not in (source.get("strategy") or {}):
+        raise CheckpointError(f"{options.init_distribution} is not a PARSEC search (its checkpoint has no "
+                              "distribution pi); pass the run directory of a `strategy: parsec` search.")
+    strategy.init_distribution(source["strategy"]["pi"])
+
+
+# PARSEC samples whole architectures: no edge normalisation in its supernet.
+register_strategy(Strategy(
+    "parsec", title="PARSEC", summary=supernet_summary, build=_build, options=PARSECOptions,
+    moved_keys={"parsec_samples": ("samples", 8), "init_distribution": ("init_distribution", "")},
+    network={"edge_norm": False}, warm_start=_warm_start))

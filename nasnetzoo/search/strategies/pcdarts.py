@@ -7,7 +7,9 @@ node's incoming edges by edge weight x best non-``none`` op weight (``derive_fro
 from __future__ import annotations
 
 from ..supernet import SearchNetwork
+from ...recipe_file import RecipeError
 from .darts import DARTSStrategy
+from .registry import Strategy, arch_options, register_strategy, supernet_summary
 
 
 class PCDARTSStrategy(DARTSStrategy):
@@ -21,3 +23,14 @@ class PCDARTSStrategy(DARTSStrategy):
             raise ConfigError("PC-DARTS needs a supernet with edge normalisation (edge_norm=True).")
         super().__init__(network, arch_lr=arch_lr, arch_betas=arch_betas, arch_weight_decay=arch_weight_decay,
                          second_order=second_order, grad_clip=grad_clip)
+
+
+def _check(recipe) -> None:
+    if not recipe.edge_norm:
+        raise RecipeError("strategy 'pcdarts' uses edge normalisation: set edge_norm: true "
+                          "(or strategy: darts with partial_k for partial channels alone).")
+
+
+register_strategy(Strategy(
+    "pcdarts", title="PC-DARTS", summary=supernet_summary, check=_check,
+    build=lambda recipe, network: PCDARTSStrategy(network, second_order=recipe.second_order, **arch_options(recipe))))

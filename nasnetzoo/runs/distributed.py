@@ -41,7 +41,7 @@ def pick_device(choice: str = "auto", local_rank: int = 0) -> torch.device:
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from .recipe import RecipeError
+        from ..recipe_file import RecipeError
 
         raise RecipeError("device: cuda was asked for, but PyTorch sees no GPU; use device: auto or cpu.")
     torch.cuda.set_device(local_rank)

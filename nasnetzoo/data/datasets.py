@@ -252,7 +252,7 @@ def _imagenet_transforms(mean, std, size: int, hflip: bool, jitter: float):
 def use_device_data(dataset: str, choice: str, device: torch.device) -> bool:
     if dataset == "imagenet":
         if choice == "on":
-            from .recipe import RecipeError
+            from ..recipe_file import RecipeError
 
             raise RecipeError("data_on_device: on is for small datasets (cifar10, cifar100, digits); ImageNet "
                               "streams from disk: set data_on_device: auto.")
