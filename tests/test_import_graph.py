@@ -254,7 +254,8 @@ LAYERS = [
     ("cells", ["genotype", "registry", "plot"]),
     ("models", ["models"]),
     ("weights", ["weights"]),
-    ("factory", ["factory", ""]),   # "": the package's own __init__ (nasnetzoo.load and friends)
+    ("factory", ["factory", "", "timm"]),   # "": the package's own __init__ (nasnetzoo.load and friends)
+    ("cli vocabulary", ["cli_options"]),    # the flags every command shares (they complete model names)
     ("hub", ["hub"]),
     ("shared", ["data", "runs"]),
     ("train", ["train"]),
