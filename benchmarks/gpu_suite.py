@@ -83,10 +83,13 @@ def attempt(fn, *args, **kwargs) -> dict:
 
 
 # ---------------------------------------------------------------- 1. search
-def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, channels_last: bool = False) -> dict:
+def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, channels_last: bool = False,
+                 compile: bool = False) -> dict:
     torch.manual_seed(0)
     net = SearchNetwork(C=cfg["C"], layers=cfg["layers"], num_classes=10, partial_k=4, edge_norm=True,
                         fused=fused, channels_last=channels_last).to(device)
+    if compile:   # the supernet's forward as one compiled graph (the reference path traces as one)
+        net.forward = torch.compile(net.forward, dynamic=False)
     strategy = PCDARTSStrategy(net)
     if bf16:
         strategy.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -104,7 +107,7 @@ def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, chann
     start = time.perf_counter()
     done = 0
     for i in range(cfg["steps"]):
-        if BUDGET.left() <= 0:   # a long task stops at the budget too, and says how far it got
+        if done and BUDGET.left() <= 0:   # a long task stops at the budget too, and says how far it got
             break
         strategy.arch_step((data[0, i], labels[0, i]), (data[1, i], labels[1, i]), opt)
         strategy.weight_step((data[0, i], labels[0, i]), opt)
@@ -114,7 +117,7 @@ def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, chann
     steps = max(done, 1)
     return {"epoch_s": seconds * cfg["steps"] / steps, "steps": done, "cut_by_budget": done < cfg["steps"],
             "step_ms": 1000 * seconds / steps, "images_per_s": 2 * steps * b / seconds, "peak_mb": peak_mb(device),
-            "genotype": strategy.derive().to_string()}
+            "genotype": strategy.derive().to_string(), **compile_stats(compile)}
 
 
 # ---------------------------------------------------------------- 2. retrain
