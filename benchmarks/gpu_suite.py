@@ -52,6 +52,9 @@ class Budget:
         return self.deadline - time.monotonic()
 
 
+BUDGET = Budget(float("inf"))   # run_suite sets the run's budget; long tasks check it between steps
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -80,10 +83,13 @@ def attempt(fn, *args, **kwargs) -> dict:
 
 
 # ---------------------------------------------------------------- 1. search
-def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, channels_last: bool = False) -> dict:
+def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, channels_last: bool = False,
+                 compile: bool = False) -> dict:
     torch.manual_seed(0)
     net = SearchNetwork(C=cfg["C"], layers=cfg["layers"], num_classes=10, partial_k=4, edge_norm=True,
                         fused=fused, channels_last=channels_last).to(device)
+    if compile:   # the supernet's forward as one compiled graph (the reference path traces as one)
+        net.forward = torch.compile(net.forward, dynamic=False)
     strategy = PCDARTSStrategy(net)
     if bf16:
         strategy.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -99,14 +105,19 @@ def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, chann
     sync(device)
     reset_peak(device)
     start = time.perf_counter()
+    done = 0
     for i in range(cfg["steps"]):
+        if done and BUDGET.left() <= 0:   # a long task stops at the budget too, and says how far it got
+            break
         strategy.arch_step((data[0, i], labels[0, i]), (data[1, i], labels[1, i]), opt)
         strategy.weight_step((data[0, i], labels[0, i]), opt)
+        done += 1
     sync(device)
     seconds = time.perf_counter() - start
-    return {"epoch_s": seconds, "steps": cfg["steps"], "step_ms": 1000 * seconds / cfg["steps"],
-            "images_per_s": 2 * cfg["steps"] * b / seconds, "peak_mb": peak_mb(device),
-            "genotype": strategy.derive().to_string()}
+    steps = max(done, 1)
+    return {"epoch_s": seconds * cfg["steps"] / steps, "steps": done, "cut_by_budget": done < cfg["steps"],
+            "step_ms": 1000 * seconds / steps, "images_per_s": 2 * steps * b / seconds, "peak_mb": peak_mb(device),
+            "genotype": strategy.derive().to_string(), **compile_stats(compile)}
 
 
 # ---------------------------------------------------------------- 2. retrain
@@ -125,12 +136,15 @@ def retrain_steps(cfg: dict, device: torch.device, bf16: bool, channels_last: bo
     reset_peak(device)
     times = []
     for _ in range(cfg["steps"]):
+        if times and BUDGET.left() <= 0:
+            break
         start = time.perf_counter()
         trainer.train_step([(x, y)])
         sync(device)
         times.append(time.perf_counter() - start)
     step = statistics.median(times)
-    return {"step_ms": 1000 * step, "images_per_s": b / step, "peak_mb": peak_mb(device), "steps": cfg["steps"]}
+    return {"step_ms": 1000 * step, "images_per_s": b / step, "peak_mb": peak_mb(device), "steps": len(times),
+            "cut_by_budget": len(times) < cfg["steps"], **compile_stats(compile)}
 
 
 # ---------------------------------------------------------------- 3. inference
@@ -143,9 +157,9 @@ def inference(name: str, cfg: dict, batch: int, device: torch.device, bf16: bool
         x = x.contiguous(memory_format=torch.channels_last)
     run = model
     if mode == "compile":
-        run = torch.compile(model)
+        run = torch.compile(model, dynamic=False)
     elif mode == "cudagraphs":
-        run = torch.compile(model, mode="reduce-overhead")
+        run = torch.compile(model, mode="reduce-overhead", dynamic=False)
     with torch.inference_mode(), autocast(device, bf16):
         for _ in range(cfg["warmup"]):
             run(x)
@@ -157,7 +171,20 @@ def inference(name: str, cfg: dict, batch: int, device: torch.device, bf16: bool
             sync(device)
             times.append(time.perf_counter() - start)
     ms = 1000 * statistics.median(times)
-    return {"ms": ms, "images_per_s": 1000 * batch / ms}
+    return {"ms": ms, "images_per_s": 1000 * batch / ms, **compile_stats(mode != "eager")}
+
+
+def compile_stats(compiled: bool) -> dict:
+    """What dynamo did for a compiled variant, so its label cannot lie: every zoo network shares
+    one ``CellNetwork.forward``, so without the reset before each variant (run_suite) a variant
+    inherits the cache and automatic-dynamic history of the ones before it, and past dynamo's
+    recompile limit it runs eager under its compiled label."""
+    if not compiled:
+        return {}
+    from torch._dynamo.utils import counters
+
+    return {"dynamo_graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values()))}
 
 
 # ---------------------------------------------------------------- the suite
@@ -175,8 +202,11 @@ SMOKE = {
 }
 
 
-def run_suite(cfg: dict, device: torch.device, budget: Budget, compile_ok: bool, log) -> dict:
-    """Every eager variant first, then the compiled ones (slow to build: the budget cuts them first)."""
+def run_suite(cfg: dict, device: torch.device, budget: Budget, compile_ok: bool, log, save=lambda results: None) -> dict:
+    """Every eager variant first, then the compiled ones (slow to build: the budget cuts them first).
+    ``save(results)`` runs after every task, so a kill keeps everything finished before it."""
+    global BUDGET
+    BUDGET = budget
     tasks = []   # (compiled?, section, key, fn, args)
     search = [("reference fp32", False, False, False), ("fused fp32", True, False, False),
               ("fused bf16", True, True, False)]
@@ -204,12 +234,16 @@ def run_suite(cfg: dict, device: torch.device, budget: Budget, compile_ok: bool,
                               (model, icfg, batch, device, bf16, cl, mode)))
 
     results: dict = {"search": {}, "retrain": {}, "inference": {}}
-    for _, section, key, fn, args in sorted(tasks, key=lambda t: t[0]):
+    for compiled, section, key, fn, args in sorted(tasks, key=lambda t: t[0]):
         if budget.left() <= 0:
             results[section][key] = {"skipped": "time budget spent"}
         else:
+            if compiled:   # a fresh dynamo per variant (see compile_stats)
+                torch._dynamo.reset()
+                torch._dynamo.utils.counters.clear()
             results[section][key] = attempt(fn, *args)
         log(f"{section:9s} {key:45s} {json.dumps(results[section][key])[:150]}")
+        save(results)
     return results
 
 
@@ -227,25 +261,34 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True   # "fp32" on the GPU = PyTorch's usual TF32 convs/matmuls
         torch.backends.cudnn.allow_tf32 = True
     started = time.perf_counter()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(results: dict, final: bool = False) -> dict:
+        report = describe(args, device, started, results, final)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, out)   # atomic: a reader never sees half a file
+        return report
+
     results = run_suite(SMOKE if args.smoke else FULL, device, Budget(args.budget_s),
                         compile_ok=not (args.no_compile or args.smoke),
-                        log=lambda line: print(line, file=sys.stderr, flush=True))
-    report = {
+                        log=lambda line: print(line, file=sys.stderr, flush=True), save=save)
+    report = save(results, final=True)
+    print(f"wrote {out} ({report['wall_s']} s)")
+    return 0
+
+
+def describe(args, device: torch.device, started: float, results: dict, final: bool) -> dict:
+    return {
         "suite": "nasnetzoo gpu_suite (issue 14)", "smoke": args.smoke, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "threads": torch.get_num_threads(), "wall_s": round(time.perf_counter() - started, 1),
         "config": {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
                    for k, v in (SMOKE if args.smoke else FULL).items()},
-        "results": results,
+        "complete": final, "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)   # atomic: a reader never sees half a file
-    print(f"wrote {out} ({report['wall_s']} s)")
-    return 0
 
 
 if __name__ == "__main__":

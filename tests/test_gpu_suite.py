@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_suite  # noqa: E402
 
@@ -30,3 +32,30 @@ def test_a_failing_variant_is_recorded_not_fatal():
         raise RuntimeError("no compiler\nsecond line")
 
     assert gpu_suite.attempt(broken) == {"error": "RuntimeError: no compiler"}
+
+
+def _first_run(tmp_path, phases: str) -> dict:
+    import gpu_first_run
+
+    assert gpu_first_run.main(["--smoke", "--out", str(tmp_path), "--phases", phases]) == 0
+    statuses = [json.loads(line) for line in (tmp_path / "phases.jsonl").read_text().splitlines()]
+    assert [s["phase"] for s in statuses] == phases.split(",")
+    assert all(s["rc"] == 0 and s["file"] for s in statuses), statuses
+    return {s["phase"]: json.loads(Path(s["file"]).read_text())["results"] for s in statuses}
+
+
+def test_the_first_gpu_run_writes_each_phase_as_it_ends(tmp_path):
+    """Each phase is a subprocess that leaves its own JSON file and a status line (cheap phases here;
+    the whole --smoke run is in the slow tier)."""
+    results = _first_run(tmp_path, "P0,P3,P4")
+    assert results["P0"]["torch"] and results["P0"]["device"] == "cpu"
+    assert results["P3"]["fp32 eager"]["epochs_600_h"] > 0
+    assert results["P4"] and all("error" not in r for r in results["P4"].values())
+
+
+@pytest.mark.slow
+def test_the_whole_first_gpu_run_in_smoke_mode(tmp_path):
+    results = _first_run(tmp_path, "P0,P1,P2,P3,P4")
+    assert all("error" not in r for r in results["P1"].values()), results["P1"]
+    assert results["P1"]["fused vs reference"]["max_abs_logits"] < 1e-4
+    assert results["P2"]["reference fp32"]["epochs_50_min"] > 0

@@ -15,14 +15,32 @@ class DropPath(nn.Module):
 
     def __init__(self, scale: float = 1.0) -> None:
         super().__init__()
-        self.p = 0.0
         self.scale = scale
+        # The probability lives twice: a Python float for eager mode (no device sync, the same
+        # random stream as always) and a 0-d buffer that a compiled graph reads as an input, so a
+        # schedule that changes it every epoch or step does not recompile (a float would be
+        # guarded on its value). Not persistent: state dicts are unchanged.
+        self.register_buffer("prob", torch.zeros(()), persistent=False)
+        self.p = 0.0
+
+    @property
+    def p(self) -> float:
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = float(value)
+        self.active = self._p * self.scale > 0.0   # changes once, from 0 to > 0: at most one recompile
+        with torch.no_grad():
+            self.prob.fill_(self._p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.p * self.scale
-        if not self.training or p <= 0.0:
+        if not self.training or not self.active:
             return x
-        keep = 1.0 - p
+        if torch.compiler.is_compiling():
+            keep = 1.0 - self.prob * self.scale
+        else:
+            keep = 1.0 - self._p * self.scale
         mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
         return x * mask.bernoulli_(keep) / keep
 

@@ -37,6 +37,7 @@ from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_r
                              run_dir_for, stamped_run_dir)
 from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
 from ..runs.progress import RunProgress, say
+from ..train.engine import configure_determinism
 from .data import build_search_data
 from .history import SearchHistory, plot_history
 from .recipe import SearchRecipe, load_search_recipe
@@ -169,6 +170,7 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> 
 def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     cores = share_cores(recipe.threads, info.device, report=say if recipe.progress and info.is_main else None)
     seed_everything(recipe.seed)
+    configure_determinism(recipe.deterministic, info.device)   # cudnn.benchmark and TF32, as the retrain
     data = build_search_data(recipe, micro_batch=recipe.batch_size // info.world, device=info.device,
                              rank=info.rank, world=info.world)
     network = build_network(recipe, data.num_classes).to(info.device)
@@ -218,7 +220,9 @@ def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> t
     """One epoch of weight (and, after the warm-up, architecture) steps: mean loss and accuracy."""
     recipe, strategy, device = loop.recipe, loop.strategy, loop.info.device
     loop.data.set_epoch(epoch)
-    train_loss, train_correct, seen = 0.0, 0, 0
+    # Sums stay on the device (a float() per step would sync with a GPU every step); the progress
+    # bar reads them only when it redraws, and the epoch syncs once at its end.
+    train_loss, train_correct, seen = torch.zeros((), dtype=torch.float64, device=device), 0, 0
     for step, (train_batch, arch_batch) in enumerate(zip(loop.data.weights, loop.data.arch)):
         if step >= loop.steps_per_epoch:
             break
@@ -231,9 +235,10 @@ def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> t
         loss, logits = strategy.weight_step(train_batch, loop.optimizer)
         loop.schedule.step()
         n = train_batch[1].shape[0]
-        correct = int((logits.argmax(1) == train_batch[1]).sum())
-        train_loss, train_correct, seen = train_loss + float(loss) * n, train_correct + correct, seen + n
-        progress.on_step({"loss": float(loss), "acc": 100.0 * correct / n, "lr": loop.schedule.lr, "images": n})
+        correct = (logits.argmax(1) == train_batch[1]).sum()
+        train_loss, train_correct, seen = train_loss + loss.detach().double() * n, train_correct + correct, seen + n
+        progress.on_step({"loss": loss, "acc": 100.0 * correct / n, "lr": loop.schedule.lr, "images": n})
+    train_loss, train_correct = float(train_loss), int(train_correct)
     check_finite(train_loss, f"search epoch {epoch + 1}", run)
     return train_loss / max(seen, 1), 100.0 * train_correct / max(seen, 1)
 

@@ -44,7 +44,7 @@ class DARTSStrategy(SearchStrategy):
                 p.grad = g
         self.all_reduce_mean([p.grad for p in self.network.arch_parameters()])
         self.arch_optimizer.step()
-        return {"arch_loss": float(val_loss.detach())}
+        return {"arch_loss": val_loss.detach()}   # a tensor: no device sync per step
 
     def unrolled_arch_grads(self, train_batch: Batch, val_batch: Batch, w_optimizer: torch.optim.Optimizer,
                             r: float = 1e-2) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -36,6 +36,14 @@ from .registry import Strategy, arch_options, register_strategy, supernet_summar
 SLOTS = 2  # edges per node
 
 
+def generator_on(device: torch.device, generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    """The sampling generator on the probabilities' device (``torch.multinomial`` refuses a CPU
+    generator for CUDA probabilities), seeded as the one given, so every rank still draws alike."""
+    if generator is None or generator.device == torch.device(device):
+        return generator
+    return torch.Generator(device=device).manual_seed(generator.initial_seed())
+
+
 class PARSECStrategy(SearchStrategy):
     name = "parsec"
 
@@ -46,9 +54,9 @@ class PARSECStrategy(SearchStrategy):
         if num_samples < 1:
             raise ConfigError(f"PARSEC needs at least one sample per step, got num_samples={num_samples}.")
         self.num_samples = num_samples
-        self.generator = generator
         self.op_choices = [i for i, p in enumerate(network.primitives) if p != "none"]
         steps, device = network.steps, network.alphas_normal.device
+        self.generator = generator_on(device, generator)
         # Node i may read states 0..i+1: inputs beyond that are masked out of the categorical.
         self.input_mask = torch.tensor([[j < 2 + i for j in range(steps + 1)] for i in range(steps)],
                                        device=device)
@@ -79,9 +87,13 @@ class PARSECStrategy(SearchStrategy):
             inputs = inputs.view(-1, SLOTS)
             ops = ops.view(-1, SLOTS)
             index[t] = (inputs, ops)
-            choice[t] = [[(int(inputs[i, s]), self.op_choices[int(ops[i, s])]) for s in range(SLOTS)]
-                         for i in range(inputs.shape[0])]
+            choice[t] = self._choice(inputs, ops)
         return choice, index
+
+    def _choice(self, inputs: torch.Tensor, ops: torch.Tensor) -> list:
+        """Category indices as ``forward_discrete``'s lists: one device-to-host copy, not one per element."""
+        pairs = torch.stack([inputs, ops], dim=-1).tolist()
+        return [[(j, self.op_choices[o]) for j, o in node] for node in pairs]
 
     def log_prior(self, index: dict) -> torch.Tensor:
         """log p(alpha | pi) of a sample, differentiable in pi."""
@@ -115,9 +127,7 @@ class PARSECStrategy(SearchStrategy):
         logp = self.log_probs()
         choice = {}
         for t in CELL_TYPES:
-            inputs, ops = logp[f"input_{t}"].argmax(-1), logp[f"op_{t}"].argmax(-1)
-            choice[t] = [[(int(inputs[i, s]), self.op_choices[int(ops[i, s])]) for s in range(SLOTS)]
-                         for i in range(inputs.shape[0])]
+            choice[t] = self._choice(logp[f"input_{t}"].argmax(-1), logp[f"op_{t}"].argmax(-1))
         return choice
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,8 +173,9 @@ class PARSECStrategy(SearchStrategy):
         objective.backward()
         self.all_reduce_mean([p.grad for p in self.pi.parameters()])
         self.arch_optimizer.step()
-        return {"arch_loss": float((w * torch.stack(nlls)).sum() / x.shape[0]),
-                "ess": float(1.0 / (w ** 2).sum())}  # effective sample size of the weights
+        # Tensors, not floats: the caller decides when to sync with the device.
+        return {"arch_loss": ((w * torch.stack(nlls)).sum() / x.shape[0]).detach(),
+                "ess": (1.0 / (w ** 2).sum()).detach()}  # effective sample size of the weights
 
     # ---------------------------------------------------------------- results
     def derive(self, *, name: str = "", provenance: Optional[dict] = None) -> Genotype:
@@ -192,7 +203,7 @@ class PARSECStrategy(SearchStrategy):
         self.init_distribution(state["pi"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
         if self.generator is not None and "generator" in state:
-            self.generator.set_state(state["generator"])
+            self.generator.set_state(state["generator"].cpu())   # map_location may have moved it
 
     def init_distribution(self, pi: dict) -> None:
         """Warm-start pi from another run (same number of nodes and op set)."""
