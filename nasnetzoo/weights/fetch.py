@@ -108,6 +108,7 @@ def locked(path: Path) -> Iterator[None]:
     lock = refuse_link(path.with_name(path.name + ".lock"), "lock file")  # FileLock would truncate a link's target
     with FileLock(str(lock)):
         remove_stale_temporaries(path)   # what a killed writer of this file left (we hold its lock)
+        _remove_stale_work_dirs(path.parent)   # extraction folders of dead processes
         yield
 
 
