@@ -11,6 +11,9 @@ zip extraction of the one named member, and the cache folders.
   ``HF_HUB_OFFLINE=1`` gives the same line without trying.
 * A file that fails its checksum is deleted (if nasnetzoo or the hub cache put it there), so it
   can never pass as valid later; a truncated or interrupted download never reaches its final name.
+* A write that fails (full disk, read-only cache) is the disk's fault: :class:`CacheWriteError`
+  says so and nothing downloaded is deleted.  Temporaries of a killed process are cleaned under
+  the file's lock; a lock file planted as a link is refused (FileLock would truncate its target).
 """
 from __future__ import annotations
 
