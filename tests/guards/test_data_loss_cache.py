@@ -123,3 +123,36 @@ def test_temporaries_of_a_killed_writer_are_cleaned_on_the_next_run(weights_env,
         fetch.fetch(SOURCE)                           # offline: it fails, but after cleaning
     assert not any(p.exists() for p in stale) and not (folder / f"nasnetzoo-{pid}-xyz").exists()
     assert live.exists() and other.exists()
+
+
+def test_full_disk_while_downloading_says_disk_not_network(weights_env, monkeypatch):
+    import http.server
+    import threading
+
+    class Publisher(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = b"\0" * (3 << 20)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Publisher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = WeightsSource(model="darts_v2_imagenet", tag="t", checksum_kind="sha1", checksum="0" * 40,
+                               url=f"http://127.0.0.1:{server.server_address[1]}/pub.pth", layout="pytorchcv")
+        real_open = open
+        monkeypatch.setattr(fetch, "open", lambda p, mode="r", *a, **k:
+                            FullDisk(real_open(p, mode, *a, **k), errno.ENOSPC), raising=False)
+        with pytest.raises(fetch.CacheWriteError) as err:
+            fetch.fetch(source)
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = str(err.value)
+    assert "no space left" in text and "check the network" not in text and "\n" not in text
+    assert [p.name for p in (weights_env / "sources").iterdir() if not p.name.endswith(".lock")] == []
