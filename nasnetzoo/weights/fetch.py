@@ -110,7 +110,8 @@ def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = refuse_link(path.with_name(path.name + ".lock"), "lock file")  # FileLock would truncate a link's target
     with FileLock(str(lock)):
-        remove_stale_temporaries(path)   # what a killed writer of this file left (we hold its lock)
+        for written in (path, path.with_name(path.name + ".sha256")):   # the file and its digest
+            remove_stale_temporaries(written)   # what a killed writer of them left (we hold the lock)
         _remove_stale_work_dirs(path.parent)   # extraction folders of dead processes
         yield
 
