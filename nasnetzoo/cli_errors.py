@@ -53,8 +53,24 @@ def _is_out_of_memory(err: BaseException) -> bool:
                                               or "can't allocate memory" in str(err))
 
 
+def _from_worker(err: BaseException) -> Optional[str]:
+    """A DataLoader worker's error arrives as "Caught X in DataLoader worker process N" and the
+    worker's traceback: the line the user needs is the original message at its end."""
+    text = str(err)
+    if not text.startswith("Caught ") or "DataLoader worker process" not in text.split("\n", 1)[0]:
+        return None
+    if not isinstance(err, (NasNetZooError, OSError)):
+        return None
+    last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+    name, _, message = last.partition(": ")
+    return _one_line(message if message and "Error" in name else last)
+
+
 def as_user_error(err: BaseException) -> Optional[click.ClickException]:
     """The one-line error for a failure the user can fix, or None for a bug."""
+    worker = _from_worker(err)
+    if worker:
+        return click.ClickException(worker)
     if isinstance(err, NasNetZooError):
         return click.ClickException(str(err))
     if isinstance(err, OSError) and err.errno != errno.EPIPE:  # click handles a closed pipe itself

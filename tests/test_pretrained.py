@@ -142,7 +142,8 @@ def test_first_load_downloads_verifies_converts_caches_then_second_needs_no_netw
     assert len(server.hits) == 1
     torch.testing.assert_close(logits(model), logits(reference), rtol=0, atol=1e-5)  # mapped by name
     converted = caches / "converted" / f"darts_v2_imagenet-pytorchcv-sha1-{sha1}.safetensors"
-    assert files_under(caches) == [f"converted/{converted.name}", f"sources/{member}.zip"]
+    assert files_under(caches) == [f"converted/{converted.name}", f"converted/{converted.name}.sha256",
+                                   f"sources/{member}.zip"]
     meta = read_metadata(converted)
     assert meta["provenance"]["source_checksum"] == f"sha1:{sha1}" and meta["license"] == "MIT"
     assert meta["metrics"]["publisher_top1_err"] == 25.31 and meta["arch"] == "darts_v2_imagenet"

@@ -212,7 +212,18 @@ def imagenet_dataset(data_dir: str, split: str, transform):
     if not root.is_dir():
         raise DataError(f"ImageNet split folder {str(root)!r} does not exist; data_dir must hold train/ and "
                         "val/ in ImageFolder layout (one sub-folder of images per class).")
-    return datasets.ImageFolder(str(root), transform=transform)
+    return datasets.ImageFolder(str(root), transform=transform, loader=load_image)
+
+
+def load_image(path: str):
+    """torchvision's image loader, with an unreadable file (a corrupt JPEG) named in one line."""
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: UnidentifiedImageError, truncated file
+        raise DataError(f"image {path!r} cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__});"
+                        " replace or remove the file.") from None
 
 
 def cifar_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,11 @@ class TimingPolicy:
     stable_rounds: int = 2        # ... over this many consecutive rounds
     max_time: float = 20.0        # seconds of timed rounds for one group of runners, at most
 
+    def __post_init__(self) -> None:
+        from ..safe_paths import check_positive_seconds
+
+        check_positive_seconds("--max-time", self.max_time)   # nan or inf would never stop, 0 never time
+
     def describe(self) -> str:
         warm = f"warm-up: {self.warmup} runs per runtime and at least {self.warmup_time:g} s (at most 50 runs)"
         if self.iters is not None:

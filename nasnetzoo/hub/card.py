@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from ..errors import ConfigError, NasNetZooError, first_line
+from ..safe_paths import check_repo_id
 from ..weights.format import load_weights, read_metadata
 
 PathLike = Union[str, Path]
@@ -116,6 +117,7 @@ def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optiona
     from ..factory import spec_for_weights
     from ..weights.fetch import file_digest
 
+    check_repo_id(repo_id)   # before anything, --dry-run included: the id becomes a URL
     weights = Path(weights)
     meta = read_metadata(weights)
     spec = spec_for_weights(name, weights, dataset=None, overrides={}, meta=meta)
@@ -124,8 +126,6 @@ def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optiona
     if not license:
         raise ConfigError(f"{weights} records no license; pass --license (e.g. apache-2.0, mit, or 'other' "
                           "with the terms in the card) for the weights you publish.")
-    if "/" not in repo_id:
-        raise ConfigError(f"hub repo id {repo_id!r} must be 'owner/name'.")
     sha = file_digest(weights, "sha256")
     revision = None
     card = model_card(spec, meta, filename=weights.name, sha256=sha, repo_id=repo_id, license=license)
@@ -157,7 +157,9 @@ def _upload(api: Any, repo_id: str, weights: Path, card: str, *, private: bool, 
         first = first_line(err)
         raise NasNetZooError(f"upload of {weights.name} to hub repo {repo_id} failed ({first}); log in with "
                              "`hf auth login` (or set HF_TOKEN) with write access to the repo.") from None
-    except OSError as err:
-        raise NasNetZooError(f"upload of {weights.name} to hub repo {repo_id} failed ({err}); check the "
-                             "network.") from None
+    except Exception as err:  # noqa: BLE001 - OSError, or httpx's transport errors (not OSErrors)
+        if not isinstance(err, OSError) and not type(err).__module__.startswith(("httpx", "httpcore")):
+            raise
+        raise NasNetZooError(f"upload of {weights.name} to hub repo {repo_id} failed ({first_line(err)}); check "
+                             "the network (HF_ENDPOINT, proxy settings).") from None
     return getattr(info, "oid", None)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..safe_paths import refuse_overwriting_inputs
 from ..weights.format import WeightsError, check_config_bounds, check_tensors, state_dict_mismatch
 from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, as_base_layout, map_state_dict,  # noqa: F401
                                read_checkpoint, source_key_map)
@@ -237,6 +238,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
     src, dst = Path(src), Path(dst)
     if dst.suffix != ".safetensors":
         raise ConfigError(f"output {str(dst)!r} must end in .safetensors (nasnetzoo writes safetensors).")
+    refuse_overwriting_inputs(dst, src)   # `convert SRC -o SRC` would replace the source with its conversion
     raw = read_checkpoint(src)
     source, layout = as_base_layout(raw, fmt)   # e.g. NNI's file: the official DARTS names, read as `darts`
     base = resolve(arch, dataset=dataset)

@@ -11,10 +11,14 @@ zip extraction of the one named member, and the cache folders.
   ``HF_HUB_OFFLINE=1`` gives the same line without trying.
 * A file that fails its checksum is deleted (if nasnetzoo or the hub cache put it there), so it
   can never pass as valid later; a truncated or interrupted download never reaches its final name.
+* A write that fails (full disk, read-only cache) is the disk's fault: :class:`CacheWriteError`
+  says so and nothing downloaded is deleted.  Temporaries of a killed process are cleaned under
+  the file's lock; a lock file planted as a link is refused (FileLock would truncate its target).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -22,10 +26,13 @@ import socket
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, Optional
 
 from .._version import __version__
+from ..errors import NasNetZooError, describe_os_error
+from ..safe_paths import env_float, refuse_link, remove_stale_temporaries
 from .format import ChecksumError, WeightsUnavailableError
 from .sources import WeightsSource
 
@@ -67,10 +74,24 @@ def is_offline() -> bool:
 
 
 def timeout_s() -> float:
-    try:
-        return max(1.0, float(os.environ.get("NASNETZOO_DOWNLOAD_TIMEOUT", "15")))
-    except ValueError:
-        return 15.0
+    return env_float("NASNETZOO_DOWNLOAD_TIMEOUT", 15.0, 1.0, 3600.0)
+
+
+# A write that fails for one of these is the disk's fault, never the download's.
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class CacheWriteError(NasNetZooError, OSError):
+    """The cache cannot be written (full disk, read-only or not ours); what was downloaded is kept."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_error(err: OSError, where: Path, what: str, kept: str = "") -> CacheWriteError:
+    return CacheWriteError(err.errno, f"cannot write {what} in {str(where)!r}: {describe_os_error(err)}"
+                                      f"{'; ' + kept if kept else ''}. Free space there, or point NASNETZOO_CACHE "
+                                      "(HF_HOME for hub files) at a writable disk with room.")
 
 
 def local_path(source: WeightsSource) -> Path:
@@ -87,7 +108,11 @@ def locked(path: Path) -> Iterator[None]:
     from filelock import FileLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_name(path.name + ".lock"))):
+    lock = refuse_link(path.with_name(path.name + ".lock"), "lock file")  # FileLock would truncate a link's target
+    with FileLock(str(lock)):
+        for written in (path, path.with_name(path.name + ".sha256")):   # the file and its digest
+            remove_stale_temporaries(written)   # what a killed writer of them left (we hold the lock)
+        _remove_stale_work_dirs(path.parent)   # extraction folders of dead processes
         yield
 
 
@@ -174,25 +199,34 @@ def download_url(source: WeightsSource, dest: Path) -> None:
     from tqdm.auto import tqdm
 
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    if tmp.is_symlink() or tmp.exists():   # a reused PID's leftover (we hold dest's lock)
+        tmp.unlink()
     request = urllib.request.Request(source.url, headers={"User-Agent": f"nasnetzoo/{__version__}"})
     try:
         try:
             response = urllib.request.urlopen(request, timeout=timeout_s())
         except (urllib.error.URLError, OSError) as err:
             raise _unavailable(source, f"could not be downloaded ({_reason(err)}); check the network") from None
-        with response, open(tmp, "wb") as handle:
+        with response, open(tmp, "xb") as handle:
             expected = int(response.headers.get("Content-Length") or 0) or None
             written = 0
             with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=source.file_name,
                       leave=False, disable=None) as bar:
-                try:
-                    for block in iter(lambda: response.read(CHUNK), b""):
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except (OSError, urllib.error.URLError) as err:
+                        raise _unavailable(source, f"could not be downloaded (it broke off after {written} "
+                                                   f"bytes: {_reason(err)}); nothing was kept") from None
+                    if not block:
+                        break
+                    try:
                         handle.write(block)
-                        written += len(block)
-                        bar.update(len(block))
-                except (OSError, urllib.error.URLError) as err:
-                    raise _unavailable(source, f"could not be downloaded (it broke off after {written} bytes: "
-                                               f"{_reason(err)}); nothing was kept") from None
+                    except OSError as err:
+                        raise _disk_error(err, dest.parent, f"the download of {source.file_name}",
+                                          f"the partial file was removed after {written} bytes") from None
+                    written += len(block)
+                    bar.update(len(block))
         if expected is not None and written != expected:
             raise _unavailable(source, f"could not be downloaded (it stopped at {written} of {expected} bytes);"
                                        " nothing was kept")
@@ -218,7 +252,13 @@ def _fetch_hub(source: WeightsSource, force: bool) -> Path:
     try:
         return Path(hf_hub_download(source.hub, source.filename, force_download=force, local_files_only=False,
                                     etag_timeout=timeout_s(), **kwargs))
-    except (HfHubHTTPError, OSError, LocalEntryNotFoundError) as err:
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            raise _disk_error(err, hub_cache_dir(), f"the hub file {source.filename}",
+                              "the hub cache is not writable") from None
+        raise _unavailable(source, f"is not cached and could not be downloaded ({_reason(err)}); check the "
+                                   "network or proxy settings") from None
+    except (HfHubHTTPError, LocalEntryNotFoundError) as err:
         raise _unavailable(source, f"is not cached and could not be downloaded ({_reason(err)}); check the "
                                    "network or proxy settings") from None
 
@@ -269,7 +309,11 @@ def extracted(archive: Path, source: WeightsSource) -> Iterator[Path]:
     from the archive is ever written to), removed afterwards."""
     import tempfile
 
-    work = Path(tempfile.mkdtemp(prefix="nasnetzoo-", dir=archive.parent))
+    _remove_stale_work_dirs(archive.parent)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f"nasnetzoo-{os.getpid()}-", dir=archive.parent))
+    except OSError as err:
+        raise _disk_error(err, archive.parent, f"the member {source.member}", "the archive was kept") from None
     try:
         target = work / "member"
         try:
@@ -284,8 +328,8 @@ def extracted(archive: Path, source: WeightsSource) -> Iterator[Path]:
                     raise ChecksumError(f"{source.model}: {source.member} in {archive.name} claims "
                                         f"{info.file_size} bytes, over the {MAX_MEMBER_BYTES} limit; refused.")
                 with bundle.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
-        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, OSError) as err:
+                    _copy_member(src, dst, archive, source)
+        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as err:
             removed = _discard(archive)
             raise ChecksumError(f"{source.model}: {archive.name} from {source.where} is not a readable zip "
                                 f"({_reason(err)}), probably a truncated download; "
@@ -297,3 +341,32 @@ def extracted(archive: Path, source: WeightsSource) -> Iterator[Path]:
         yield target
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _copy_member(src, dst, archive: Path, source: WeightsSource) -> None:
+    """Copy an archive member; a failed write (full disk: a zip bomb on a small disk too) is the
+    disk's fault and keeps the archive; a failed read is an unreadable archive."""
+    written = 0
+    while True:
+        block = src.read(CHUNK)   # BadZipFile / zlib.error / EOFError: the archive's fault
+        if not block:
+            return
+        try:
+            dst.write(block)
+        except OSError as err:
+            raise _disk_error(err, archive.parent, f"{source.member} extracted from {archive.name} "
+                                                    f"({written} bytes written)",
+                              f"{archive.name} was kept (its checksum was not found wrong)") from None
+        written += len(block)
+
+
+def _remove_stale_work_dirs(folder: Path) -> None:
+    """Extraction folders (``nasnetzoo-PID-*``) whose process is gone: left by a kill."""
+    from ..safe_paths import _pid_alive
+
+    if not folder.is_dir():
+        return
+    for item in folder.glob("nasnetzoo-*-*"):
+        pid = item.name.split("-")[1]
+        if pid.isdigit() and not _pid_alive(int(pid)) and item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)

@@ -64,6 +64,9 @@ def _not_safetensors(path: Path, err: Exception) -> WeightsError:
 def _existing(path: PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # /dev/zero, a pipe, a folder: never read it as weights
+            raise WeightsError(f"weights file {str(path)!r} is not a regular file (a device, pipe or folder); "
+                               "give a .safetensors file.")
         raise WeightsError(f"weights file {str(path)!r} does not exist.")
     return path
 
@@ -99,7 +102,8 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
         if METADATA_KEYS.get(key, False):
             try:
                 meta[key] = json.loads(value)
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: absurdly deep nesting
+                err = err if isinstance(err, json.JSONDecodeError) else "nested too deeply"
                 raise WeightsError(f"{path}: metadata field {key!r} is not valid JSON ({err}); "
                                    "rewrite the file with nasnetzoo.save_pretrained.") from None
         else:

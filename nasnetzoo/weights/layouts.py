@@ -58,9 +58,11 @@ def read_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
+        raise CheckpointError(f"checkpoint {str(path)!r} " + ("is not a regular file (a device, pipe or folder)."
+                                                              if path.exists() else "does not exist."))
     if _is_safetensors(path):
         return read_state_dict(path)
+    refuse_foreign_zip(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -322,3 +324,22 @@ def pytorchcv_key_map(model: nn.Module) -> dict[str, str]:
     pnas = getattr(model, "reduction", "cell") == "stride"
     factorized = {k.split(".", 1)[0] for k in own if ".conv_prev_1x1.path_1." in k}
     return {k: _pytorchcv_nasnet_key(k, units, pnas, factorized) for k in own}
+
+
+def refuse_foreign_zip(path: Path) -> None:
+    """A zip that is not a ``torch.save`` archive (one top folder holding ``data.pkl``), such as a
+    publisher's download, is named as such; nothing in it is read, let alone extracted."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            names = bundle.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        names = []
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1 and f"{next(iter(tops))}/data.pkl" in names and ".." not in tops:
+        return
+    shown = ", ".join(repr(n) for n in names[:4]) + (" ..." if len(names) > 4 else "")
+    raise CheckpointError(f"{path} is a zip archive, not a torch.save checkpoint (it holds {shown or 'nothing readable'});"
+                          " extract the checkpoint file from it yourself and convert that file (nasnetzoo never "
+                          "unpacks paths from an archive).")

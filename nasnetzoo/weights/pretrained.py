@@ -2,7 +2,7 @@
 
 The converted nasnetzoo file is written atomically to ``<cache>/converted/<key>.safetensors``,
 the key holding the source's checksum (a publisher that replaces its file gets a new key, never
-the old conversion).  A second load finds that file and needs neither the network nor the source.
+the old conversion), with its sha256 and size beside it (``cache_digest``), checked on every load.  A second load finds that file and needs neither the network nor the source.
 
 The network the tensors are converted into is built by the caller (``nasnetzoo.factory``) and
 passed in as ``build``, so this package never imports the factory.
@@ -14,8 +14,9 @@ from typing import Callable, Mapping
 
 from torch import nn
 
-from . import fetch
-from .format import check_fits, save_pretrained
+from ..safe_paths import check_name
+from . import cache_digest, fetch
+from .format import WeightsError, WeightsUnavailableError, check_fits, save_pretrained
 from .layouts import map_state_dict, read_checkpoint
 from .sources import WeightsSource
 
@@ -23,20 +24,33 @@ Builder = Callable[[Mapping], nn.Module]
 
 
 def converted_path(source: WeightsSource) -> Path:
-    return fetch.cache_root() / "converted" / f"{source.cache_key}.safetensors"
+    key = check_name(source.cache_key, "cache key")   # tags are checked in the registry; never a path
+    return fetch.cache_root() / "converted" / f"{key}.safetensors"
 
 
 def pretrained_file(source: WeightsSource, build: Builder, *, force: bool = False) -> Path:
-    """The nasnetzoo weights file for ``source``: from the cache, else fetched and converted."""
+    """The nasnetzoo weights file for ``source``: from the cache (its digest checked), else
+    fetched and converted.  A damaged cached file is made again, or refused with the command."""
     if source.layout == "nasnetzoo":  # already in nasnetzoo's format: only fetch and verify
         return fetch.fetch(source, force=force)
     target = converted_path(source)
-    if target.is_file() and not force:
+    if not force and cache_digest.damage(target) is None:
         return target
     with fetch.locked(target):
-        if target.is_file() and not force:  # another process converted it while we waited
+        damaged = None if force or not target.exists() else cache_digest.damage(target)
+        if not force and target.exists() and damaged is None:  # another process converted it while we waited
             return target
-        return convert_source(source, build, target, force=force)
+        cache_digest.discard(target)
+        try:
+            convert_source(source, build, target, force=force)
+        except WeightsUnavailableError as err:
+            if damaged is None:
+                raise
+            raise WeightsError(
+                f"{source.model}: the cached conversion {target} was damaged ({damaged}) and was removed; its "
+                f"source cannot be fetched to make it again ({err}). Run `nasnetzoo download {source.model} "
+                f"--tag {source.tag} --force` on a machine with network.") from None
+        return cache_digest.record(target)
 
 
 def convert_source(source: WeightsSource, build: Builder, target: Path, *, force: bool = False) -> Path:

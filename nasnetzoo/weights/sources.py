@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError, did_you_mean
 from ..registry import get_entry, list_models
+from ..safe_paths import check_name, check_relative_file, check_repo_id
 from .format import WeightsUnavailableError
 
 LAYOUTS = ("nasnetzoo", "timm", "cadene", "pytorchcv", "darts", "pcdarts", "pdarts", "nni")
@@ -120,6 +121,7 @@ class WeightsSource:
         archive = data.get("archive")
         if archive not in (None, "zip") or bool(archive) != bool(data.get("member")):
             raise ConfigError(f"{where}: archive must be 'zip' and come with member (the file inside it).")
+        _check_names(where, model, data, index)
         layout = data.get("layout", "nasnetzoo")
         if layout not in LAYOUTS:
             raise ConfigError(f"{where}: layout {layout!r} is not one of {', '.join(LAYOUTS)}.")
@@ -129,6 +131,20 @@ class WeightsSource:
                    member=data.get("member"), config=dict(data.get("config") or {}),
                    dataset=data.get("dataset"), metrics=dict(data.get("metrics") or {}),
                    license=str(data.get("license") or ""), provenance=str(data.get("provenance") or ""))
+
+
+def _check_names(where: str, model: str, data: Mapping[str, Any], index: int) -> None:
+    """The tag, hub id and file names become cache paths and URLs: refuse '../' and the like."""
+    try:
+        check_name(model, "model name")
+        check_name(data.get("tag") or f"file{index}", "tag")
+        if data.get("hub"):
+            check_repo_id(data["hub"], "hub")
+            check_relative_file(data["filename"], "filename")
+        else:
+            check_name(str(data["url"]).rstrip("/").rsplit("/", 1)[-1], "the url's file name")
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def sources_for(model: str) -> list[WeightsSource]:
