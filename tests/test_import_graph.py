@@ -249,7 +249,7 @@ def test_no_import_cycles_in_nasnetzoo():
 # exporters, the CLI.
 LAYERS = [
     ("core", ["_version", "errors", "yamlio", "fileio", "bounds", "cli_errors", "text_table", "threads",
-              "recipe_file", "profile"]),
+              "recipe_file", "profile", "safe_paths"]),
     ("ops", ["ops"]),
     ("cells", ["genotype", "registry", "plot"]),
     ("models", ["models"]),

@@ -4,7 +4,6 @@ a device given as weights, deeply nested metadata, a refused upload, a read-only
 from __future__ import annotations
 
 import errno
-import json
 import zipfile
 
 import pytest
