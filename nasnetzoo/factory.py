@@ -15,7 +15,8 @@ from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, dat
                        get_entry, is_model_name, list_models)
 from .weights.format import WeightsError, check_config_bounds, load_weights, read_metadata
 from .weights.pretrained import pretrained_file
-from .weights.sources import select_source
+from .weights.cfg import network_cfg, with_source
+from .weights.sources import WeightsSource, select_source
 
 # Builder options that describe the cell's ops rather than the network around it; they follow a
 # cell when it is built on another dataset (SNAS's pools keep their BatchNorm on ImageNet).
@@ -43,11 +44,18 @@ class ModelSpec:
         model.pretrained_cfg = self.pretrained_cfg()
         return model
 
-    def pretrained_cfg(self) -> dict:
+    def pretrained_cfg(self, source: Optional[WeightsSource] = None) -> dict:
+        """timm's fields (weights/cfg.py) and nasnetzoo's; ``source``: the published file's own
+        preprocessing replaces the entry's."""
+        own = self.entry is not None and self.entry.architecture is self.architecture
+        preset = f"data.{self.architecture.data}" + (f" and models.{self.entry.name}.data" if own else "")
         cfg = {"name": self.name, "genotype": self.genotype.name, "family": self.genotype.family,
-               "architecture": self.architecture.name, "dataset": self.dataset, **self.data,
-               "num_classes": self.config.get("num_classes"),
+               "architecture": self.architecture.name, "dataset": self.dataset,
+               **network_cfg(self.architecture.name, self.data, self.config.get("num_classes"), preset),
                "config": dict(self.config)}  # what save_pretrained records to rebuild the network
+        if source is not None:
+            cfg = with_source(cfg, self.architecture.name, source.cfg, source.cfg_source or "zoo.yaml", tag=source.tag,
+                              hf_hub_id=source.hub, url=source.url, license=source.license)
         if self.entry is not None:
             reported, computed = self.entry.reported_for(self.dataset)
             cfg.update(reported=dict(reported), computed=dict(computed))
@@ -156,7 +164,9 @@ def load_with_spec(name_or_genotype: Union[str, Path, Genotype, Mapping], pretra
                    tag: Optional[str] = None, **overrides: Any) -> tuple[ModelSpec, nn.Module]:
     """:func:`load`, returning ``(spec, model)``: what was built (name, dataset, input size, config)
     beside the network, resolved once (a weights file's saved config included)."""
+    source = None
     if pretrained:
+        source = _pretrained_source(name_or_genotype, dataset=dataset, tag=tag)
         weights = pretrained_weights(name_or_genotype, dataset=dataset, tag=tag)
     if weights is None:
         spec = resolve(name_or_genotype, dataset=dataset, **overrides)
@@ -164,17 +174,31 @@ def load_with_spec(name_or_genotype: Union[str, Path, Genotype, Mapping], pretra
     spec = spec_for_weights(name_or_genotype, weights, dataset=dataset, overrides=overrides)
     model = spec.build()
     load_weights(model, weights)
+    if source is not None:  # the published file's own preprocessing, as its publisher evaluated it
+        model.pretrained_cfg = spec.pretrained_cfg(source)
     return spec, model.eval()
+
+
+def pretrained_cfg(name: str, *, tag: Optional[str] = None, dataset: Optional[str] = None) -> dict:
+    """The pretrained cfg of ``name``'s published file (``tag``: another than the default), with
+    where each value came from (``cfg_sources``); nothing is downloaded or built."""
+    source = _pretrained_source(name, dataset=dataset, tag=tag)
+    spec = resolve(source.model, dataset=source.dataset or dataset, **source.config)
+    return spec.pretrained_cfg(source)
+
+
+def _pretrained_source(name: Any, *, dataset: Optional[str], tag: Optional[str]) -> WeightsSource:
+    if not isinstance(name, str) or not is_model_name(name):
+        raise ConfigError(f"pretrained=True needs a registry name (see `nasnetzoo list`); {str(name)[:80]!r} "
+                          "is not one, so pass your own weights with weights='file.safetensors'.")
+    return select_source(get_entry(name).name, tag=tag, dataset=dataset)
 
 
 def pretrained_weights(name: Any, *, dataset: Optional[str] = None, tag: Optional[str] = None,
                        force: bool = False) -> Path:
     """The local nasnetzoo weights file of ``name``'s published weights (fetched on first use)."""
-    if not isinstance(name, str) or not is_model_name(name):
-        raise ConfigError(f"pretrained=True needs a registry name (see `nasnetzoo list`); {str(name)[:80]!r} "
-                          "is not one, so pass your own weights with weights='file.safetensors'.")
-    entry = get_entry(name)
-    source = select_source(entry.name, tag=tag, dataset=dataset)
+    source = _pretrained_source(name, dataset=dataset, tag=tag)
+    entry = get_entry(source.model)
 
     def build(config: Mapping[str, Any]) -> nn.Module:
         return resolve(entry.name, dataset=source.dataset or dataset, **config).build()

@@ -13,6 +13,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ..weights.cfg import set_num_classes
 from .layers import DropPath
 
 
@@ -48,6 +49,7 @@ class CellNetwork(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (0 removes it: ``forward`` then returns pooled features)."""
         self.num_classes = num_classes
+        set_num_classes(self, num_classes)  # the pretrained cfg says the new head's class count
         device = next(self.parameters()).device
         self.classifier = self._make_classifier(self.num_features, num_classes).to(device)
         if self.auxiliary_head is not None and hasattr(self.auxiliary_head, "reset_classifier"):

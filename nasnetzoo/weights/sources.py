@@ -15,6 +15,8 @@ publisher's algorithm::
       metrics: {top1_err: 25.31, top5_err: 7.75, source: pytorchcv model_metainfos.csv}
       license: MIT
       provenance: osmr's own retrain of the DARTS genotype (pytorchcv `darts`)
+      cfg: {input_size: [3, 224, 224], crop_pct: 0.875, resize_rounding: ceil}   # how the publisher evaluated it
+      cfg_source: osmr/imgclsmob pytorch/datasets/imagenet1k_cls_dataset.py  # where those values were read
 
 With an archive the checksum is that of the member (pytorchcv records the SHA-1 of the extracted
 ``.pth``).  A ``sha256_prefix`` (torch.hub's file-name convention) is a weaker check, and ``info``
@@ -28,6 +30,7 @@ from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError, did_you_mean
 from ..registry import get_entry, list_models
+from .cfg import PREPROCESSING, CfgError, check_preprocessing
 from .format import WeightsUnavailableError
 
 LAYOUTS = ("nasnetzoo", "timm", "cadene", "pytorchcv", "darts", "pcdarts", "pdarts", "nni")
@@ -35,7 +38,7 @@ CHECKSUMS = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha1": re.compile(r"^[0-9
              "sha256_prefix": re.compile(r"^[0-9a-f]{8,63}$")}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _FIELDS = {"tag", "hub", "filename", "revision", "url", "archive", "member", "layout", "config", "dataset",
-           "metrics", "license", "provenance", *CHECKSUMS}
+           "metrics", "license", "provenance", "cfg", "cfg_source", *CHECKSUMS}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class WeightsSource:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     license: str = ""
     provenance: str = ""
+    cfg: Mapping[str, Any] = field(default_factory=dict)   # the publisher's preprocessing (weights/cfg.py)
+    cfg_source: str = ""                                   # where the cfg's values were read
 
     @property
     def where(self) -> str:
@@ -120,6 +125,16 @@ class WeightsSource:
         archive = data.get("archive")
         if archive not in (None, "zip") or bool(archive) != bool(data.get("member")):
             raise ConfigError(f"{where}: archive must be 'zip' and come with member (the file inside it).")
+        cfg = data.get("cfg") or {}
+        try:
+            cfg = check_preprocessing(cfg, f"{where}.cfg") if isinstance(cfg, Mapping) else None
+        except CfgError as err:
+            raise ConfigError(str(err)) from None
+        if cfg is None:
+            raise ConfigError(f"{where}: cfg must be a mapping of {', '.join(PREPROCESSING)}.")
+        if cfg and not data.get("cfg_source"):
+            raise ConfigError(f"{where}: cfg needs a cfg_source (where its values were read: the publisher's "
+                              "evaluation code).")
         layout = data.get("layout", "nasnetzoo")
         if layout not in LAYOUTS:
             raise ConfigError(f"{where}: layout {layout!r} is not one of {', '.join(LAYOUTS)}.")
@@ -128,7 +143,8 @@ class WeightsSource:
                    revision=data.get("revision"), url=data.get("url"), archive=archive,
                    member=data.get("member"), config=dict(data.get("config") or {}),
                    dataset=data.get("dataset"), metrics=dict(data.get("metrics") or {}),
-                   license=str(data.get("license") or ""), provenance=str(data.get("provenance") or ""))
+                   license=str(data.get("license") or ""), provenance=str(data.get("provenance") or ""),
+                   cfg=cfg, cfg_source=str(data.get("cfg_source") or ""))
 
 
 def sources_for(model: str) -> list[WeightsSource]:
