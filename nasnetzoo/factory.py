@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -14,6 +15,7 @@ from .genotype import Genotype, parse
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
                        get_entry, is_model_name, list_models)
 from .weights.format import WeightsError, check_config_bounds, load_weights, read_metadata
+from .weights.fetch import hub_cache_dir, is_offline
 from .weights.pretrained import pretrained_file
 from .weights.cfg import network_cfg, with_source
 from .weights.sources import WeightsSource, select_source
@@ -164,6 +166,10 @@ def load_with_spec(name_or_genotype: Union[str, Path, Genotype, Mapping], pretra
                    tag: Optional[str] = None, **overrides: Any) -> tuple[ModelSpec, nn.Module]:
     """:func:`load`, returning ``(spec, model)``: what was built (name, dataset, input size, config)
     beside the network, resolved once (a weights file's saved config included)."""
+    if weights is None and not pretrained and isinstance(name_or_genotype, (str, Path)):
+        found = self_describing_weights(name_or_genotype)
+        if found is not None:
+            name_or_genotype, weights = found
     source = None
     if pretrained:
         source = _pretrained_source(name_or_genotype, dataset=dataset, tag=tag)
@@ -185,6 +191,64 @@ def pretrained_cfg(name: str, *, tag: Optional[str] = None, dataset: Optional[st
     source = _pretrained_source(name, dataset=dataset, tag=tag)
     spec = resolve(source.model, dataset=source.dataset or dataset, **source.config)
     return spec.pretrained_cfg(source)
+
+
+HUB_PREFIX = "hf-hub:"
+WEIGHTS_NAME = "model.safetensors"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def self_describing_weights(target: Union[str, Path]) -> Optional[tuple[Any, Path]]:
+    """``(what to build, weights file)`` for ``load("w.safetensors")``, ``load("./folder")``,
+    ``load("hf-hub:owner/repo")`` and ``load("owner/repo")``, taken from the file's metadata; None
+    when ``target`` is none of these (a registry name or a genotype file)."""
+    text = str(target)
+    path = Path(text)
+    if text.startswith(HUB_PREFIX) or (not path.exists() and _REPO_ID.match(text) and not is_model_name(text)
+                                       and path.suffix not in GENOTYPE_SUFFIXES):
+        weights = _hub_weights(text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text)
+    elif path.is_dir() and (path / WEIGHTS_NAME).is_file():
+        weights = path / WEIGHTS_NAME
+    elif path.is_file() and path.suffix == ".safetensors":
+        weights = path
+    else:
+        return None
+    return arch_from_metadata(read_metadata(weights), weights), weights
+
+
+def arch_from_metadata(meta: Mapping[str, Any], path: Any) -> Any:
+    """The registry name (``arch``) or the genotype a weights file records; one line when neither is usable."""
+    if not meta.get("nasnetzoo_format"):
+        raise WeightsError(f"{path} carries no nasnetzoo metadata, so it does not say which network it holds; "
+                           "load it with nasnetzoo.load(NAME, weights=PATH), or convert it with `nasnetzoo convert`.")
+    arch = meta.get("arch")
+    if isinstance(arch, str) and is_model_name(arch):
+        return get_entry(arch).name
+    genotype = meta.get("genotype")
+    if isinstance(genotype, Mapping):
+        return dict(genotype)
+    raise WeightsError(f"{path}: metadata names no registry arch ({arch!r}) and holds no genotype; load it with "
+                       "nasnetzoo.load(NAME_OR_GENOTYPE_FILE, weights=PATH).")
+
+
+def _hub_weights(repo_id: str) -> Path:
+    """``model.safetensors`` of hub repo ``repo_id`` through ``hf_hub_download`` (its cache and
+    ``HF_HUB_OFFLINE`` apply)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+        raise ConfigError(f"hub repo id {repo_id!r} is not 'owner/name' (letters, digits, '-', '_', '.').")
+    try:
+        return Path(hf_hub_download(repo_id, WEIGHTS_NAME, library_name="nasnetzoo", cache_dir=str(hub_cache_dir()),
+                                    local_files_only=is_offline()))
+    except LocalEntryNotFoundError:
+        raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} is not in the Hugging Face cache and cannot be "
+                           "downloaded now (offline: HF_HUB_OFFLINE is set, or no network); fetch it where there "
+                           "is network, or load a local copy with nasnetzoo.load('path/model.safetensors').") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} could not be fetched ({first}).") from None
 
 
 def _pretrained_source(name: Any, *, dataset: Optional[str], tag: Optional[str]) -> WeightsSource:
@@ -217,6 +281,10 @@ def spec_for_weights(name_or_genotype: Any, path: Union[str, Path], *, dataset: 
     for another genotype or network raises WeightsError naming both and the call that loads it.
     """
     meta = read_metadata(path) if meta is None else meta
+    if not meta.get("nasnetzoo_format"):
+        raise WeightsError(f"{path} carries no nasnetzoo metadata (no nasnetzoo_format field), so nothing says which "
+                           "network its tensors fit; convert it with `nasnetzoo convert --from FORMAT ...`, or write "
+                           "it with nasnetzoo.save_pretrained.")
     saved_config = meta.get("config")
     if saved_config is not None and not isinstance(saved_config, Mapping):
         raise WeightsError(f"{path}: metadata 'config' is not a mapping; rewrite it with save_pretrained.")
@@ -233,6 +301,12 @@ def spec_for_weights(name_or_genotype: Any, path: Union[str, Path], *, dataset: 
 def _check_same_network(spec: ModelSpec, meta: Mapping[str, Any], path) -> None:
     saved = meta.get("genotype")
     arch = meta.get("arch")
+    if arch is not None and not isinstance(arch, str):
+        raise WeightsError(f"{path}: metadata 'arch' is {arch!r}, not a name; rewrite it with save_pretrained.")
+    if isinstance(arch, str) and is_model_name(arch) and spec.entry is not None and is_model_name(spec.name) \
+            and get_entry(arch).name != get_entry(spec.name).name:
+        raise WeightsError(f"{path} holds weights for {get_entry(arch).name!r} (its metadata's arch), not "
+                           f"{spec.name!r}; load it with nasnetzoo.load({get_entry(arch).name!r}, weights={str(path)!r}).")
     if isinstance(arch, str) and is_model_name(arch):
         fix = f"Load it with nasnetzoo.load({arch!r}, weights={str(path)!r})"
     else:
