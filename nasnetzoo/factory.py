@@ -303,10 +303,6 @@ def _check_same_network(spec: ModelSpec, meta: Mapping[str, Any], path) -> None:
     arch = meta.get("arch")
     if arch is not None and not isinstance(arch, str):
         raise WeightsError(f"{path}: metadata 'arch' is {arch!r}, not a name; rewrite it with save_pretrained.")
-    if isinstance(arch, str) and is_model_name(arch) and spec.entry is not None and is_model_name(spec.name) \
-            and get_entry(arch).name != get_entry(spec.name).name:
-        raise WeightsError(f"{path} holds weights for {get_entry(arch).name!r} (its metadata's arch), not "
-                           f"{spec.name!r}; load it with nasnetzoo.load({get_entry(arch).name!r}, weights={str(path)!r}).")
     if isinstance(arch, str) and is_model_name(arch):
         fix = f"Load it with nasnetzoo.load({arch!r}, weights={str(path)!r})"
     else:
@@ -327,3 +323,8 @@ def _check_same_network(spec: ModelSpec, meta: Mapping[str, Any], path) -> None:
             f"{path} holds weights for the {saved_architecture!r} network, but {spec.name!r} builds "
             f"{spec.architecture.name!r}. {fix}, or pass the dataset it was trained on "
             f"({meta.get('dataset') or 'see its metadata'}).")
+    # same cell and network, but the file says it is another registry entry (e.g. pcdarts vs darts weights)
+    if isinstance(arch, str) and is_model_name(arch) and spec.entry is not None and is_model_name(spec.name) \
+            and get_entry(arch).name != get_entry(spec.name).name:
+        raise WeightsError(f"{path} holds weights for {get_entry(arch).name!r} (its metadata's arch), not "
+                           f"{spec.name!r}; load it with nasnetzoo.load({get_entry(arch).name!r}, weights={str(path)!r}).")

@@ -9,7 +9,7 @@ import torch
 
 import nasnetzoo
 from nasnetzoo.errors import NasNetZooError
-from nasnetzoo.weights.format import read_metadata, saved_image_size, write_weights
+from nasnetzoo.weights.format import read_metadata, saved_image_size
 
 TINY = dict(C=4, layers=3, num_classes=7)
 
@@ -67,10 +67,11 @@ def test_load_hub_ids_from_a_local_cache_offline(folder, tmp_path, monkeypatch):
 
 def test_metadata_naming_another_arch_or_none_is_refused(folder, tmp_path):
     path, model = folder
-    with pytest.raises(NasNetZooError, match="holds weights for 'darts_v2_cifar'"):
-        nasnetzoo.load("pcdarts_cifar", weights=path / "model.safetensors", C=4, layers=3)
+    # same genotype and network (NASNet-A on ImageNet), another entry: the saved config would build it silently
+    mobile = nasnetzoo.save_pretrained(nasnetzoo.load("nasnet_a_mobile", N=1, F=4), tmp_path / "mobile.safetensors")
+    with pytest.raises(NasNetZooError, match="holds weights for 'nasnet_a_mobile' .*not 'nasnet_a_large'"):
+        nasnetzoo.load("nasnet_a_large", weights=mobile)
     bare = tmp_path / "bare.safetensors"
-    write_weights(model.state_dict(), bare, {})
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))   # no metadata at all
