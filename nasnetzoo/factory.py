@@ -194,6 +194,7 @@ def pretrained_cfg(name: str, *, tag: Optional[str] = None, dataset: Optional[st
 
 
 HUB_PREFIX = "hf-hub:"
+NASNETZOO_FIELDS = ("nasnetzoo_format", "arch", "genotype", "config")   # any one: the file says what it holds
 WEIGHTS_NAME = "model.safetensors"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
@@ -218,7 +219,7 @@ def self_describing_weights(target: Union[str, Path]) -> Optional[tuple[Any, Pat
 
 def arch_from_metadata(meta: Mapping[str, Any], path: Any) -> Any:
     """The registry name (``arch``) or the genotype a weights file records; one line when neither is usable."""
-    if not meta.get("nasnetzoo_format"):
+    if not any(meta.get(k) for k in NASNETZOO_FIELDS):
         raise WeightsError(f"{path} carries no nasnetzoo metadata, so it does not say which network it holds; "
                            "load it with nasnetzoo.load(NAME, weights=PATH), or convert it with `nasnetzoo convert`.")
     arch = meta.get("arch")
@@ -281,8 +282,8 @@ def spec_for_weights(name_or_genotype: Any, path: Union[str, Path], *, dataset: 
     for another genotype or network raises WeightsError naming both and the call that loads it.
     """
     meta = read_metadata(path) if meta is None else meta
-    if not meta.get("nasnetzoo_format"):
-        raise WeightsError(f"{path} carries no nasnetzoo metadata (no nasnetzoo_format field), so nothing says which "
+    if not any(meta.get(k) for k in NASNETZOO_FIELDS):
+        raise WeightsError(f"{path} carries no nasnetzoo metadata (no arch, genotype or config), so nothing says which "
                            "network its tensors fit; convert it with `nasnetzoo convert --from FORMAT ...`, or write "
                            "it with nasnetzoo.save_pretrained.")
     saved_config = meta.get("config")

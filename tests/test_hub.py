@@ -170,12 +170,13 @@ def test_published_file_of_another_architecture(hub, tmp_path, monkeypatch):
 
 
 def test_published_file_with_wrong_keys(hub, tmp_path, monkeypatch):
-    from safetensors.torch import save_file
+
+    from nasnetzoo.weights.format import write_weights
 
     state = {k: v.contiguous() for k, v in nasnetzoo.load("pcdarts_cifar", **SMALL).state_dict().items()}
     state["extra"] = torch.zeros(1)
     bad = tmp_path / FILE
-    save_file(state, str(bad))  # no metadata: built with the entry's defaults, which the keys do not fit
+    write_weights(state, bad, {"arch": "pcdarts_cifar"})  # no config: the entry's defaults, which the keys do not fit
     publish(hub, REPO, FILE, bad)
     register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT, "sha256": sha256(bad)})
     with pytest.raises(WeightsError, match=r"does not fit this architecture; missing keys \(\d+\).*unexpected keys"):

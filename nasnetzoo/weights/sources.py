@@ -31,9 +31,10 @@ from typing import Any, Mapping, Optional
 from ..errors import ConfigError, did_you_mean
 from ..registry import get_entry, list_models
 from .cfg import PREPROCESSING, CfgError, check_preprocessing
+from .convert import LAYOUTS as LAYOUT_TABLE
 from .format import WeightsUnavailableError
 
-LAYOUTS = ("nasnetzoo", "timm", "cadene", "pytorchcv", "darts", "pcdarts", "pdarts", "nni")
+LAYOUTS = tuple(LAYOUT_TABLE)   # weights/convert.py: one record per layout
 CHECKSUMS = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha1": re.compile(r"^[0-9a-f]{40}$"),
              "sha256_prefix": re.compile(r"^[0-9a-f]{8,63}$")}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
