@@ -92,3 +92,33 @@ def test_a_wrong_image_size_in_the_metadata_is_refused(tmp_path):
 def test_the_image_size_travels_with_the_file(folder):
     path, _ = folder
     assert read_metadata(path / "model.safetensors")["input"]["image_size"] == 32
+
+
+def test_eval_takes_the_image_size_from_the_weights_not_the_run_folder(tmp_path, monkeypatch):
+    """Issue 31 item 6: the same file, copied out of its run folder, is evaluated at the same size."""
+    from nasnetzoo.factory import resolve
+    from nasnetzoo.train import evaluate
+    from nasnetzoo.train.artifacts import save_weights
+
+    spec = resolve("pcdarts_cifar", C=4, layers=3)
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    (run / "model.json").write_text(json.dumps({"image_size": 24}))   # what the run folder says: ignored
+    weights = save_weights(spec.build(), run / "weights" / "best.safetensors", spec,
+                           provenance={"image_size": 16})
+    elsewhere = tmp_path / "copy.safetensors"
+    shutil.copy(weights, elsewhere)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def build_data(recipe, **kwargs):
+        seen.append(recipe.image_size)
+        raise Stop
+
+    monkeypatch.setattr(evaluate, "build_data", build_data)
+    for path in (weights, elsewhere):
+        with pytest.raises(Stop):
+            evaluate.evaluate_weights("pcdarts_cifar", path, data="digits", device="cpu", workers=0)
+    assert seen == [16, 16]

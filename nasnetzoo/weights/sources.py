@@ -222,7 +222,8 @@ def as_json(model: str) -> list[dict]:
     """The sources of ``model`` for ``nasnetzoo info --json``."""
     return [{"tag": s.tag, "url": s.where, "checksum_kind": s.checksum_kind, "checksum": s.checksum,
              "weak_checksum": s.weak_checksum, "layout": s.layout, "archive": s.archive, "member": s.member,
-             "metrics": dict(s.metrics), "license": s.license, "provenance": s.provenance}
+             "metrics": dict(s.metrics), "license": s.license, "provenance": s.provenance,
+             "cfg": dict(s.cfg), "cfg_source": s.cfg_source}
             for s in sources_for(model)]
 
 
