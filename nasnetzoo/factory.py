@@ -15,7 +15,7 @@ from .genotype import Genotype, parse
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
                        get_entry, is_model_name, list_models)
 from .weights.format import WeightsError, check_config_bounds, load_weights, read_metadata
-from .weights.fetch import hub_cache_dir, is_offline
+from .weights.fetch import hub_cache_dir, is_offline, timeout_s
 from .weights.pretrained import pretrained_file
 from .weights.cfg import network_cfg, with_source
 from .weights.sources import WeightsSource, select_source
@@ -205,9 +205,14 @@ def self_describing_weights(target: Union[str, Path]) -> Optional[tuple[Any, Pat
     when ``target`` is none of these (a registry name or a genotype file)."""
     text = str(target)
     path = Path(text)
-    if text.startswith(HUB_PREFIX) or (not path.exists() and _REPO_ID.match(text) and not is_model_name(text)
-                                       and path.suffix not in GENOTYPE_SUFFIXES):
-        weights = _hub_weights(text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text)
+    if text.startswith(HUB_PREFIX):
+        weights = _hub_weights(text[len(HUB_PREFIX):])
+    elif not path.exists() and _REPO_ID.match(text) and not is_model_name(text) and path.suffix not in GENOTYPE_SUFFIXES:
+        try:   # "owner/repo" may as well be a mistyped path: say both
+            weights = _hub_weights(text)
+        except (WeightsError, ConfigError) as err:
+            raise UnknownModelError(f"unknown model {text!r}: not a registry name, alias, genotype file, weights file "
+                                    f"or folder, and as a hub repo id: {err} `nasnetzoo list` shows all models.") from None
     elif path.is_dir() and (path / WEIGHTS_NAME).is_file():
         weights = path / WEIGHTS_NAME
     elif path.is_file() and path.suffix == ".safetensors":
@@ -240,9 +245,15 @@ def _hub_weights(repo_id: str) -> Path:
 
     if not _REPO_ID.match(repo_id) or ".." in repo_id:
         raise ConfigError(f"hub repo id {repo_id!r} is not 'owner/name' (letters, digits, '-', '_', '.').")
+    kwargs = dict(library_name="nasnetzoo", cache_dir=str(hub_cache_dir()))
     try:
-        return Path(hf_hub_download(repo_id, WEIGHTS_NAME, library_name="nasnetzoo", cache_dir=str(hub_cache_dir()),
-                                    local_files_only=is_offline()))
+        try:
+            return Path(hf_hub_download(repo_id, WEIGHTS_NAME, local_files_only=True, **kwargs))
+        except LocalEntryNotFoundError:
+            if is_offline():
+                raise
+        _probe_hub(repo_id)   # one short try: huggingface_hub would retry an unreachable host for minutes
+        return Path(hf_hub_download(repo_id, WEIGHTS_NAME, etag_timeout=timeout_s(), **kwargs))
     except LocalEntryNotFoundError:
         raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} is not in the Hugging Face cache and cannot be "
                            "downloaded now (offline: HF_HUB_OFFLINE is set, or no network); fetch it where there "
@@ -250,6 +261,23 @@ def _hub_weights(repo_id: str) -> Path:
     except (HfHubHTTPError, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} could not be fetched ({first}).") from None
+
+
+def _probe_hub(repo_id: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import hf_hub_url
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(hf_hub_url(repo_id, WEIGHTS_NAME), method="HEAD"),
+                               timeout=timeout_s()).close()
+    except urllib.error.HTTPError:
+        return   # the hub answers: hf_hub_download reports what it says
+    except (urllib.error.URLError, OSError) as err:
+        raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} is not in the Hugging Face cache and the hub cannot be "
+                           f"reached ({getattr(err, 'reason', err)}); fetch it where there is network, or set "
+                           "HF_HUB_OFFLINE=1 to use the cache only.") from None
 
 
 def _pretrained_source(name: Any, *, dataset: Optional[str], tag: Optional[str]) -> WeightsSource:

@@ -204,7 +204,7 @@ def _dataset(cfg: Mapping[str, Any], data_dir: Path, transform):
 def evaluate_pretrained(arch: str, data_dir: Union[str, Path], *, tag: Optional[str] = None,
                         input_size: Optional[int] = None, crop_pct: Optional[float] = None,
                         interpolation: Optional[str] = None, class_map: Optional[Union[str, Path]] = None,
-                        batch_size: int = 64, workers: int = 2, device: str = "cpu", progress: bool = True,
+                        batch_size: int = 64, workers: int = 2, device: str = "auto", progress: bool = True,
                         dataset: Optional[str] = None, model: Optional[torch.nn.Module] = None) -> PretrainedEvalResult:
     """Top-1/top-5 of ``arch``'s published weights (``tag``) on ``data_dir``, preprocessed as the
     file's cfg says (``input_size``/``crop_pct``/``interpolation`` override it).  ``model``: an
@@ -232,6 +232,8 @@ def evaluate_pretrained(arch: str, data_dir: Union[str, Path], *, tag: Optional[
         raise ConfigError(f"{data_dir} holds no images.")
     if model is None:
         model = load(source.model, pretrained=True, tag=source.tag)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
     loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers)
     top1 = top5 = count = 0
