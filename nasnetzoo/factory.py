@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -15,8 +16,10 @@ from .models.features import features_only
 from .registry import (DATASETS, Architecture, ModelEntry, architecture_for, data_preset,
                        get_entry, is_model_name, list_models)
 from .weights.format import WeightsError, check_config_bounds, load_weights, read_metadata
+from .weights.fetch import hub_cache_dir, is_offline, timeout_s
 from .weights.pretrained import pretrained_file
-from .weights.sources import select_source
+from .weights.cfg import network_cfg, with_source
+from .weights.sources import WeightsSource, select_source
 
 # Builder options that describe the cell's ops rather than the network around it; they follow a
 # cell when it is built on another dataset (SNAS's pools keep their BatchNorm on ImageNet).
@@ -44,11 +47,18 @@ class ModelSpec:
         model.pretrained_cfg = self.pretrained_cfg()
         return model
 
-    def pretrained_cfg(self) -> dict:
+    def pretrained_cfg(self, source: Optional[WeightsSource] = None) -> dict:
+        """timm's fields (weights/cfg.py) and nasnetzoo's; ``source``: the published file's own
+        preprocessing replaces the entry's."""
+        own = self.entry is not None and self.entry.architecture is self.architecture
+        preset = f"data.{self.architecture.data}" + (f" and models.{self.entry.name}.data" if own else "")
         cfg = {"name": self.name, "genotype": self.genotype.name, "family": self.genotype.family,
-               "architecture": self.architecture.name, "dataset": self.dataset, **self.data,
-               "num_classes": self.config.get("num_classes"),
+               "architecture": self.architecture.name, "dataset": self.dataset,
+               **network_cfg(self.architecture.name, self.data, self.config.get("num_classes"), preset),
                "config": dict(self.config)}  # what save_pretrained records to rebuild the network
+        if source is not None:
+            cfg = with_source(cfg, self.architecture.name, source.cfg, source.cfg_source or "zoo.yaml", tag=source.tag,
+                              hf_hub_id=source.hub, url=source.url, license=source.license)
         if self.entry is not None:
             reported, computed = self.entry.reported_for(self.dataset)
             cfg.update(reported=dict(reported), computed=dict(computed))
@@ -161,7 +171,13 @@ def load_with_spec(name_or_genotype: Union[str, Path, Genotype, Mapping], pretra
                    tag: Optional[str] = None, **overrides: Any) -> tuple[ModelSpec, nn.Module]:
     """:func:`load`, returning ``(spec, model)``: what was built (name, dataset, input size, config)
     beside the network, resolved once (a weights file's saved config included)."""
+    if weights is None and not pretrained and isinstance(name_or_genotype, (str, Path)):
+        found = self_describing_weights(name_or_genotype)
+        if found is not None:
+            name_or_genotype, weights = found
+    source = None
     if pretrained:
+        source = _pretrained_source(name_or_genotype, dataset=dataset, tag=tag)
         weights = pretrained_weights(name_or_genotype, dataset=dataset, tag=tag)
     if weights is None:
         spec = resolve(name_or_genotype, dataset=dataset, **overrides)
@@ -169,17 +185,118 @@ def load_with_spec(name_or_genotype: Union[str, Path, Genotype, Mapping], pretra
     spec = spec_for_weights(name_or_genotype, weights, dataset=dataset, overrides=overrides)
     model = spec.build()
     load_weights(model, weights)
+    if source is not None:  # the published file's own preprocessing, as its publisher evaluated it
+        model.pretrained_cfg = spec.pretrained_cfg(source)
     return spec, model.eval()
+
+
+def pretrained_cfg(name: str, *, tag: Optional[str] = None, dataset: Optional[str] = None) -> dict:
+    """The pretrained cfg of ``name``'s published file (``tag``: another than the default), with
+    where each value came from (``cfg_sources``); nothing is downloaded or built."""
+    source = _pretrained_source(name, dataset=dataset, tag=tag)
+    spec = resolve(source.model, dataset=source.dataset or dataset, **source.config)
+    return spec.pretrained_cfg(source)
+
+
+HUB_PREFIX = "hf-hub:"
+NASNETZOO_FIELDS = ("nasnetzoo_format", "arch", "genotype", "config")   # any one: the file says what it holds
+WEIGHTS_NAME = "model.safetensors"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def self_describing_weights(target: Union[str, Path]) -> Optional[tuple[Any, Path]]:
+    """``(what to build, weights file)`` for ``load("w.safetensors")``, ``load("./folder")``,
+    ``load("hf-hub:owner/repo")`` and ``load("owner/repo")``, taken from the file's metadata; None
+    when ``target`` is none of these (a registry name or a genotype file)."""
+    text = str(target)
+    path = Path(text)
+    if text.startswith(HUB_PREFIX):
+        weights = _hub_weights(text[len(HUB_PREFIX):])
+    elif not path.exists() and _REPO_ID.match(text) and not is_model_name(text) and path.suffix not in GENOTYPE_SUFFIXES:
+        try:   # "owner/repo" may as well be a mistyped path: say both
+            weights = _hub_weights(text)
+        except (WeightsError, ConfigError) as err:
+            raise UnknownModelError(f"unknown model {text!r}: not a registry name, alias, genotype file, weights file "
+                                    f"or folder, and as a hub repo id: {err} `nasnetzoo list` shows all models.") from None
+    elif path.is_dir() and (path / WEIGHTS_NAME).is_file():
+        weights = path / WEIGHTS_NAME
+    elif path.is_file() and path.suffix == ".safetensors":
+        weights = path
+    else:
+        return None
+    return arch_from_metadata(read_metadata(weights), weights), weights
+
+
+def arch_from_metadata(meta: Mapping[str, Any], path: Any) -> Any:
+    """The registry name (``arch``) or the genotype a weights file records; one line when neither is usable."""
+    if not any(meta.get(k) for k in NASNETZOO_FIELDS):
+        raise WeightsError(f"{path} carries no nasnetzoo metadata, so it does not say which network it holds; "
+                           "load it with nasnetzoo.load(NAME, weights=PATH), or convert it with `nasnetzoo convert`.")
+    arch = meta.get("arch")
+    if isinstance(arch, str) and is_model_name(arch):
+        return get_entry(arch).name
+    genotype = meta.get("genotype")
+    if isinstance(genotype, Mapping):
+        return dict(genotype)
+    raise WeightsError(f"{path}: metadata names no registry arch ({arch!r}) and holds no genotype; load it with "
+                       "nasnetzoo.load(NAME_OR_GENOTYPE_FILE, weights=PATH).")
+
+
+def _hub_weights(repo_id: str) -> Path:
+    """``model.safetensors`` of hub repo ``repo_id`` through ``hf_hub_download`` (its cache and
+    ``HF_HUB_OFFLINE`` apply)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+        raise ConfigError(f"hub repo id {repo_id!r} is not 'owner/name' (letters, digits, '-', '_', '.').")
+    kwargs = dict(library_name="nasnetzoo", cache_dir=str(hub_cache_dir()))
+    try:
+        try:
+            return Path(hf_hub_download(repo_id, WEIGHTS_NAME, local_files_only=True, **kwargs))
+        except LocalEntryNotFoundError:
+            if is_offline():
+                raise
+        _probe_hub(repo_id)   # one short try: huggingface_hub would retry an unreachable host for minutes
+        return Path(hf_hub_download(repo_id, WEIGHTS_NAME, etag_timeout=timeout_s(), **kwargs))
+    except LocalEntryNotFoundError:
+        raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} is not in the Hugging Face cache and cannot be "
+                           "downloaded now (offline: HF_HUB_OFFLINE is set, or no network); fetch it where there "
+                           "is network, or load a local copy with nasnetzoo.load('path/model.safetensors').") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} could not be fetched ({first}).") from None
+
+
+def _probe_hub(repo_id: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import hf_hub_url
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(hf_hub_url(repo_id, WEIGHTS_NAME), method="HEAD"),
+                               timeout=timeout_s()).close()
+    except urllib.error.HTTPError:
+        return   # the hub answers: hf_hub_download reports what it says
+    except (urllib.error.URLError, OSError) as err:
+        raise WeightsError(f"hf-hub:{repo_id}: {WEIGHTS_NAME} is not in the Hugging Face cache and the hub cannot be "
+                           f"reached ({getattr(err, 'reason', err)}); fetch it where there is network, or set "
+                           "HF_HUB_OFFLINE=1 to use the cache only.") from None
+
+
+def _pretrained_source(name: Any, *, dataset: Optional[str], tag: Optional[str]) -> WeightsSource:
+    if not isinstance(name, str) or not is_model_name(name):
+        raise ConfigError(f"pretrained=True needs a registry name (see `nasnetzoo list`); {str(name)[:80]!r} "
+                          "is not one, so pass your own weights with weights='file.safetensors'.")
+    return select_source(get_entry(name).name, tag=tag, dataset=dataset)
 
 
 def pretrained_weights(name: Any, *, dataset: Optional[str] = None, tag: Optional[str] = None,
                        force: bool = False) -> Path:
     """The local nasnetzoo weights file of ``name``'s published weights (fetched on first use)."""
-    if not isinstance(name, str) or not is_model_name(name):
-        raise ConfigError(f"pretrained=True needs a registry name (see `nasnetzoo list`); {str(name)[:80]!r} "
-                          "is not one, so pass your own weights with weights='file.safetensors'.")
-    entry = get_entry(name)
-    source = select_source(entry.name, tag=tag, dataset=dataset)
+    source = _pretrained_source(name, dataset=dataset, tag=tag)
+    entry = get_entry(source.model)
 
     def build(config: Mapping[str, Any]) -> nn.Module:
         return resolve(entry.name, dataset=source.dataset or dataset, **config).build()
@@ -198,6 +315,10 @@ def spec_for_weights(name_or_genotype: Any, path: Union[str, Path], *, dataset: 
     for another genotype or network raises WeightsError naming both and the call that loads it.
     """
     meta = read_metadata(path) if meta is None else meta
+    if not any(meta.get(k) for k in NASNETZOO_FIELDS):
+        raise WeightsError(f"{path} carries no nasnetzoo metadata (no arch, genotype or config), so nothing says which "
+                           "network its tensors fit; convert it with `nasnetzoo convert --from FORMAT ...`, or write "
+                           "it with nasnetzoo.save_pretrained.")
     saved_config = meta.get("config")
     if saved_config is not None and not isinstance(saved_config, Mapping):
         raise WeightsError(f"{path}: metadata 'config' is not a mapping; rewrite it with save_pretrained.")
@@ -214,6 +335,8 @@ def spec_for_weights(name_or_genotype: Any, path: Union[str, Path], *, dataset: 
 def _check_same_network(spec: ModelSpec, meta: Mapping[str, Any], path) -> None:
     saved = meta.get("genotype")
     arch = meta.get("arch")
+    if arch is not None and not isinstance(arch, str):
+        raise WeightsError(f"{path}: metadata 'arch' is {arch!r}, not a name; rewrite it with save_pretrained.")
     if isinstance(arch, str) and is_model_name(arch):
         fix = f"Load it with nasnetzoo.load({arch!r}, weights={str(path)!r})"
     else:
@@ -234,3 +357,8 @@ def _check_same_network(spec: ModelSpec, meta: Mapping[str, Any], path) -> None:
             f"{path} holds weights for the {saved_architecture!r} network, but {spec.name!r} builds "
             f"{spec.architecture.name!r}. {fix}, or pass the dataset it was trained on "
             f"({meta.get('dataset') or 'see its metadata'}).")
+    # same cell and network, but the file says it is another registry entry (e.g. pcdarts vs darts weights)
+    if isinstance(arch, str) and is_model_name(arch) and spec.entry is not None and is_model_name(spec.name) \
+            and get_entry(arch).name != get_entry(spec.name).name:
+        raise WeightsError(f"{path} holds weights for {get_entry(arch).name!r} (its metadata's arch), not "
+                           f"{spec.name!r}; load it with nasnetzoo.load({get_entry(arch).name!r}, weights={str(path)!r}).")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 import nasnetzoo
@@ -168,12 +170,13 @@ def test_published_file_of_another_architecture(hub, tmp_path, monkeypatch):
 
 
 def test_published_file_with_wrong_keys(hub, tmp_path, monkeypatch):
-    from safetensors.torch import save_file
+
+    from nasnetzoo.weights.format import write_weights
 
     state = {k: v.contiguous() for k, v in nasnetzoo.load("pcdarts_cifar", **SMALL).state_dict().items()}
     state["extra"] = torch.zeros(1)
     bad = tmp_path / FILE
-    save_file(state, str(bad))  # no metadata: built with the entry's defaults, which the keys do not fit
+    write_weights(state, bad, {"arch": "pcdarts_cifar"})  # no config: the entry's defaults, which the keys do not fit
     publish(hub, REPO, FILE, bad)
     register(monkeypatch, "pcdarts_cifar", {"hub": REPO, "filename": FILE, "revision": COMMIT, "sha256": sha256(bad)})
     with pytest.raises(WeightsError, match=r"does not fit this architecture; missing keys \(\d+\).*unexpected keys"):
@@ -345,13 +348,20 @@ def test_push_uploads_weights_and_card(tmp_path, fake_api):
                                       "--license", "apache-2.0"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     digest = sha256(path)
-    assert [c[0] for c in fake_api.calls] == ["create_repo", "upload_file", "upload_file"]
+    assert [c[0] for c in fake_api.calls] == ["create_repo", "upload_file", "upload_file", "upload_file"]
+    config = json.loads(fake_api.uploads["config.json"])
+    assert config["arch"] == "pcdarts_cifar" and config["genotype"]["name"] == "pcdarts_cifar"
+    assert config["config"]["layers"] == 5 and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
     assert fake_api.calls[0][1] == REPO and fake_api.calls[0][2]["exist_ok"] is True
     assert fake_api.uploads[FILE] == path.read_bytes()
     card = fake_api.uploads["README.md"].decode()
     assert card.startswith("---\nlicense: apache-2.0\n") and "library_name: nasnetzoo" in card
     assert nasnetzoo.get_genotype("pcdarts_cifar").to_string() in card            # genotype
     assert "| top1_err | 2.9 | 2.57 |" in card and "| top1 | 97.1 | - |" in card    # metrics vs paper
+    front = yaml.safe_load(card.split("---\n")[1])
+    result_0 = front["model-index"][0]["results"][0]       # measured only, with its source; no paper figure
+    assert result_0["metrics"] == [{"type": "top1_accuracy", "name": "top-1 accuracy", "value": 97.1}]
+    assert "runs/r1" in result_0["source"]["name"] and "2.57" not in json.dumps(front["model-index"])
     assert "recipes/pcdarts_cifar.yaml" in card and "- run: runs/r1" in card       # recipe, provenance
     assert digest in card and "## License" in card and '"layers": 5' in card
     # the registry entry to paste, pinned to the upload's commit

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional, Union
 from ..errors import ConfigError, NasNetZooError, first_line
 from ..safe_paths import check_repo_id
 from ..weights.format import load_weights, read_metadata
+from ..weights.format import folder_config
 
 PathLike = Union[str, Path]
 
@@ -60,6 +61,9 @@ def model_card(spec, meta: Mapping[str, Any], *, filename: str, sha256: str, rep
              "tags": ["image-classification", "neural-architecture-search", "nasnetzoo",
                       f"{genotype.family}-family", spec.name],
              "datasets": ["imagenet-1k" if dataset == "imagenet" else dataset]}
+    index = model_index(spec.name, dataset, metrics, provenance)
+    if index:
+        front["model-index"] = index
     lines = ["---", dump_yaml(front).rstrip("\n"), "---", "",
              f"# {spec.name} (genotype {genotype.name or '(custom)'}, {genotype.family} family, {dataset})", "",
              f"Weights for the nasnetzoo network `{spec.name}` (network `{spec.architecture.name}`), stored as "
@@ -106,6 +110,46 @@ def model_card(spec, meta: Mapping[str, Any], *, filename: str, sha256: str, rep
     return "\n".join(lines)
 
 
+# metrics key -> (model-index metric, how to read it as an accuracy in %)
+_MEASURED = (("top1", "top-1 accuracy", lambda v: v), ("val_acc", "top-1 accuracy", lambda v: v),
+             ("top1_err", "top-1 accuracy", lambda v: 100.0 - v),
+             ("publisher_top1_err", "top-1 accuracy", lambda v: 100.0 - v),
+             ("top5", "top-5 accuracy", lambda v: v), ("val_top5", "top-5 accuracy", lambda v: v),
+             ("top5_err", "top-5 accuracy", lambda v: 100.0 - v),
+             ("publisher_top5_err", "top-5 accuracy", lambda v: 100.0 - v))
+_DATASET_NAMES = {"imagenet": ("ImageNet-1k", "imagenet-1k"), "cifar10": ("CIFAR-10", "cifar10"),
+                  "cifar100": ("CIFAR-100", "cifar100"), "digits": ("scikit-learn digits (32 px)", "digits")}
+
+
+def measured_source(metrics: Mapping[str, Any], provenance: Mapping[str, Any]) -> Optional[str]:
+    """Who measured these weights' figures, or None (then the card's model-index has none)."""
+    if metrics.get("source") or metrics.get("publisher_source"):
+        return str(metrics.get("source") or metrics.get("publisher_source"))
+    if provenance.get("run") or provenance.get("recipe"):
+        return "nasnetzoo train, " + ", ".join(f"{k} {provenance[k]}" for k in ("recipe", "run") if provenance.get(k))
+    return None
+
+
+def model_index(name: str, dataset: str, metrics: Mapping[str, Any], provenance: Mapping[str, Any]) -> list:
+    """The card's ``model-index``: measured figures only, each result naming its source; the papers'
+    figures never go here (they stay in the card's table, marked as the paper's)."""
+    source = measured_source(metrics, provenance)
+    found = {}
+    for key, label, to_accuracy in _MEASURED:
+        value = metrics.get(key)
+        if label not in found and isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[label] = round(float(to_accuracy(value)), 4)
+    if not found or source is None:
+        return []
+    title, kind = _DATASET_NAMES.get(dataset, (dataset, dataset))
+    return [{"name": name, "results": [{
+        "task": {"type": "image-classification", "name": "Image Classification"},
+        "dataset": {"name": title, "type": kind, "split": "validation" if dataset == "imagenet" else "test"},
+        "metrics": [{"type": label.replace(" ", "_").replace("-", ""), "name": label, "value": value}
+                    for label, value in found.items()],
+        "source": {"name": source}}]}]
+
+
 def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optional[str] = None,
                  private: bool = False, api: Any = None, commit_message: Optional[str] = None,
                  dry_run: bool = False) -> PushResult:
@@ -130,7 +174,8 @@ def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optiona
     revision = None
     card = model_card(spec, meta, filename=weights.name, sha256=sha, repo_id=repo_id, license=license)
     if not dry_run:
-        revision = _upload(api, repo_id, weights, card, private=private,
+        config = (json.dumps(folder_config(meta), indent=2, sort_keys=True, default=str) + "\n").encode()
+        revision = _upload(api, repo_id, weights, card, private=private, config=config,
                            message=commit_message or f"Add {weights.name} ({spec.name}) with its model card")
     entry = {"tag": "nasnetzoo", "hub": repo_id, "filename": weights.name, "revision": revision or "<commit>",
              "sha256": sha, "layout": "nasnetzoo"}
@@ -142,7 +187,8 @@ def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optiona
     return PushResult(spec.name, repo_id, weights.name, revision, sha, card, entry)
 
 
-def _upload(api: Any, repo_id: str, weights: Path, card: str, *, private: bool, message: str) -> Optional[str]:
+def _upload(api: Any, repo_id: str, weights: Path, card: str, *, private: bool, message: str,
+            config: bytes = b"{}") -> Optional[str]:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -151,6 +197,8 @@ def _upload(api: Any, repo_id: str, weights: Path, card: str, *, private: bool, 
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         api.upload_file(path_or_fileobj=str(weights), path_in_repo=weights.name, repo_id=repo_id,
                         repo_type="model", commit_message=message)
+        api.upload_file(path_or_fileobj=config, path_in_repo="config.json", repo_id=repo_id, repo_type="model",
+                        commit_message=f"config.json for {weights.name}")
         info = api.upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
                                repo_type="model", commit_message=f"Model card for {weights.name}")
     except HfHubHTTPError as err:

@@ -116,7 +116,7 @@ def push(name: str, weights_path: str, repo_id: str, license_: Optional[str], pr
     if dry_run:
         click.echo(result.card)
         return
-    click.echo(f"uploaded {result.filename} and README.md to {repo_id} (revision {result.revision}, "
+    click.echo(f"uploaded {result.filename}, config.json and README.md to {repo_id} (revision {result.revision}, "
                f"sha256 {result.sha256})")
     click.echo("add to nasnetzoo/zoo.yaml:")
     click.echo(result.entry_yaml().rstrip("\n"))

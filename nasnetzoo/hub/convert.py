@@ -1,7 +1,8 @@
 """``nasnetzoo convert``: a foreign checkpoint -> a nasnetzoo weights file, checked by outputs.
 
-The layouts and their key maps are in :mod:`nasnetzoo.weights.layouts`; this module infers the
-builder options from the tensors, builds the network, maps the keys by name, compares the logits
+The layout table and the one :func:`~nasnetzoo.weights.convert.convert` (rename, check, load), which
+``pretrained=True`` uses too, are in :mod:`nasnetzoo.weights.convert`; this module infers the
+builder options from the tensors, builds the network, converts through that one path, compares the logits
 of the source library's own model (timm, Cadene's ``pretrainedmodels``, pytorchcv) with the
 converted network's when that library is importable, and writes through the one weights writer.
 
@@ -12,76 +13,28 @@ saved in the file's config and ``load`` rebuilds it.
 """
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..safe_paths import refuse_overwriting_inputs
-from ..weights.format import WeightsError, check_config_bounds, check_tensors, state_dict_mismatch
+from ..weights.format import WeightsError, check_config_bounds
+from ..weights.convert import LAYOUTS, Reference as _Reference, convert, reference_model  # noqa: F401 (old name)
 from ..weights.layouts import (BACKGROUND_CLASSES, DARTS_FORMATS, as_base_layout, map_state_dict,  # noqa: F401
                                read_checkpoint, source_key_map)
 
 PathLike = Union[str, Path]
 
-FORMATS = {
-    "darts": "official DARTS (quark0/darts cnn/model.py NetworkCIFAR / NetworkImageNet)",
-    "pcdarts": "official PC-DARTS (yuhuixu1993/PC-DARTS model.py, the DARTS network)",
-    "pdarts": "official P-DARTS (chenxin061/pdarts model.py, aux head with BatchNorm2d(768))",
-    "timm": "timm nasnetalarge / pnasnet5large",
-    "cadene": "Cadene pretrainedmodels nasnetamobile / nasnetalarge / pnasnet5large",
-    "pytorchcv": "pytorchcv (osmr imgclsmob) darts / nasnet_4a1056 / nasnet_6a4032 / pnasnet5large",
-    "nni": "NNI's DARTS space with a fixed architecture (nni.nas.hub.pytorch.DARTS, e.g. darts-v2-5465b0d2.pth)",
-}
-
-# nasnetzoo registry name -> the source library's model name (for the output check)
-TIMM_MODELS = {"nasnet_a_large": "nasnetalarge", "pnasnet5_large": "pnasnet5large"}
-CADENE_MODELS = {"nasnet_a_mobile": "nasnetamobile", "nasnet_a_large": "nasnetalarge",
-                 "pnasnet5_large": "pnasnet5large"}
-PYTORCHCV_MODELS = {"darts_v2_imagenet": "darts", "nasnet_a_mobile": "nasnet_4a1056",
-                    "nasnet_a_large": "nasnet_6a4032", "pnasnet5_large": "pnasnet5large"}
-NNI_MODELS = {"darts_v2_cifar": "darts-v2"}
-
-
-@dataclass(frozen=True)
-class _Reference:
-    """How to build a source library's own model (random init) for the output check."""
-
-    models: Mapping[str, str]             # registry name -> the library's model name
-    module: str                           # what to import
-    build: Callable[[Any, str, int], nn.Module]   # (module, model name, classes) -> model
-    label: str                            # "{name}": how the check names the model
-    no_model: str                         # "{arch}": the library has no model for this entry
-    not_importable: str                   # the line when the import fails
-    import_errors: tuple = (ImportError,)
-
-
-REFERENCES = {
-    "timm": _Reference(
-        TIMM_MODELS, "timm", build=lambda m, name, n: m.create_model(name, pretrained=False, num_classes=n),
-        label="timm {name}", no_model="timm has no model for {arch}",
-        not_importable="timm is not installed (pip install timm)"),
-    "cadene": _Reference(
-        CADENE_MODELS, "pretrainedmodels", build=lambda m, name, n: getattr(m, name)(num_classes=n, pretrained=None),
-        label="Cadene {name}", no_model="Cadene's pretrainedmodels has no model for {arch}",
-        not_importable="Cadene's pretrainedmodels is not importable (pip install pretrainedmodels)",
-        import_errors=(Exception,)),   # ImportError, or its own missing dependencies
-    "pytorchcv": _Reference(
-        PYTORCHCV_MODELS, "pytorchcv.model_provider",
-        build=lambda m, name, n: m.get_model(name, pretrained=False, num_classes=n),
-        label="pytorchcv {name}", no_model="pytorchcv has no model for {arch}",
-        not_importable="pytorchcv is not installed (pip install pytorchcv)"),
-    "nni": _Reference(
-        NNI_MODELS, "nni.nas.hub.pytorch", build=lambda m, name, n: m.DARTS.load_searched_model(name),
-        label="NNI DARTS.load_searched_model({name!r})", no_model="NNI's space hub has no fixed model for {arch}",
-        not_importable="NNI is not importable (pip install nni)",
-        import_errors=(Exception,)),   # ImportError, or NNI's own dependencies
-}
+# The layout table lives in nasnetzoo.weights.convert (one record per layout); these names stay for imports.
+FORMATS = {name: layout.description for name, layout in LAYOUTS.items() if name != "nasnetzoo"}
+REFERENCES = {name: layout.reference for name, layout in LAYOUTS.items() if layout.reference is not None}
+TIMM_MODELS, CADENE_MODELS, PYTORCHCV_MODELS, NNI_MODELS = (
+    dict(REFERENCES[name].models) for name in ("timm", "cadene", "pytorchcv", "nni"))
 
 
 @dataclass
@@ -180,20 +133,7 @@ def _dataset_for(spec, num_classes: Optional[int]) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------- output check
-def _reference_model(fmt: str, arch: str, num_classes: int) -> tuple[Optional[nn.Module], str]:
-    """The source library's model (random init), or None and why not."""
-    ref = REFERENCES.get(fmt)
-    if ref is None:
-        return None, (f"the official {fmt} code is research code, not an importable package; keys and shapes "
-                      "were matched strictly by name")
-    name = ref.models.get(arch)
-    if name is None:
-        return None, ref.no_model.format(arch=arch)
-    try:
-        module = importlib.import_module(ref.module)
-    except ref.import_errors:
-        return None, ref.not_importable
-    return ref.build(module, name, num_classes), ref.label.format(name=name)
+_reference_model = reference_model   # looked up at call time (tests replace it)
 
 
 def compare_outputs(reference: nn.Module, source_state: Mapping[str, torch.Tensor], converted: nn.Module,
@@ -248,14 +188,9 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
         dataset = _dataset_for(base, config.get("num_classes"))
     spec = resolve(arch, dataset=dataset, **config)
     model = spec.build()
-    state, filled, notes = map_state_dict(source, model, layout)
-    problems = state_dict_mismatch(model.state_dict(), state)
-    if problems:
-        raise WeightsError(f"{src} (--from {fmt}) does not fit {spec.name}; {problems}. Check --arch (the "
-                           "genotype the checkpoint was trained with) and --from.")
-    check_tensors(state, model.state_dict(), src)
-    model.load_state_dict(state, strict=True)
-    result = ConversionResult(dst, spec.name, dict(spec.config), len(state), filled, notes)
+    done = convert(source, model, layout, source=f"{src} (--from {fmt})", target=spec.name,
+                   fix="Check --arch (the genotype the checkpoint was trained with) and --from.")
+    result = ConversionResult(dst, spec.name, dict(spec.config), len(done.state), done.filled, done.notes)
 
     if verify is not False:
         reference, why = _reference_model(fmt, spec.name, int(source_rows(source, layout) or 0))

@@ -25,6 +25,7 @@ from torch import nn
 from torch.fx import Proxy
 from torch.utils.checkpoint import checkpoint
 
+from ..weights.cfg import set_num_classes
 from .layers import DropPath
 
 Indices = Optional[Union[int, Sequence[int]]]
@@ -146,6 +147,7 @@ class CellNetwork(nn.Module):
         ``global_pool``: ``'avg'``, ``'max'`` or ``''`` (no pooling, with ``num_classes=0``)."""
         self.num_classes = num_classes
         self._set_global_pool(self.global_pool_type if global_pool is None else global_pool)
+        set_num_classes(self, num_classes)  # the pretrained cfg says the new head's class count
         device = next(self.parameters()).device
         self.classifier = self._make_classifier(self.num_features, num_classes).to(device)
         if self.auxiliary_head is not None and hasattr(self.auxiliary_head, "reset_classifier"):

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..weights.format import created_provenance, write_weights
+from ..weights.format import created_provenance, input_record, write_weights
 from ..fileio import atomic_write
 
 PathLike = Union[str, Path]
@@ -44,9 +44,11 @@ def inference_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def weights_metadata(spec, config: Mapping[str, Any], metrics: Optional[Mapping] = None,
                      provenance: Optional[Mapping] = None) -> dict[str, Any]:
     """The weights-format metadata of a trained ``spec`` (the writer adds the format fields)."""
+    provenance = dict(provenance or {})
     meta: dict[str, Any] = {
         "arch": spec.name, "architecture": spec.architecture.name, "dataset": spec.dataset,
         "genotype": spec.genotype.to_dict(), "config": dict(config),
+        "input": input_record(spec, config, provenance.pop("image_size", None)),
         "provenance": created_provenance(provenance),
     }
     if metrics:

@@ -56,27 +56,73 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
 
 @click.command("eval")
 @click.option("--arch", required=True, help="Registry name, alias or genotype file the weights belong to.")
-@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="A safetensors weights file.")
-@click.option("--data", default="cifar10", show_default=True,
-              type=click.Choice(list(DATASETS)), help="Validation set.")
-@click.option("--data-dir", default="data", show_default=True, help="Where the dataset lives.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="A safetensors weights file.")
+@click.option("--pretrained", is_flag=True,
+              help="The entry's published weights (--tag picks a file), preprocessed as their cfg says.")
+@click.option("--tag", default=None, help="With --pretrained: the published file with this tag (`nasnetzoo info`).")
+@click.option("--dataset", "--data", "data", default=None, type=click.Choice(list(DATASETS)),
+              help="Validation set (default: cifar10; with --pretrained, the weights' own). --data: the old spelling.")
+@click.option("--data-dir", default="data", show_default=True, help="Where the dataset lives (an ImageFolder "
+              "of the ImageNet validation set for --pretrained ImageNet weights).")
 @click.option("--download", is_flag=True, help="Download CIFAR into --data-dir if it is not there.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--image-size", type=click.IntRange(1, MAX_IMAGE_SIZE),
-              help="Input size (default: the run's, 32 for CIFAR, 224 for ImageNet).")
+@click.option("--input-size", "--image-size", "image_size", type=click.IntRange(1, MAX_IMAGE_SIZE),
+              help="Input size (default: the weights' own, from their metadata or cfg). --image-size: the old spelling.")
+@click.option("--crop", "crop_pct", type=click.FloatRange(0, 1, min_open=True),
+              help="With --pretrained: crop fraction instead of the cfg's crop_pct.")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]),
+              help="With --pretrained: resize interpolation instead of the cfg's.")
+@click.option("--class-map", default=None,
+              help="With --pretrained: folder -> class index (JSON or 'folder index' lines), or `synsets` for "
+                   "a folder holding a subset of ImageNet's synsets.")
+@click.option("-o", "--out", "--results-file", "results_file", type=click.Path(dir_okay=False),
+              help="Write the results as JSON (.json) or CSV (.csv).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--workers", default=4, show_default=True, type=int)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Builder option not saved in the weights file, e.g. --set C=16 --set layers=8.")
 @_user_errors
-def eval_cmd(arch: str, weights: str, data: str, data_dir: str, download: bool, batch_size: int,
-             image_size: Optional[int], workers: int, overrides: Sequence[str]) -> None:
-    """Top-1/top-5 accuracy of WEIGHTS on a validation set, with the paper's figure beside it."""
+def eval_cmd(arch: str, weights: Optional[str], pretrained: bool, tag: Optional[str], data: Optional[str],
+             data_dir: str, download: bool, batch_size: int, image_size: Optional[int], crop_pct: Optional[float],
+             interpolation: Optional[str], class_map: Optional[str], results_file: Optional[str], as_json: bool,
+             workers: int, overrides: Sequence[str]) -> None:
+    """Top-1/top-5 accuracy of WEIGHTS (or --pretrained) on a validation set, with the publisher's and
+    the paper's figures beside it."""
+    import json
+
+    from .recipe import RecipeError, parse_assignment
+
+    if pretrained == bool(weights):
+        raise RecipeError("pass --weights FILE or --pretrained (with --tag for another published file).")
+    if pretrained:
+        from .pretrained_eval import evaluate_pretrained, write_results
+
+        if overrides or download:
+            raise RecipeError("--set and --download do not apply to --pretrained (the published file fixes the "
+                              "network; put the dataset in --data-dir).")
+        result = evaluate_pretrained(arch, data_dir, tag=tag, input_size=image_size, crop_pct=crop_pct,
+                                     interpolation=interpolation, class_map=class_map, batch_size=batch_size,
+                                     workers=workers, dataset=data)
+        if results_file:
+            write_results(result, results_file)
+        click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else "\n".join(result.lines()))
+        return
+    if tag or crop_pct is not None or interpolation or class_map:
+        raise RecipeError("--tag, --crop, --interpolation and --class-map go with --pretrained.")
     from .evaluate import evaluate_weights
-    from .recipe import parse_assignment
 
     options = dict(parse_assignment(text) for text in overrides)
-    result = evaluate_weights(arch, weights, data=data, data_dir=data_dir, batch_size=batch_size,
+    result = evaluate_weights(arch, weights, data=data or "cifar10", data_dir=data_dir, batch_size=batch_size,
                               image_size=image_size, download=download, workers=workers, overrides=options)
+    if results_file or as_json:
+        row = {k: v for k, v in vars(result).items()}
+        if results_file:
+            from ..fileio import atomic_write
+
+            atomic_write(results_file, lambda h: h.write((json.dumps(row, indent=2) + "\n").encode()))
+        if as_json:
+            click.echo(json.dumps(row, indent=2))
+            return
     click.echo(result.line())
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -10,6 +9,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from ..runs import distributed as D
+from ..weights.format import read_metadata, saved_image_size
 from .artifacts import load_trained
 from ..data.datasets import build_data
 from .engine import evaluate_model
@@ -52,16 +52,6 @@ def paper_figures(model: torch.nn.Module, dataset: str) -> tuple[Optional[float]
     return top1, top5, str(reported.get("source", ""))
 
 
-def _run_image_size(weights: Path) -> Optional[int]:
-    model_json = weights.parent.parent / "model.json"
-    if model_json.is_file():
-        try:
-            return int(json.loads(model_json.read_text()).get("image_size"))
-        except (ValueError, TypeError, json.JSONDecodeError):
-            return None
-    return None
-
-
 def evaluate_weights(arch: str, weights: Union[str, Path], *, data: str = "cifar10", data_dir: str = "data",
                      batch_size: int = 256, image_size: Optional[int] = None, download: bool = False,
                      workers: int = 4, device: str = "auto", overrides: Optional[Mapping[str, Any]] = None
@@ -74,8 +64,8 @@ def evaluate_weights(arch: str, weights: Union[str, Path], *, data: str = "cifar
     info = D.setup(device)
     try:
         model = load_trained(arch, weights, **dict(overrides or {}))
-        if image_size is None:
-            image_size = _run_image_size(weights) if data == "digits" else None
+        if image_size is None:  # the weights' own metadata, never the run folder around them
+            image_size = saved_image_size(read_metadata(weights), weights)
         if image_size is None:
             image_size = 224 if data == "imagenet" else 32
         recipe = Recipe(dataset=data, data_dir=data_dir, download=download, image_size=image_size,

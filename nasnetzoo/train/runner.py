@@ -150,7 +150,7 @@ class _Loop:
     @property
     def provenance(self) -> dict:
         return {"recipe": self.recipe.name, "seed": self.recipe.seed, "trained_on": self.recipe.dataset,
-                "arch": self.arch}
+                "arch": self.arch, "image_size": self.recipe.image_size}   # artifacts moves it to `input`
 
 
 def _train(info, recipe, arch, out, resume, on_epoch_end, overwrite) -> TrainResult:

@@ -4,6 +4,8 @@
   :func:`save_pretrained`) and the one reader (:func:`read_metadata`, :func:`load_weights`).
 * :mod:`.sources` - the ``weights:`` lists of ``zoo.yaml`` (publisher, checksum, layout, metrics).
 * :mod:`.layouts` - foreign checkpoints read without running code, renamed to nasnetzoo's keys.
+* :mod:`.convert` - the layout table and the one ``convert(state, model, layout)`` (both paths use it).
+* :mod:`.cfg`, :mod:`.preprocess` - each published file's pretrained cfg and its eval transform.
 * :mod:`.fetch` - download (hub or URL), checksum before unpickling, zip extraction, the cache.
 * :mod:`.pretrained` - ``pretrained=True``: fetch, convert once, cache keyed by the source checksum.
 

@@ -41,6 +41,8 @@ METADATA_KEYS = {
     "reported": True,           # the papers' figures for the architecture
     "provenance": True,         # who made the weights and how (recipe, source checkpoint, converter)
     "license": False,
+    "input": True,              # what the network is fed: image_size, in_chans, dataset, num_classes
+    "pretrained_cfg": True,     # the preprocessing (weights/cfg.py), with where each value came from
 }
 
 class WeightsError(NasNetZooError):
@@ -194,10 +196,38 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
         meta["config"] = config
     if cfg.get("reported"):
         meta["reported"] = dict(cfg["reported"])
+    if cfg.get("input_size"):
+        size = tuple(cfg["input_size"])
+        meta["input"] = {"image_size": int(size[-1]), "in_chans": int(size[0]), "dataset": cfg.get("dataset"),
+                         "num_classes": int(getattr(model, "num_classes", cfg.get("num_classes")) or 0)}
+        meta["pretrained_cfg"] = {k: cfg[k] for k in ("input_size", "crop_pct", "crop_mode", "interpolation", "mean",
+                                                     "std", "resize_rounding", "num_classes", "first_conv",
+                                                     "classifier", "pool_size", "tag", "hf_hub_id", "cfg_sources")
+                                  if cfg.get(k) is not None}
     genotype = getattr(model, "genotype", None)
     if genotype is not None and hasattr(genotype, "to_dict"):
         meta["genotype"] = genotype.to_dict()
     return meta
+
+
+def input_record(spec, config: Mapping[str, Any], image_size: Optional[int] = None) -> dict[str, Any]:
+    """The ``input`` metadata of a network built from ``spec``: fed ``image_size`` px images (default:
+    its data preset's), with its channels, dataset and class count."""
+    size = tuple(spec.data["input_size"])
+    return {"image_size": int(image_size or size[-1]), "in_chans": int(size[0]), "dataset": spec.dataset,
+            "num_classes": config.get("num_classes")}
+
+
+def saved_image_size(meta: Mapping[str, Any], path: Any) -> Optional[int]:
+    """The image size a weights file records (``input.image_size``), None when it records none."""
+    record = meta.get("input")
+    if record is None:
+        return None
+    size = record.get("image_size") if isinstance(record, Mapping) else None
+    if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= 4096):
+        raise WeightsError(f"{path}: metadata input.image_size is {size!r}, not a whole number of pixels (1..4096); "
+                           "pass --input-size, or rewrite the file with nasnetzoo.save_pretrained.")
+    return size
 
 
 def encode_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -289,5 +319,38 @@ def save_pretrained(model: Union[nn.Module, Mapping[str, torch.Tensor]], path: P
     extra = dict(metadata or {})
     meta["provenance"] = created_provenance(extra.pop("provenance", None))
     meta.update(extra)
+    folder = Path(path)
+    if folder.is_dir() or not folder.suffix:   # a folder: the hub's layout (model.safetensors + config.json + card)
+        return save_folder(model, folder, meta)
     return write_weights(model.state_dict() if isinstance(model, nn.Module) else model, path, meta)
+
+
+FOLDER_FILES = ("model.safetensors", "config.json", "README.md")
+
+
+def folder_config(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``config.json`` of a weights folder: what load() needs, readable without safetensors."""
+    keys = ("arch", "architecture", "dataset", "genotype", "config", "input", "pretrained_cfg", "metrics",
+            "reported", "license")
+    return {"library_name": "nasnetzoo", "nasnetzoo_format": FORMAT_VERSION, "nasnetzoo_version": __version__,
+            **{k: meta[k] for k in keys if meta.get(k) is not None}}
+
+
+def save_folder(model: Union[nn.Module, Mapping[str, torch.Tensor]], folder: Path, meta: Mapping[str, Any]) -> Path:
+    """``folder/model.safetensors``, ``folder/config.json`` and ``folder/README.md``; returns the weights path."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} exists and is not a folder; give a new folder or a .safetensors path.")
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = write_weights(model.state_dict() if isinstance(model, nn.Module) else model,
+                            folder / FOLDER_FILES[0], meta)
+    config = folder_config(meta)
+    atomic_write(folder / FOLDER_FILES[1],
+                 lambda h: h.write((json.dumps(config, indent=2, sort_keys=True, default=_jsonable) + "\n").encode()))
+    arch = meta.get("arch") or "custom"
+    lines = ["---", "library_name: nasnetzoo", "tags: [image-classification, nasnetzoo]", "---", "",
+             f"# {arch}", "", "```python", "import nasnetzoo", f"model = nasnetzoo.load({str(folder)!r})", "```", "",
+             "`config.json` records the network (arch, genotype, builder config) and its preprocessing "
+             "(pretrained_cfg); `model.safetensors` carries the same in its metadata.", ""]
+    atomic_write(folder / FOLDER_FILES[2], lambda h: h.write("\n".join(lines).encode()))
+    return weights
 

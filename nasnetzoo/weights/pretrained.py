@@ -16,8 +16,9 @@ from torch import nn
 
 from ..safe_paths import check_name
 from . import cache_digest, fetch
-from .format import WeightsError, WeightsUnavailableError, check_fits, save_pretrained
-from .layouts import map_state_dict, read_checkpoint
+from .format import WeightsError, WeightsUnavailableError, save_pretrained
+from .layouts import read_checkpoint
+from .convert import convert
 from .sources import WeightsSource
 
 Builder = Callable[[Mapping], nn.Module]
@@ -62,9 +63,8 @@ def convert_source(source: WeightsSource, build: Builder, target: Path, *, force
     else:
         state = read_checkpoint(raw)
     model = build(source.config)
-    mapped, filled, notes = map_state_dict(state, model, source.layout)
-    check_fits(model, mapped, f"{source.where} ({source.layout} layout)")
-    model.load_state_dict(mapped, strict=True)
+    done = convert(state, model, source.layout, source=f"{source.where} ({source.layout} layout)")
+    filled, notes = done.filled, done.notes
     provenance = {"source": source.where, "source_checksum": f"{source.checksum_kind}:{source.checksum}",
                   "source_layout": source.layout, "converter": "nasnetzoo.weights.pretrained",
                   "publisher": source.provenance, "filled_num_batches_tracked": filled, "notes": notes}

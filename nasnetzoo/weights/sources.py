@@ -15,6 +15,8 @@ publisher's algorithm::
       metrics: {top1_err: 25.31, top5_err: 7.75, source: pytorchcv model_metainfos.csv}
       license: MIT
       provenance: osmr's own retrain of the DARTS genotype (pytorchcv `darts`)
+      cfg: {input_size: [3, 224, 224], crop_pct: 0.875, resize_rounding: ceil}   # how the publisher evaluated it
+      cfg_source: osmr/imgclsmob pytorch/datasets/imagenet1k_cls_dataset.py  # where those values were read
 
 With an archive the checksum is that of the member (pytorchcv records the SHA-1 of the extracted
 ``.pth``).  A ``sha256_prefix`` (torch.hub's file-name convention) is a weaker check, and ``info``
@@ -29,14 +31,16 @@ from typing import Any, Mapping, Optional
 from ..errors import ConfigError, did_you_mean
 from ..registry import get_entry, list_models
 from ..safe_paths import check_name, check_relative_file, check_repo_id
+from .cfg import PREPROCESSING, CfgError, check_preprocessing
+from .convert import LAYOUTS as LAYOUT_TABLE
 from .format import WeightsUnavailableError
 
-LAYOUTS = ("nasnetzoo", "timm", "cadene", "pytorchcv", "darts", "pcdarts", "pdarts", "nni")
+LAYOUTS = tuple(LAYOUT_TABLE)   # weights/convert.py: one record per layout
 CHECKSUMS = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha1": re.compile(r"^[0-9a-f]{40}$"),
              "sha256_prefix": re.compile(r"^[0-9a-f]{8,63}$")}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _FIELDS = {"tag", "hub", "filename", "revision", "url", "archive", "member", "layout", "config", "dataset",
-           "metrics", "license", "provenance", *CHECKSUMS}
+           "metrics", "license", "provenance", "cfg", "cfg_source", *CHECKSUMS}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class WeightsSource:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     license: str = ""
     provenance: str = ""
+    cfg: Mapping[str, Any] = field(default_factory=dict)   # the publisher's preprocessing (weights/cfg.py)
+    cfg_source: str = ""                                   # where the cfg's values were read
 
     @property
     def where(self) -> str:
@@ -122,6 +128,16 @@ class WeightsSource:
         if archive not in (None, "zip") or bool(archive) != bool(data.get("member")):
             raise ConfigError(f"{where}: archive must be 'zip' and come with member (the file inside it).")
         _check_names(where, model, data, index)
+        cfg = data.get("cfg") or {}
+        try:
+            cfg = check_preprocessing(cfg, f"{where}.cfg") if isinstance(cfg, Mapping) else None
+        except CfgError as err:
+            raise ConfigError(str(err)) from None
+        if cfg is None:
+            raise ConfigError(f"{where}: cfg must be a mapping of {', '.join(PREPROCESSING)}.")
+        if cfg and not data.get("cfg_source"):
+            raise ConfigError(f"{where}: cfg needs a cfg_source (where its values were read: the publisher's "
+                              "evaluation code).")
         layout = data.get("layout", "nasnetzoo")
         if layout not in LAYOUTS:
             raise ConfigError(f"{where}: layout {layout!r} is not one of {', '.join(LAYOUTS)}.")
@@ -130,7 +146,8 @@ class WeightsSource:
                    revision=data.get("revision"), url=data.get("url"), archive=archive,
                    member=data.get("member"), config=dict(data.get("config") or {}),
                    dataset=data.get("dataset"), metrics=dict(data.get("metrics") or {}),
-                   license=str(data.get("license") or ""), provenance=str(data.get("provenance") or ""))
+                   license=str(data.get("license") or ""), provenance=str(data.get("provenance") or ""),
+                   cfg=cfg, cfg_source=str(data.get("cfg_source") or ""))
 
 
 def _check_names(where: str, model: str, data: Mapping[str, Any], index: int) -> None:
@@ -221,7 +238,8 @@ def as_json(model: str) -> list[dict]:
     """The sources of ``model`` for ``nasnetzoo info --json``."""
     return [{"tag": s.tag, "url": s.where, "checksum_kind": s.checksum_kind, "checksum": s.checksum,
              "weak_checksum": s.weak_checksum, "layout": s.layout, "archive": s.archive, "member": s.member,
-             "metrics": dict(s.metrics), "license": s.license, "provenance": s.provenance}
+             "metrics": dict(s.metrics), "license": s.license, "provenance": s.provenance,
+             "cfg": dict(s.cfg), "cfg_source": s.cfg_source}
             for s in sources_for(model)]
 
 
