@@ -210,9 +210,13 @@ def self_describing_weights(target: Union[str, Path]) -> Optional[tuple[Any, Pat
     when ``target`` is none of these (a registry name or a genotype file)."""
     text = str(target)
     path = Path(text)
+    try:
+        exists = path.exists()
+    except OSError:   # a genotype string longer than a file name may be: not a path at all
+        return None
     if text.startswith(HUB_PREFIX):
         weights = _hub_weights(text[len(HUB_PREFIX):])
-    elif not path.exists() and _REPO_ID.match(text) and not is_model_name(text) and path.suffix not in GENOTYPE_SUFFIXES:
+    elif not exists and _REPO_ID.match(text) and not is_model_name(text) and path.suffix not in GENOTYPE_SUFFIXES:
         try:   # "owner/repo" may as well be a mistyped path: say both
             weights = _hub_weights(text)
         except (WeightsError, ConfigError) as err:

@@ -25,7 +25,6 @@ from torch import nn
 from torch.fx import Proxy
 from torch.utils.checkpoint import checkpoint
 
-from ..weights.cfg import set_num_classes
 from .layers import DropPath
 
 Indices = Optional[Union[int, Sequence[int]]]
@@ -53,6 +52,17 @@ def take_indices(num_features: int, indices: Indices) -> tuple[list[int], int]:
                                   f"feature maps (indices 0 to {num_features - 1}, or negative from the end).")
             taken.append(absolute)
     return taken, max(taken)
+
+
+def set_num_classes(model: nn.Module, num_classes: int) -> None:
+    """After ``reset_classifier``: the cfg says the head's new class count (0: no head)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict):
+        cfg["num_classes"] = int(num_classes)
+        config = cfg.get("config")
+        if isinstance(config, dict) and "num_classes" in config:
+            config["num_classes"] = int(num_classes)
+        cfg.setdefault("cfg_sources", {})["num_classes"] = "reset_classifier"
 
 
 class FeatureInfo(list):

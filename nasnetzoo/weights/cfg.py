@@ -9,7 +9,7 @@ The resolved cfg records, in ``cfg_sources``, where every value came from.
 ``resize_rounding`` is the one field timm lacks: timm resizes to ``floor(size / crop_pct)``,
 osmr's imgclsmob evaluation to ``ceil(size / crop_pct)`` (379 px, not 378, before a 331 crop).
 
-This module imports only ``nasnetzoo.errors``, so the models can call :func:`set_num_classes`.
+This module imports only ``nasnetzoo.errors``.
 """
 from __future__ import annotations
 
@@ -106,17 +106,6 @@ def with_source(cfg: Mapping[str, Any], architecture: str, source_cfg: Mapping[s
     out["cfg_sources"] = sources
     out.update({k: v for k, v in extra.items() if v})
     return out
-
-
-def set_num_classes(model: Any, num_classes: int) -> None:
-    """After ``reset_classifier``: the cfg says the head's new class count (0: no head)."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict):
-        cfg["num_classes"] = int(num_classes)
-        config = cfg.get("config")
-        if isinstance(config, dict) and "num_classes" in config:
-            config["num_classes"] = int(num_classes)
-        cfg.setdefault("cfg_sources", {})["num_classes"] = "reset_classifier"
 
 
 def timm_view(cfg: Mapping[str, Any]) -> dict[str, Any]:

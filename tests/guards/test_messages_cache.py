@@ -122,7 +122,7 @@ def test_a_torch_save_zip_still_reads(tmp_path):
 def test_a_corrupt_image_in_an_eval_folder_is_named(tmp_path):
     from PIL import Image
 
-    from nasnetzoo.train.data import imagenet_dataset
+    from nasnetzoo.data.datasets import imagenet_dataset
 
     folder = tmp_path / "val" / "n01"
     folder.mkdir(parents=True)
