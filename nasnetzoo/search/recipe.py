@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Union
 
 from ..recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from ..registry import DATASETS
+from .backend import BACKEND_NAMES
 from .strategies import TABLE
 
 # The strategy choices are the strategies table's names (strategies/__init__.py).
@@ -21,6 +22,7 @@ CHOICES = {
     "amp": ("auto", "bf16", "off"),
     "memory": ("default", "checkpoint"),
     "channels_last": ("off", "on"),
+    "backend": BACKEND_NAMES,     # search/backend.py's table
 }
 
 
@@ -50,6 +52,7 @@ class SearchRecipe(RecipeFile):
     edge_norm: bool = True        # PC-DARTS's edge normalisation
     memory: str = "default"       # checkpoint: recompute each cell in the backward pass (less memory, ~1 more forward)
     channels_last: str = "off"    # on: the supernet in channels_last (faster convs; see docs/search_speed.md first)
+    backend: str = "auto"         # the supernet's computation: auto (fused on CPU fp32 NCHW), reference, fused
 
     # ---- weights
     epochs: int = 50
