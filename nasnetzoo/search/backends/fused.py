@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...ops.darts import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-from .. import memory_ops
-from ..memory_ops import channel_shuffle
+from ..memory_ops import channel_shuffle, max_pool as index_free_max_pool
 from .cpu_kernels import fast_layer, max_pool_kernel
 from .policy import DEFAULT_POLICY, FastPathPolicy
 
@@ -59,7 +58,7 @@ def is_factorized_reduce(op: nn.Module) -> bool:
 # ---------------------------------------------------------------- max pooling without indices
 def max_pool(pool: nn.MaxPool2d, x: torch.Tensor, policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
     """``pool(x)`` keeping no indices (:func:`..memory_ops.max_pool`), with the CPU forward kernel."""
-    return memory_ops.max_pool(pool, x, max_pool_kernel(policy))
+    return index_free_max_pool(pool, x, max_pool_kernel(policy))
 
 
 # ---------------------------------------------------------------- BatchNorm scaled by an op weight
