@@ -1,11 +1,11 @@
 """Per-layer forward and backward time of the search CPU kernels against PyTorch's own, in one run.
 
-For each layer the supernet's kernels replace (``nasnetzoo/search/cpu_kernels.py``) and each map
-shape: the median forward and backward time over ``--reps`` calls, PyTorch's kernel (under
-``native_kernels()``) and this package's interleaved call by call, and the ratio of their sums.
+For each layer the supernet's kernels replace (``nasnetzoo/search/backends/cpu_kernels.py``) and each map
+shape: the median forward and backward time over ``--reps`` calls, PyTorch's kernel (the fused
+path's policy with ``kernels=False``) and this package's interleaved call by call, and the ratio of their sums.
 The backward computes the input and (for convolutions) the weight gradient, as a weight step does.
 PyTorch's side is what the fused supernet runs without these kernels: the module itself, except
-for the max pool, which there keeps no indices and recomputes them in backward (``fused.max_pool``).
+for the max pool, which there keeps no indices and recomputes them in backward (``backends.fused.max_pool``).
 Shapes where ``fast_layer`` declines (it keeps PyTorch's kernel there) say so.  ``LAYERS`` is
 also the set ``tests/test_cpu_kernels.py`` checks.
 
@@ -22,8 +22,11 @@ import time
 import torch
 from torch import nn
 
-from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels
-from nasnetzoo.search.fused import max_pool
+from nasnetzoo.search.backends.cpu_kernels import fast_layer
+from nasnetzoo.search.backends.fused import max_pool
+from nasnetzoo.search.backends.policy import FastPathPolicy
+
+NATIVE = FastPathPolicy(kernels=False)   # the fused path on PyTorch's own kernels
 
 LAYERS = {
     "sep_conv_5x5 depthwise": lambda c: nn.Conv2d(c, c, 5, padding=2, groups=c, bias=False),
@@ -35,7 +38,7 @@ LAYERS = {
     "dil_conv_5x5 depthwise, stride 2": lambda c: nn.Conv2d(c, c, 5, stride=2, padding=4, dilation=2, groups=c,
                                                             bias=False),
     "sep/dil_conv pointwise 1x1": lambda c: nn.Conv2d(c, c, 1, bias=False),
-    # four edges' 1x1 convs side by side (search/node_mix.py): one group per edge
+    # four edges' 1x1 convs side by side (search/backends/node_mix.py): one group per edge
     "pointwise 1x1, 4 groups": lambda c: nn.Conv2d(c, c, 1, groups=4, bias=False),
     "max_pool_3x3": lambda c: nn.MaxPool2d(3, 1, 1),
     "avg_pool_3x3": lambda c: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
@@ -46,8 +49,7 @@ def timed_call(layer: nn.Module, x: torch.Tensor, native: bool) -> tuple[float, 
     """(forward, backward) seconds of one call."""
     start = time.perf_counter()
     if native:   # what the fused path runs without the kernels (its max pool keeps no indices)
-        with native_kernels():
-            out = max_pool(layer, x) if isinstance(layer, nn.MaxPool2d) else layer(x)
+        out = max_pool(layer, x, NATIVE) if isinstance(layer, nn.MaxPool2d) else layer(x)
     else:
         out = fast_layer(layer, x)
     middle = time.perf_counter()

@@ -3,15 +3,16 @@
 At the configuration of issue 14 (supernet C=16, 8 cells, batch 16, 32 px, 2 threads), for DARTS,
 PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 
-* **before**: ``SearchNetwork(fused=False)``, the mixed op as today's and the official code compute it,
+* **before**: ``SearchNetwork(backend="reference")``, the mixed op as the official code computes it,
   with the official code's optimizer (``torch.optim.SGD``, one update per parameter tensor on the CPU);
-* **after**: the default supernet (``fused=True``: a node's edges side by side, ``search/node_mix.py``,
-  with the CPU kernels of ``search/cpu_kernels.py``) and the search runner's optimizer
+* **after**: ``backend="fused"`` (what ``auto`` picks on the CPU in fp32 NCHW: a node's edges side by
+  side, ``search/backends/node_mix.py``, with the CPU kernels of ``search/backends/cpu_kernels.py``;
+  the bf16 and channels_last variants name it too, where ``auto`` would run the reference) and the search runner's optimizer
   (``runs.optim.build_optimizer``: multi-tensor updates); every after-variant uses it;
-* **after-edgewise**: the fused supernet with its edges run one by one (``set_fused(True, side_by_side=False)``),
+* **after-edgewise**: the fused supernet with its edges run one by one (``set_backend("fused", side_by_side=False)``),
   which separates what running them side by side brings;
-* **after-kernels**: the default supernet (edges side by side) on PyTorch's own kernels
-  (``cpu_kernels.native_kernels()``), which separates what the kernels bring from what the fused mixed op brings;
+* **after-kernels**: the fused supernet (edges side by side) on PyTorch's own kernels
+  (``set_backend("fused", kernels=False)``, a field of ``backends/policy.py``), which separates what the kernels bring from what the fused mixed op brings;
 * **after + checkpoint**: ``memory="checkpoint"`` (each cell recomputed in the backward pass);
 * **after + bf16** (``--bf16``): the default supernet under CPU bf16 autocast, as ``amp: bf16`` runs
   it; only meaningful on a CPU with native bf16 (``amx_bf16`` or ``avx512_bf16`` in /proc/cpuinfo);
@@ -33,7 +34,6 @@ About 14 minutes at ``--reps 3`` on a quiet 2-core AMD EPYC (8 for ``--only DART
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import statistics
@@ -41,16 +41,17 @@ import time
 
 import torch
 
-from nasnetzoo.search.cpu_kernels import native_kernels
 from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy
 from nasnetzoo.search.supernet import SearchCell, SearchNetwork
 from nasnetzoo.runs.optim import build_optimizer
 from search_memory import saved_activation_bytes  # benchmarks/ is the script's folder
 
-VARIANTS = {"before": dict(fused=False), "after": dict(fused=True), "after-edgewise": dict(fused=True),
-            "after-kernels": dict(fused=True),
-            "after+checkpoint": dict(fused=True, memory="checkpoint")}
-OPTIONAL_VARIANTS = {"after+bf16": dict(fused=True), "after+channels_last": dict(fused=True, channels_last=True)}
+FUSED = dict(backend="fused")
+VARIANTS = {"before": dict(backend="reference"), "after": FUSED, "after-edgewise": FUSED, "after-kernels": FUSED,
+            "after+checkpoint": dict(FUSED, memory="checkpoint")}
+OPTIONAL_VARIANTS = {"after+bf16": FUSED, "after+channels_last": dict(FUSED, channels_last=True)}
+# The fused backend's own options (backends/policy.py) per variant.
+BACKEND_OPTIONS = {"after-edgewise": dict(side_by_side=False), "after-kernels": dict(kernels=False)}
 
 
 def strategies():
@@ -64,8 +65,8 @@ def build(net_kwargs, variant, make, args):
     torch.manual_seed(0)   # the same weights and alphas in every variant
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, **net_kwargs,
                         **{**VARIANTS, **OPTIONAL_VARIANTS}[variant])
-    if variant == "after-edgewise":
-        net.set_fused(True, side_by_side=False)
+    if variant in BACKEND_OPTIONS:
+        net.set_backend("fused", **BACKEND_OPTIONS[variant])
     strategy = make(net)
     if variant.endswith("bf16"):   # what the search runner sets for amp: bf16
         strategy.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
@@ -73,11 +74,6 @@ def build(net_kwargs, variant, make, args):
     if variant == "before":   # the official code's optimizer
         return strategy, torch.optim.SGD(net.weight_parameters(), **sgd)
     return strategy, build_optimizer(net.weight_parameters(), "sgd", **sgd)
-
-
-def kernels(variant: str):
-    """The context a variant runs in: PyTorch's own kernels for 'after-kernels'."""
-    return native_kernels() if variant == "after-kernels" else contextlib.nullcontext()
 
 
 def saved_bytes(strategy, batch) -> int:
@@ -161,13 +157,11 @@ def main() -> None:
         built = {v: build(net_kwargs, v, make, args) for v in variants}
         row = {"strategy": name, **numerics(built["before"][0], built["after"][0], batch)}
         for v, (strategy, _) in built.items():
-            with kernels(v):
-                row[f"{v}_saved_mb"] = saved_bytes(strategy, batch) / 2**20
+            row[f"{v}_saved_mb"] = saved_bytes(strategy, batch) / 2**20
         times = {v: [] for v in variants}
         for rep in range(args.reps + 1):
             for v, (strategy, opt) in built.items():
-                with kernels(v):
-                    t = step(strategy, opt, batch)
+                t = step(strategy, opt, batch)
                 if rep:   # the first round warms up
                     times[v].append(t)
         for v in variants:

@@ -9,8 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from nasnetzoo.search import cpu_kernels
-from nasnetzoo.search.cpu_kernels import fast_layer, native_kernels
+from nasnetzoo.search.backends import cpu_kernels
+from nasnetzoo.search.backends.cpu_kernels import fast_layer
+from nasnetzoo.search.backends.policy import FastPathPolicy
+
+NATIVE = FastPathPolicy(kernels=False)   # the fused path on PyTorch's own kernels
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -40,10 +43,9 @@ def test_kernel_equals_module_in_float64(name, size, sliced):
     layer = LAYERS[name](8).double()
     full = torch.randn(2, 16 if sliced else 8, size, size, dtype=torch.float64)
     x = full[:, :8] if sliced else full
-    with native_kernels():
-        assert fast_layer(layer, x) is None
-        x_ref = x.detach().requires_grad_()
-        ref = layer(x_ref)
+    assert fast_layer(layer, x, NATIVE) is None
+    x_ref = x.detach().requires_grad_()
+    ref = layer(x_ref)
     grad_out = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, [x_ref] + list(layer.parameters()), grad_out)
     out, grads = outputs_and_grads(layer, x, grad_out)
@@ -146,7 +148,7 @@ def test_benchmark_script_runs():
 def test_strided_max_pool_forward_is_pytorchs_to_the_bit(kernel, stride, padding, ceil_mode, size, sliced):
     """A reduction cell's stride-2 max pools and PC-DARTS's 2x2 bypass pools: same values (maxima are
     exact), same output size (ceil_mode's last-window rule), and through fused.max_pool the same gradient."""
-    from nasnetzoo.search.fused import max_pool
+    from nasnetzoo.search.backends.fused import max_pool
     torch.manual_seed(0)
     full = torch.randn(2, 32 if sliced else 16, size, size, dtype=torch.float64)
     x = full[:, :16] if sliced else full   # PC-DARTS's bypass is a channel slice
@@ -166,5 +168,4 @@ def test_strided_max_pool_forward_is_pytorchs_to_the_bit(kernel, stride, padding
 def test_strided_max_pool_leaves_small_maps_to_pytorch():
     small = torch.randn(2, 8, 16, 16)   # 2048 values per sample
     assert cpu_kernels.max_pool_forward(small, [3, 3], [2, 2], [1, 1], False) is None
-    with native_kernels():
-        assert cpu_kernels.max_pool_forward(torch.randn(2, 16, 32, 32), [2, 2], [2, 2], [0, 0], True) is None
+    assert cpu_kernels.max_pool_forward(torch.randn(2, 16, 32, 32), [2, 2], [2, 2], [0, 0], True, NATIVE) is None

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasnetzoo.search import node_mix
-from nasnetzoo.search.fused import max_pool
+from nasnetzoo.search.backends import node_mix
+from nasnetzoo.search.backends.fused import max_pool
 from nasnetzoo.search.strategies import DARTSStrategy, PCDARTSStrategy
 from nasnetzoo.search.supernet import MixedOp, SearchNetwork
 
@@ -73,7 +73,7 @@ def test_fused_search_follows_the_reference_trajectory(kind, strategy):
 def test_edges_side_by_side_equal_edge_by_edge_in_float64(kind, C, size, monkeypatch):
     """A node's edges run as one wide edge: same loss, gradients and BatchNorm statistics as one by one."""
     torch.manual_seed(0)
-    net = SearchNetwork(C=C, layers=3 if size > 16 else 5, num_classes=3, **NETS[kind]).double()
+    net = SearchNetwork(C=C, layers=3 if size > 16 else 5, num_classes=3, backend="fused", **NETS[kind]).double()
     with torch.no_grad():
         for a in net.arch_parameters():
             a.normal_(0, 1)
@@ -136,7 +136,7 @@ def test_checkpoint_works_with_both_architecture_steps():
         results = []
         for memory in ("default", "checkpoint"):
             torch.manual_seed(0)
-            net = SearchNetwork(C=4, layers=3, num_classes=3, memory=memory).double()
+            net = SearchNetwork(C=4, layers=3, num_classes=3, memory=memory, backend="fused").double()
             s = DARTSStrategy(net, second_order=second_order)
             opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
             for _ in range(2):
@@ -151,7 +151,7 @@ def test_checkpoint_works_with_both_architecture_steps():
 def test_fused_and_checkpoint_keep_fewer_tensors_for_backward():
     sizes = {}
     x = torch.randn(4, 3, 16, 16)
-    for name, kw in (("reference", dict(fused=False)), ("fused", {}), ("checkpoint", dict(memory="checkpoint"))):
+    for name, kw in (("reference", dict(backend="reference")), ("fused", {}), ("checkpoint", dict(memory="checkpoint"))):
         torch.manual_seed(0)
         net = SearchNetwork(C=8, layers=5, num_classes=3, **kw)
         record = []

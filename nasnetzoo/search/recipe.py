@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence, Union
 
 from ..recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from ..registry import DATASETS
+from .backend import BACKEND_NAMES
 from .strategies import TABLE, get_strategy
 from .strategies.registry import moved_keys
 
@@ -23,6 +24,7 @@ CHOICES = {
     "amp": ("auto", "bf16", "off"),
     "memory": ("default", "checkpoint"),
     "channels_last": ("auto", "off", "on"),
+    "backend": BACKEND_NAMES,     # search/backend.py's table
 }
 
 
@@ -53,6 +55,7 @@ class SearchRecipe(RecipeFile):
     edge_norm: bool = True        # PC-DARTS's edge normalisation
     memory: str = "default"       # checkpoint: recompute each cell in the backward pass (less memory, ~1 more forward)
     channels_last: str = "auto"   # auto|off: NCHW (where the CPU path was measured); on: NHWC (docs/search_speed.md)
+    backend: str = "auto"         # the supernet's computation: auto (fused on CPU fp32 NCHW), reference, fused
 
     # ---- weights
     epochs: int = 50

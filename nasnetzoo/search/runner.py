@@ -77,7 +77,7 @@ def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
     """The supernet, with the options the recipe's strategy fixes (its entry's ``network``)."""
     options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
                    partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory,
-                   channels_last=recipe.channels_last == "on")
+                   channels_last=recipe.channels_last == "on", backend=recipe.backend)
     options.update(get_strategy(recipe.strategy).network)
     return SearchNetwork(**options)
 

@@ -13,6 +13,11 @@ The supernet runs in two modes:
 
 Edges are numbered node by node: node ``i`` (state ``i + 2``) reads states ``0 .. i + 1`` through
 edges ``offset(i) .. offset(i) + i + 1``, so a 4-node cell has 14 edges.
+
+This module is the reference computation, as the papers and the official code write it (a mixed
+op is ``sum_k w_k * op_k(x)``).  ``backend=`` picks who computes it (search/backend.py): the
+``reference`` is this module's code; ``fused`` (search/backends/) the same function with less work
+and memory on the CPU; ``auto`` (the default) the fused one only on the CPU in fp32 NCHW.
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
 from ..ops.registry import build_op
-from .fused import channel_shuffle, max_pool, mixed, single
-from .node_mix import node_sum
+from .backend import build_backend
+from .memory_ops import channel_shuffle
 
 CELL_TYPES = ("normal", "reduce")
 # "checkpoint" keeps only each cell's inputs for the backward pass and recomputes the cell there.
@@ -57,18 +62,41 @@ def edge_offset(node: int) -> int:
     return sum(2 + i for i in range(node))
 
 
-class MixedOp(nn.Module):
+class _Backend:
+    """``backend``: who computes this module's forward (search/backend.py); ``fused``: the old
+    spelling (True: ``backend="fused"``, False: ``"reference"``)."""
+
+    def set_backend(self, name: str, **options):
+        fast = build_backend(name, **options)
+        for m in self.modules():
+            if isinstance(m, _Backend):
+                m.backend, m._fast = name, fast   # a plain attribute, not module state
+        return self
+
+    def _fast_for(self, x: torch.Tensor):
+        """The fast backend where it runs for ``x``, else None (the reference computation)."""
+        fast = self.__dict__.get("_fast")
+        return fast if fast is not None and fast.applies(x) else None
+
+    @property
+    def fused(self) -> bool:
+        return self.backend != "reference"
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        self.set_backend("fused" if value else "reference")
+
+
+class MixedOp(_Backend, nn.Module):
     """All candidate ops of one edge; ``forward(x, weights)`` mixes them, ``run(x, op_index)`` picks one.
 
-    ``fused`` (the default) computes the mix with :func:`.fused.mixed`; ``fused=False`` is the
-    reference computation (:meth:`forward_reference`), kept for the tests and benchmarks that
-    prove the two equal.
+    ``backend`` (default ``auto``) picks who computes the mix; ``fused=True/False`` is the old
+    spelling of ``backend="fused"/"reference"``.
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_k: int = 1,
-                 fused: bool = True) -> None:
+                 fused: Optional[bool] = None, backend: str = "auto") -> None:
         super().__init__()
-        self.fused = fused
         if C % partial_k:
             raise ConfigError(f"partial channels: C={C} is not divisible by K={partial_k}.")
         self.k = partial_k
@@ -80,6 +108,7 @@ class MixedOp(nn.Module):
                                           pool_bn="buffers") for p in primitives)
         # ceil_mode so the bypass matches the ops' ceil(H / 2) on odd maps.
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 and partial_k > 1 else None
+        self.set_backend(_backend_name(backend, fused))
 
     def split_channels(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """PC-DARTS's partial channels: (the C / K channels the ops see, the rest, which bypasses
@@ -100,20 +129,11 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
                 edge_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``edge_weight * sum_k weights[k] * op_k(x)`` (``edge_weight``: PC-DARTS's beta, or None)."""
-        if not self.fused:
-            out = self.forward_reference(x, weights)
-            return out if edge_weight is None else edge_weight * out
-        part, bypass = self.split_channels(x)
-        if edge_weight is not None:   # beta folded into the op weights and applied to the bypass
-            weights = weights * edge_weight
-        out = mixed(self.ops, part, weights)
-        if bypass is None:
-            return out
-        if self.bypass_pool is not None:
-            bypass = max_pool(self.bypass_pool, bypass)
-        if edge_weight is not None:
-            bypass = edge_weight * bypass
-        return channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
+        fast = self._fast_for(x)
+        if fast is not None:
+            return fast.edge(self, x, weights, edge_weight)
+        out = self.forward_reference(x, weights)
+        return out if edge_weight is None else edge_weight * out
 
     def forward_reference(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The mixed op as the official code computes it: every op run, scaled and summed."""
@@ -122,16 +142,25 @@ class MixedOp(nn.Module):
         return self._merge(out, bypass)
 
     def run(self, x: torch.Tensor, op_index: int) -> torch.Tensor:
+        fast = self._fast_for(x)
+        if fast is not None:
+            return fast.edge_run(self, x, op_index)
         part, bypass = self.split_channels(x)
-        if not self.fused:
-            return self._merge(self.ops[op_index](part), bypass)
-        out = single(self.ops[op_index], part)
-        if bypass is not None and self.bypass_pool is not None:
-            bypass = max_pool(self.bypass_pool, bypass)
-        return out if bypass is None else channel_shuffle(torch.cat([out, bypass], dim=1), self.k)
+        return self._merge(self.ops[op_index](part), bypass)
 
 
-class SearchCell(nn.Module):
+def _backend_name(backend: str, fused: Optional[bool]) -> str:
+    """``backend``, or the old ``fused=`` spelling mapped to it."""
+    if fused is None:
+        return backend
+    old = "fused" if fused else "reference"
+    if backend not in ("auto", old):
+        raise ConfigError(f"fused={fused} contradicts backend={backend!r}: give backend= only "
+                          f"(fused=True is backend='fused', fused=False is backend='reference').")
+    return old
+
+
+class SearchCell(_Backend, nn.Module):
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
                  reduction: bool, reduction_prev: bool, primitives: Sequence[str], partial_k: int) -> None:
         super().__init__()
@@ -144,23 +173,14 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(
             MixedOp(C, 2 if reduction and j < 2 else 1, primitives, partial_k)
             for i in range(steps) for j in range(2 + i))
-        # Fused edges into one node run side by side (.node_mix); False: one by one.
-        self.side_by_side = True
-
-    def _preprocess(self, s0: torch.Tensor, s1: torch.Tensor) -> list:
-        if self.edges[0].fused:   # the fused path's CPU kernels for the 1x1 convs too
-            return [single(self.preprocess0, s0), single(self.preprocess1, s1)]
-        return [self.preprocess0(s0), self.preprocess1(s1)]
+        self.set_backend("auto")
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        states = self._preprocess(s0, s1)
-        if self.side_by_side and all(edge.fused for edge in self.edges):
-            for i in range(self.steps):
-                edges = slice(edge_offset(i), edge_offset(i) + len(states))
-                states.append(node_sum(self.edges[edges], states, weights[edges],
-                                       None if edge_weights is None else edge_weights[edges]))
-            return torch.cat(states[-self.multiplier:], dim=1)
+        fast = self._fast_for(s1)
+        if fast is not None:
+            return fast.cell(self, s0, s1, weights, edge_weights)
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i in range(self.steps):
             start = edge_offset(i)
             terms = []
@@ -173,15 +193,21 @@ class SearchCell(nn.Module):
     def forward_discrete(self, s0: torch.Tensor, s1: torch.Tensor,
                          choice: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
         """``choice[i]`` lists node i's (input state, op index) pairs."""
-        states = self._preprocess(s0, s1)
+        fast = self._fast_for(s1)
+        if fast is not None:
+            return fast.cell_discrete(self, s0, s1, choice)
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i, pairs in enumerate(choice):
             start = edge_offset(i)
             states.append(sum(self.edges[start + j].run(states[j], o) for j, o in pairs))
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
-class SearchNetwork(nn.Module):
+class SearchNetwork(_Backend, nn.Module):
     """The DARTS search supernet: 8 cells with C=16 on CIFAR (reductions at 1/3 and 2/3).
+
+    ``backend``: ``auto`` (default), ``reference`` or ``fused`` (search/backend.py); ``fused=`` is
+    its old spelling (True: ``"fused"``, False: ``"reference"``).
 
     ``stem="imagenet"`` gives the PC-DARTS ImageNet search network (three stride-2 3x3 convs).
     Architecture parameters (``alphas_*``, and ``betas_*`` with ``edge_norm``) are registered
@@ -192,8 +218,8 @@ class SearchNetwork(nn.Module):
     def __init__(self, C: int = 16, layers: int = 8, num_classes: int = 10, *, steps: int = 4,
                  multiplier: Optional[int] = None, stem_multiplier: int = 3, stem: str = "cifar", in_chans: int = 3,
                  primitives: Sequence[str] = DARTS_PRIMITIVES, partial_k: int = 1,
-                 edge_norm: bool = False, fused: bool = True, memory: str = "default",
-                 channels_last: bool = False) -> None:
+                 edge_norm: bool = False, fused: Optional[bool] = None, memory: str = "default",
+                 channels_last: bool = False, backend: str = "auto") -> None:
         super().__init__()
         if memory not in MEMORY_MODES:
             raise ConfigError(f"unknown search memory mode {memory!r}; use one of {', '.join(MEMORY_MODES)}.")
@@ -237,7 +263,7 @@ class SearchNetwork(nn.Module):
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.cells = nn.ModuleList(cells)
-        self.set_fused(fused)
+        self.set_backend(_backend_name(backend, fused))
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
         E, K = num_edges(steps), len(self.primitives)
@@ -249,14 +275,9 @@ class SearchNetwork(nn.Module):
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(E))
 
     def set_fused(self, fused: bool, side_by_side: bool = True) -> "SearchNetwork":
-        """Fast mixed ops (True, the default) or the reference computation (False); with
-        ``side_by_side`` (the default) the fused edges into a node run as one (.node_mix)."""
-        for m in self.modules():
-            if isinstance(m, MixedOp):
-                m.fused = fused
-            elif isinstance(m, SearchCell):
-                m.side_by_side = side_by_side
-        return self
+        """The old spelling of :meth:`set_backend`: ``set_backend("fused", side_by_side=...)`` for
+        True, ``set_backend("reference")`` for False."""
+        return self.set_backend("fused", side_by_side=side_by_side) if fused else self.set_backend("reference")
 
     # ---------------------------------------------------------------- parameters
     def arch_parameters(self) -> list[nn.Parameter]:

@@ -34,36 +34,23 @@ against the modules in ``tests/test_cpu_kernels.py``.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from functools import partial
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-
-_enabled = True
-
-
-@contextmanager
-def native_kernels() -> Iterator[None]:
-    """Within this block :func:`fast_layer` declines everything, so PyTorch's own kernels run
-    (the tests' reference; the ``after-kernels`` variant of ``benchmarks/search_vs_baseline.py``).
-    A process-wide switch, not per thread."""
-    global _enabled
-    previous, _enabled = _enabled, False
-    try:
-        yield
-    finally:
-        _enabled = previous
+from ..memory_ops import max_pool_recomputed
+from .policy import DEFAULT_POLICY, FastPathPolicy
 
 
-def _eligible(x: torch.Tensor) -> bool:
+def _eligible(x: torch.Tensor, policy: FastPathPolicy) -> bool:
     """The tensors these kernels are written and checked for: CPU, fp32/fp64, no autocast, and
     NCHW with each channel's map a row-major block (PC-DARTS's channel slice included, channels_last
-    not)."""
-    return (_enabled and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
+    not); none where the policy turns the kernels off."""
+    return (policy.kernels and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
             and x.stride(3) == 1 and x.stride(2) == x.shape[3] and x.stride(1) >= x.shape[2] * x.shape[3]
             and not torch.is_autocast_enabled("cpu"))
 
@@ -249,21 +236,21 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation
     return _Depthwise(padding, dilation)(x, weight)
 
 
-def _depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.Tensor]:
+def _depthwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
+                      policy: FastPathPolicy) -> Optional[torch.Tensor]:
     k, (ph, pw), (dh, dw), (sh, sw) = conv.kernel_size, conv.padding, conv.dilation, conv.stride
     if (k[0] != k[1] or ph != pw or dh != dw or sh != sw or 2 * ph != dh * (k[0] - 1)
             or weight.shape[0] != x.shape[1] or weight.shape[1] != 1):
         return None
     values = x.shape[1] * x.shape[2] * x.shape[3]   # per sample
     if sh == dh > 1:   # the reduction cells' dil_convs: 0.4-1.0 of PyTorch's time from 4096 values up
-        return _StridedDepthwise(ph, dh)(x, weight) if values >= 4096 else None
+        return _StridedDepthwise(ph, dh)(x, weight) if values >= policy.strided_dilated_min_values else None
     if sh != 1:
         return None
-    # Where it pays (docs/search_speed.md, 2 threads, batch 16): PyTorch's NCHW backward of a 5x5
-    # depthwise conv takes 1.4-3x this one's from 4096 values per sample (4 x 32 x 32, 64 x 8 x 8)
-    # up, of a dilated one 1.1-1.4x from 1024 (16 x 8 x 8, PC-DARTS's small nodes) and more above;
-    # below, and for plain 3x3 kernels, it is about as fast as the extra nodes.
-    if values < (1024 if dh > 1 else 4096) or (k[0] <= 3 and dh == 1):
+    # Where it pays (policy.py); below, and for plain 3x3 kernels, PyTorch's is about as fast as
+    # the extra autograd nodes.
+    minimum = policy.dilated_min_values if dh > 1 else policy.depthwise_min_values
+    if values < minimum or (k[0] <= 3 and dh == 1):
         return None
     return depthwise_conv(x, weight, ph, dh)
 
@@ -280,14 +267,15 @@ def _pointwise_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, gr
     return _Pointwise(groups)(x, weight)
 
 
-def conv_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, groups: int) -> Optional[torch.Tensor]:
+def conv_kernel(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, groups: int,
+                policy: FastPathPolicy = DEFAULT_POLICY) -> Optional[torch.Tensor]:
     """``F.conv2d(x, weight, groups=groups)`` with ``conv``'s kernel size, stride, padding and
     dilation, computed here (``weight`` and ``groups`` may be several edges' convs side by side);
     None where no kernel of this module applies or pays."""
-    if not _eligible(x) or conv.bias is not None or conv.padding_mode != "zeros":
+    if not _eligible(x, policy) or conv.bias is not None or conv.padding_mode != "zeros":
         return None
     if groups == x.shape[1] and conv.groups == conv.in_channels == conv.out_channels:
-        return _depthwise_kernel(conv, x, weight)
+        return _depthwise_kernel(conv, x, weight, policy)
     if conv.dilation == (1, 1):
         return _pointwise_kernel(conv, x, weight, groups)
     return None
@@ -320,17 +308,18 @@ def _pooled_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     return out
 
 
-def max_pool_forward(x: torch.Tensor, kernel: list, stride: list, padding: list,
-                     ceil_mode: bool) -> Optional[torch.Tensor]:
+def max_pool_forward(x: torch.Tensor, kernel: list, stride: list, padding: list, ceil_mode: bool,
+                     policy: FastPathPolicy = DEFAULT_POLICY) -> Optional[torch.Tensor]:
     """``F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)`` (no dilation) as maxima of
     strided views, or None where PyTorch's kernel is used (not a fast-kernel tensor, or a strided
-    pool under 4096 values per sample).  The normal cells' 3x3 stride-1 pools run here at any size
+    pool under ``policy.strided_max_pool_min_values`` values per sample).  The normal cells' 3x3 stride-1 pools run here at any size
     (PyTorch's NCHW forward took about 6 ms at 16 x 16 x 32 x 32).  A reduction cell's 3x3 stride-2
     pools and PC-DARTS's 2x2 bypass pools ran 3.7-8x faster this way at 16 x 24-64 x 32 x 32
     (PyTorch's NCHW CPU max pool: 1.1 ms for a 2x2 pool of 16 x 24 x 32 x 32, 0.14 ms here); in
     the step the gain is within the noise.  Maxima are exact, so the output is PyTorch's to the bit."""
     same_3x3 = (kernel, stride, padding, ceil_mode) == ([3, 3], [1, 1], [1, 1], False)
-    if not _eligible(x) or (not same_3x3 and x.shape[1] * x.shape[2] * x.shape[3] < 4096):
+    if not _eligible(x, policy) or (not same_3x3 and x.shape[1] * x.shape[2] * x.shape[3]
+                                    < policy.strided_max_pool_min_values):
         return None
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     h, w = x.shape[2:]
@@ -340,52 +329,6 @@ def max_pool_forward(x: torch.Tensor, kernel: list, stride: list, padding: list,
     if pw or ph or right or bottom:
         x = F.pad(x, (pw, right, ph, bottom), value=float("-inf"))
     return _shifted(_shifted(x, torch.maximum, 3, kw, sw, ow), torch.maximum, 2, kh, sh, oh)
-
-
-def max_pool_backward(x: torch.Tensor, grad: torch.Tensor, kernel: list, stride: list, padding: list,
-                      ceil_mode: bool) -> torch.Tensor:
-    """PyTorch's max-pool backward (no dilation), with the argmax recomputed from the input: a pool
-    that keeps no indices pays one more forward in backward instead of an int64 map meanwhile.
-
-    On the CPU both run in channels_last, where PyTorch's kernels are 1.3-5x faster than in NCHW
-    (same windows, same first-maximum rule, so the same gradient)."""
-    given = torch.channels_last if x.dim() == 4 and is_channels_last(x) else torch.contiguous_format
-    layout = torch.channels_last if x.device.type == "cpu" and x.dim() == 4 else given
-    x, grad = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
-    _, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, [1, 1], ceil_mode)
-    return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, padding, [1, 1], ceil_mode,
-                                                           indices).contiguous(memory_format=given)
-
-
-def is_channels_last(x: torch.Tensor) -> bool:
-    """A 4-D tensor laid out channels_last (and not also plain contiguous, as 1x1 maps are)."""
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-class _MaxPoolRecomputed(torch.autograd.Function):
-    """``F.max_pool2d`` (no dilation) that keeps no indices: the forward by :func:`max_pool_forward`
-    where it applies, the backward PyTorch's with the argmax recomputed (:func:`max_pool_backward`),
-    so gradients go exactly where PyTorch sends them (the first maximum of each window)."""
-
-    @staticmethod
-    def forward(ctx, x, kernel, stride, padding, ceil_mode):
-        ctx.save_for_backward(x)
-        ctx.args = (kernel, stride, padding, ceil_mode)
-        fast = max_pool_forward(x, kernel, stride, padding, ceil_mode)
-        return fast if fast is not None else F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return max_pool_backward(x, grad, *ctx.args), None, None, None, None
-
-
-def max_pool_recomputed(x: torch.Tensor, kernel: list, stride: list, padding: list,
-                        ceil_mode: bool) -> torch.Tensor:
-    """``F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil_mode)``, keeping no int64 indices for
-    backward (any device; the fast forward on the CPU only)."""
-    return _MaxPoolRecomputed.apply(x, kernel, stride, padding, ceil_mode)
 
 
 class _AvgPool3x3(torch.autograd.Function):
@@ -409,34 +352,43 @@ def _is_3x3_same(pool: nn.Module) -> bool:
     return size in (3, (3, 3)) and stride in (1, (1, 1)) and pad in (1, (1, 1)) and not pool.ceil_mode
 
 
-def _max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def max_pool_kernel(policy: FastPathPolicy) -> Callable:
+    """:func:`max_pool_forward` under ``policy``, as the forward of :func:`.memory_ops.max_pool_recomputed`."""
+    return partial(max_pool_forward, policy=policy)
+
+
+def _max_pool(pool: nn.MaxPool2d, x: torch.Tensor,
+              policy: FastPathPolicy) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     if not _is_3x3_same(pool) or pool.return_indices or pool.dilation not in (1, (1, 1)):
         return None
-    return lambda t: max_pool_recomputed(t, [3, 3], [1, 1], [1, 1], False)
+    return lambda t: max_pool_recomputed(t, [3, 3], [1, 1], [1, 1], False, max_pool_kernel(policy))
 
 
-def _avg_pool(pool: nn.AvgPool2d, x: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def _avg_pool(pool: nn.AvgPool2d, x: torch.Tensor,
+              policy: FastPathPolicy) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     if not _is_3x3_same(pool) or pool.count_include_pad or pool.divisor_override is not None:
         return None
     # PyTorch's NCHW average pool is 1.2-3x slower from 1024 values per sample up (16 x 8 x 8:
     # 0.84 of its forward + backward time, 64 x 8 x 8: 0.41); below, it is the faster one.
-    if x.shape[1] * x.shape[2] * x.shape[3] < 1024:
+    if x.shape[1] * x.shape[2] * x.shape[3] < policy.avg_pool_min_values:
         return None
     return _AvgPool3x3.apply
 
 
 # ---------------------------------------------------------------- dispatch
-def fast_layer(layer: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
-    """``layer(x)`` computed by a kernel of this module, or None where none applies."""
+def fast_layer(layer: nn.Module, x: torch.Tensor,
+               policy: FastPathPolicy = DEFAULT_POLICY) -> Optional[torch.Tensor]:
+    """``layer(x)`` computed by a kernel of this module, or None where none applies (or ``policy``
+    turns the kernels off)."""
     kind = type(layer)
     if kind is nn.Conv2d:   # conv_kernel checks the tensor itself (node_mix calls it directly)
-        return conv_kernel(layer, x, layer.weight, layer.groups)
-    if not _eligible(x):
+        return conv_kernel(layer, x, layer.weight, layer.groups, policy)
+    if not _eligible(x, policy):
         return None
     if kind is nn.MaxPool2d:
-        run = _max_pool(layer, x)
+        run = _max_pool(layer, x, policy)
     elif kind is nn.AvgPool2d:
-        run = _avg_pool(layer, x)
+        run = _avg_pool(layer, x, policy)
     else:
         return None
     return None if run is None else run(x)

@@ -1,6 +1,6 @@
 """The mixed operation of a supernet edge, computed once per edge instead of once per op.
 
-``MixedOp.forward_reference`` is today's (and the official code's) ``sum(w_k * op_k(x))``.  This
+``MixedOp.forward`` (search/supernet.py) is the official code's ``sum(w_k * op_k(x))``.  This
 module computes the same function, within float reordering, with less work and far fewer tensors
 kept for the backward pass:
 
@@ -12,10 +12,14 @@ kept for the backward pass:
   non-affine BatchNorm is ``BN(h)`` with scale ``w``, and BatchNorm's backward needs only its
   input (kept anyway), so autograd no longer keeps every op's output a second time for
   ``d/dw``; PC-DARTS's edge weight ``beta`` is folded in the same way (``beta * w_k``);
-* **max pooling keeps no indices**: its argmax (int64, twice the bytes of the map) is recomputed
-  from the input, which is kept anyway, when the backward pass needs it.
+* **max pooling keeps no indices** (:func:`..memory_ops.max_pool_recomputed`): its argmax (int64,
+  twice the bytes of the map) is recomputed from the input, kept anyway, when backward needs it.
 * **on the CPU**, the 5x5/dilated depthwise convolutions, the 1x1 convolutions and the 3x3 pools
   run on the kernels of :mod:`.cpu_kernels`, which PyTorch's NCHW CPU kernels are slower than.
+
+Ops are recognised by their exact type (``type(op) is SepConv``): their forward is known to be the
+chain of layers this module runs.  Any other op, a subclass of a known one included, runs its own
+``forward``, scaled by its weight.
 
 A search cell runs the edges into each node side by side (:mod:`.node_mix`, with the pieces of
 this module); :func:`mixed` is one edge on its own.  The op modules (and so the state-dict keys)
@@ -29,21 +33,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.darts import DilConv, FactorizedReduce, ReLUConvBN, SepConv, Zero
-from .cpu_kernels import fast_layer, is_channels_last, max_pool_recomputed
+from ...ops.darts import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from ..memory_ops import channel_shuffle, max_pool as index_free_max_pool
+from .cpu_kernels import fast_layer, max_pool_kernel
+from .policy import DEFAULT_POLICY, FastPathPolicy
+
+# The ops whose forward is ``self.op(x)``, a chain of layers (exact types: a subclass may override forward).
+CHAIN_OPS = (SepConv, DilConv, ReLUConvBN)
+IDENTITY_OPS = (nn.Identity, Identity)
+
+
+def is_zero(op: nn.Module) -> bool:
+    return type(op) is Zero
+
+
+def is_identity(op: nn.Module) -> bool:
+    return type(op) in IDENTITY_OPS
+
+
+def is_factorized_reduce(op: nn.Module) -> bool:
+    return type(op) is FactorizedReduce
 
 
 # ---------------------------------------------------------------- max pooling without indices
-def _pair(v) -> list:
-    return list(v) if isinstance(v, (tuple, list)) else [v, v]
-
-
-def max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
-    """``pool(x)`` for a MaxPool2d without dilation or returned indices; any other pool runs as is."""
-    if pool.return_indices or _pair(pool.dilation) != [1, 1] or not torch.is_grad_enabled():
-        return pool(x)
-    stride = pool.stride if pool.stride is not None else pool.kernel_size
-    return max_pool_recomputed(x, _pair(pool.kernel_size), _pair(stride), _pair(pool.padding), pool.ceil_mode)
+def max_pool(pool: nn.MaxPool2d, x: torch.Tensor, policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
+    """``pool(x)`` keeping no indices (:func:`..memory_ops.max_pool`), with the CPU forward kernel."""
+    return index_free_max_pool(pool, x, max_pool_kernel(policy))
 
 
 # ---------------------------------------------------------------- BatchNorm scaled by an op weight
@@ -80,29 +95,21 @@ def foldable_bn(module: nn.Module) -> bool:
     return type(module) is nn.BatchNorm2d and not module.affine
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave ``groups`` channel groups (ShuffleNet's shuffle; a permutation of channels).
-    Keeps a channels_last tensor channels_last."""
-    b, c, h, w = x.shape
-    if is_channels_last(x):
-        nhwc = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4)
-        return nhwc.reshape(b, h, w, c).permute(0, 3, 1, 2)
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-
-
 # ---------------------------------------------------------------- one edge
-def run_layers(modules: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
+def run_layers(modules: Sequence[nn.Module], h: torch.Tensor,
+               policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
     for m in modules:
-        fast = fast_layer(m, h)   # None where no CPU kernel applies
+        fast = fast_layer(m, h, policy)   # None where no CPU kernel applies
         if fast is not None:
             h = fast
         else:
-            h = max_pool(m, h) if type(m) is nn.MaxPool2d else m(h)
+            h = max_pool(m, h, policy) if type(m) is nn.MaxPool2d else m(h)
     return h
 
 
 def factorized_reduce(op: FactorizedReduce, r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``scale * op(x)`` given ``r = relu(x)`` (the op's own ReLU, shared)."""
+    """``scale * op(x)`` given ``r = relu(x)`` (the op's own ReLU, shared), for an op of exactly
+    type FactorizedReduce (its forward, written out)."""
     shifted = r[:, :, 1:, 1:]
     pad_h, pad_w = r.shape[2] % 2, r.shape[3] % 2
     if pad_h or pad_w:
@@ -112,32 +119,34 @@ def factorized_reduce(op: FactorizedReduce, r: torch.Tensor, scale: torch.Tensor
 
 
 def op_layers(op: nn.Module) -> Optional[list]:
-    """The op as a flat list of layers when it is a chain (SepConv, DilConv, ReLUConvBN, pool + BN, ...)."""
-    if isinstance(op, (SepConv, DilConv, ReLUConvBN)):
+    """The op as a flat list of layers when it is a chain of exactly known type (SepConv, DilConv,
+    ReLUConvBN, a plain Sequential such as pool + BN); None for any other op (it runs its forward)."""
+    if type(op) in CHAIN_OPS:
         return list(op.op)
     if type(op) is nn.Sequential:
         return list(op)
     return None
 
 
-def single(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def single(op: nn.Module, x: torch.Tensor, policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
     """``op(x)`` (one sampled op of PARSEC, a cell's preprocessing), with the CPU kernels and max
     pooling that keeps no indices."""
     layers = op_layers(op)
-    return op(x) if layers is None else run_layers(layers, x)
+    return op(x) if layers is None else run_layers(layers, x, policy)
 
 
-def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor,
+          policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
     """``sum_k weights[k] * ops[k](x)``, sharing and folding what it can (see the module docstring)."""
     relu = None
     out = None
     for k, op in enumerate(ops):
         w = weights[k]
-        if isinstance(op, Zero):
+        if is_zero(op):
             continue
-        if isinstance(op, nn.Identity):
+        if is_identity(op):
             term = w * x
-        elif isinstance(op, FactorizedReduce):
+        elif is_factorized_reduce(op):
             relu = F.relu(x) if relu is None else relu
             term = factorized_reduce(op, relu, w)
         else:
@@ -150,11 +159,39 @@ def mixed(ops: Sequence[nn.Module], x: torch.Tensor, weights: torch.Tensor) -> t
                     relu = F.relu(x) if relu is None else relu
                     h, layers = relu, layers[1:]
                 if layers and foldable_bn(layers[-1]):
-                    term = scaled_batch_norm(layers[-1], run_layers(layers[:-1], h), w)
+                    term = scaled_batch_norm(layers[-1], run_layers(layers[:-1], h, policy), w)
                 else:
-                    term = w * run_layers(layers, h)
+                    term = w * run_layers(layers, h, policy)
         out = term if out is None else out + term
     if out is None:                          # only zero ops on this edge
-        zero = next(op for op in ops if isinstance(op, Zero))
+        zero = next(op for op in ops if is_zero(op))
         return weights[0] * zero(x)
     return out
+
+
+# ---------------------------------------------------------------- one supernet edge (a MixedOp)
+def edge_forward(edge: nn.Module, x: torch.Tensor, weights: torch.Tensor, edge_weight: Optional[torch.Tensor],
+                 policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
+    """``edge(x, weights, edge_weight)`` for a search MixedOp: PC-DARTS's beta folded into the op
+    weights and applied to the bypass, the ops mixed by :func:`mixed`."""
+    part, bypass = edge.split_channels(x)
+    if edge_weight is not None:
+        weights = weights * edge_weight
+    out = mixed(edge.ops, part, weights, policy)
+    if bypass is None:
+        return out
+    if edge.bypass_pool is not None:
+        bypass = max_pool(edge.bypass_pool, bypass, policy)
+    if edge_weight is not None:
+        bypass = edge_weight * bypass
+    return channel_shuffle(torch.cat([out, bypass], dim=1), edge.k)
+
+
+def edge_run(edge: nn.Module, x: torch.Tensor, op_index: int,
+             policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
+    """``edge.run(x, op_index)``: one op of a search MixedOp (PARSEC's discrete forward)."""
+    part, bypass = edge.split_channels(x)
+    out = single(edge.ops[op_index], part, policy)
+    if bypass is not None and edge.bypass_pool is not None:
+        bypass = max_pool(edge.bypass_pool, bypass, policy)
+    return out if bypass is None else channel_shuffle(torch.cat([out, bypass], dim=1), edge.k)

@@ -12,7 +12,8 @@ ops, op weights as BatchNorm scales, PC-DARTS's edge weights folded in.
 
 Edges are batched when they share stride and input shape (a reduction cell's stride-2 edges are
 one group, its stride-1 edges another).  A group whose ops this module does not know (another
-op set, convs with bias, affine BatchNorms, ...) is summed edge by edge with :func:`.fused.mixed`.
+op set, a subclass of a known op, convs with bias, affine BatchNorms, ...) is summed edge by edge
+with :func:`.fused.edge_forward`, where an unknown op runs its own ``forward``.
 Parameters and buffers stay in the edges' own modules: state-dict keys are unchanged.
 """
 from __future__ import annotations
@@ -23,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.darts import FactorizedReduce, Zero
+from ..memory_ops import channel_shuffle
 from .cpu_kernels import conv_kernel
-from .fused import (batch_norm_scale, batch_norm_step, channel_shuffle, factorized_reduce, foldable_bn,
-                    max_pool, op_layers, run_layers)
+from .fused import (batch_norm_scale, batch_norm_step, edge_forward, factorized_reduce, foldable_bn, is_factorized_reduce,
+                    is_identity, is_zero, max_pool, op_layers, run_layers)
+from .policy import DEFAULT_POLICY, FastPathPolicy
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
@@ -51,7 +53,7 @@ def _layer_key(layer: nn.Module):
 
 def _op_key(op: nn.Module):
     """None where this module cannot run the op side by side with its twins on other edges."""
-    if isinstance(op, (Zero, nn.Identity, FactorizedReduce)):
+    if is_zero(op) or is_identity(op) or is_factorized_reduce(op):
         return type(op), getattr(op, "stride", None)
     layers = op_layers(op)
     if not layers:
@@ -82,11 +84,11 @@ def _batchable(edges: Sequence[nn.Module]) -> bool:
 
 
 # ---------------------------------------------------------------- layers of E edges as one
-def _conv(convs: Sequence[nn.Conv2d], h: torch.Tensor) -> torch.Tensor:
+def _conv(convs: Sequence[nn.Conv2d], h: torch.Tensor, policy: FastPathPolicy) -> torch.Tensor:
     conv = convs[0]
     weight = conv.weight if len(convs) == 1 else torch.cat([c.weight for c in convs])
     groups = conv.groups * len(convs)
-    fast = conv_kernel(conv, h, weight, groups)   # None unless a CPU kernel applies
+    fast = conv_kernel(conv, h, weight, groups, policy)   # None unless a CPU kernel applies
     if fast is not None:
         return fast
     return F.conv2d(h, weight, None, conv.stride, conv.padding, conv.dilation, groups)
@@ -119,13 +121,13 @@ def _batch_norm(bns: Sequence[nn.BatchNorm2d], h: torch.Tensor, scale: Optional[
 
 
 def _chain(chains: Sequence[list], parts: Sequence[torch.Tensor], relu: torch.Tensor,
-           scale: torch.Tensor) -> torch.Tensor:
+           scale: torch.Tensor, policy: FastPathPolicy) -> torch.Tensor:
     """``scale * chain(x)`` for each edge's chain of layers (ReLU or pool first), side by side."""
     first = chains[0][0]
     if type(first) is nn.ReLU:
         h = relu
     else:   # a pool: per edge (a max pool keeps its input for backward: the states, not a copy)
-        pooled = [run_layers([chain[0]], x) for chain, x in zip(chains, parts)]
+        pooled = [run_layers([chain[0]], x, policy) for chain, x in zip(chains, parts)]
         h = pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
     layers = list(zip(*chains))[1:]
     for depth, same in enumerate(layers):
@@ -134,11 +136,11 @@ def _chain(chains: Sequence[list], parts: Sequence[torch.Tensor], relu: torch.Te
         if kind is nn.ReLU:
             h = F.relu(h)
         elif kind is nn.Conv2d:
-            h = _conv(same, h)
+            h = _conv(same, h, policy)
         elif kind is nn.BatchNorm2d:
             h = _batch_norm(same, h, scale if last else None)
         elif kind is nn.MaxPool2d:
-            h = max_pool(same[0], h)
+            h = max_pool(same[0], h, policy)
         else:
             h = same[0](h)
     if not (layers and foldable_bn(layers[-1][0])):
@@ -154,7 +156,7 @@ def _add(total: Optional[torch.Tensor], *terms: torch.Tensor) -> Optional[torch.
 
 
 def _group(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: torch.Tensor,
-           edge_weights: Optional[torch.Tensor]) -> torch.Tensor:
+           edge_weights: Optional[torch.Tensor], policy: FastPathPolicy) -> torch.Tensor:
     """The sum of ``edges[e](inputs[e], weights[e], edge_weights[e])``, edges side by side."""
     if edge_weights is not None:   # PC-DARTS's beta folded into the op weights and the bypass
         weights = weights * edge_weights.unsqueeze(1)
@@ -165,20 +167,20 @@ def _group(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: 
     side_by_side = None   # E * C channels: the terms computed side by side
     summed = None         # C channels: the terms computed edge by edge
     for k, op in enumerate(edges[0].ops):
-        if isinstance(op, Zero):
+        if is_zero(op):
             continue
         w = weights[:, k]
-        if isinstance(op, nn.Identity):
+        if is_identity(op):
             summed = _add(summed, *(w[e] * x for e, x in enumerate(parts)))
             continue
         if relu is None:
             relu = F.relu(parts[0] if E == 1 else torch.cat(parts, dim=1))
-        if isinstance(op, FactorizedReduce):   # only on a reduction cell's two input edges
+        if is_factorized_reduce(op):   # only on a reduction cell's two input edges
             per_edge = relu.split(C, dim=1)
             summed = _add(summed, *(factorized_reduce(edge.ops[k], per_edge[e], w[e]) for e, edge in enumerate(edges)))
             continue
         scale = w if E == 1 else w.repeat_interleave(C)
-        term = _chain([op_layers(edge.ops[k]) for edge in edges], parts, relu, scale)
+        term = _chain([op_layers(edge.ops[k]) for edge in edges], parts, relu, scale, policy)
         side_by_side = _add(side_by_side, term)
     if side_by_side is not None:
         summed = _add(summed, side_by_side if E == 1 else side_by_side.unflatten(1, (E, C)).sum(1))
@@ -189,13 +191,13 @@ def _group(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: 
     bypass = None
     for e, (edge, (_, rest)) in enumerate(zip(edges, splits)):
         if edge.bypass_pool is not None:
-            rest = max_pool(edge.bypass_pool, rest)
+            rest = max_pool(edge.bypass_pool, rest, policy)
         bypass = _add(bypass, rest if edge_weights is None else edge_weights[e] * rest)
     return channel_shuffle(torch.cat([summed, bypass], dim=1), edges[0].k)
 
 
 def node_sum(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights: torch.Tensor,
-             edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+             edge_weights: Optional[torch.Tensor] = None, policy: FastPathPolicy = DEFAULT_POLICY) -> torch.Tensor:
     """``sum_e edges[e](inputs[e], weights[e], edge_weights[e])`` for the (fused) mixed edges into
     one node, each group of edges with the same stride and input shape run side by side."""
     groups: dict = {}
@@ -210,8 +212,8 @@ def node_sum(edges: Sequence[nn.Module], inputs: Sequence[torch.Tensor], weights
         w = weights[index]
         beta = None if edge_weights is None else edge_weights[index]
         if _batchable(group_edges):
-            total = _add(total, _group(group_edges, group_inputs, w, beta))
+            total = _add(total, _group(group_edges, group_inputs, w, beta, policy))
         else:
-            total = _add(total, *(edge(x, w[i], None if beta is None else beta[i])
+            total = _add(total, *(edge_forward(edge, x, w[i], None if beta is None else beta[i], policy)
                                   for i, (edge, x) in enumerate(zip(group_edges, group_inputs))))
     return total
