@@ -64,6 +64,7 @@ class SearchRecipe(RecipeFile):
     lr_min: float = 0.0
     lr_warmup_epochs: float = 0.0
     momentum: float = 0.9
+    nesterov: bool = False        # Nesterov momentum (GDAS's search)
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
 

@@ -179,7 +179,7 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
         strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
     steps_per_epoch = min(len(data.weights), len(data.arch))
     if recipe.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, recipe.max_steps_per_epoch)
@@ -220,6 +220,7 @@ def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> t
     """One epoch of weight (and, after the warm-up, architecture) steps: mean loss and accuracy."""
     recipe, strategy, device = loop.recipe, loop.strategy, loop.info.device
     loop.data.set_epoch(epoch)
+    strategy.start_epoch(epoch, recipe.epochs)
     # Sums stay on the device (a float() per step would sync with a GPU every step); the progress
     # bar reads them only when it redraws, and the epoch syncs once at its end.
     train_loss, train_correct, seen = torch.zeros((), dtype=torch.float64, device=device), 0, 0
@@ -229,10 +230,9 @@ def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> t
         if loop.cores is not None:
             loop.cores.update()
         train_batch = tuple(t.to(device, non_blocking=True) for t in train_batch)
-        if epoch >= recipe.warmup_epochs:
-            arch_batch = tuple(t.to(device, non_blocking=True) for t in arch_batch)
-            strategy.arch_step(train_batch, arch_batch, loop.optimizer)
-        loss, logits = strategy.weight_step(train_batch, loop.optimizer)
+        arch_batch = (tuple(t.to(device, non_blocking=True) for t in arch_batch)
+                      if epoch >= recipe.warmup_epochs else None)   # None: a warm-up step, weights only
+        loss, logits = strategy.step(train_batch, arch_batch, loop.optimizer)
         loop.schedule.step()
         n = train_batch[1].shape[0]
         correct = (logits.argmax(1) == train_batch[1]).sum()

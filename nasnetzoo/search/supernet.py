@@ -10,6 +10,11 @@ The supernet runs in two modes:
   bypass them (max-pooled on reduction edges), are concatenated back and the channels shuffled.
 * **discrete** (PARSEC): a sampled architecture runs only its chosen ops, so a step costs the memory
   of one architecture, not of the supernet.
+* **one path per edge** (GDAS, :meth:`SearchNetwork.forward_sampled`): each edge runs only its
+  sampled op, scaled by that op's (straight-through) weight, so a step costs one path's memory.
+
+``forward(x, op_weights)`` mixes with given op weights instead of softmax(alpha) (SNAS's relaxed
+sample); ``drop_path_prob`` drops each edge's output per sample while training (SNAS's search).
 
 Edges are numbered node by node: node ``i`` (state ``i + 2``) reads states ``0 .. i + 1`` through
 edges ``offset(i) .. offset(i) + i + 1``, so a 4-node cell has 14 edges.
@@ -30,6 +35,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from ..models.layers import DropPath
 from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
 from ..ops.registry import build_op
 from .backend import build_backend
@@ -95,7 +101,7 @@ class MixedOp(_Backend, nn.Module):
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_k: int = 1,
-                 fused: Optional[bool] = None, backend: str = "auto") -> None:
+                 fused: Optional[bool] = None, backend: str = "auto", pool_bn: Optional[str] = "buffers") -> None:
         super().__init__()
         if C % partial_k:
             raise ConfigError(f"partial channels: C={C} is not divisible by K={partial_k}.")
@@ -103,9 +109,9 @@ class MixedOp(_Backend, nn.Module):
         self.stride = stride
         C_op = C // partial_k
         # pool_bn="buffers": pools are followed by BatchNorm(affine=False) as in the official
-        # search code, so their output scale is comparable with the convs'.
+        # search code, so their output scale is comparable with the convs'; None: bare pools (GDAS).
         self.ops = nn.ModuleList(build_op(p, C_op, C_op, stride, family="darts", affine=False,
-                                          pool_bn="buffers") for p in primitives)
+                                          pool_bn=pool_bn) for p in primitives)
         # ceil_mode so the bypass matches the ops' ceil(H / 2) on odd maps.
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 and partial_k > 1 else None
         self.set_backend(_backend_name(backend, fused))
@@ -162,23 +168,30 @@ def _backend_name(backend: str, fused: Optional[bool]) -> str:
 
 class SearchCell(_Backend, nn.Module):
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
-                 reduction: bool, reduction_prev: bool, primitives: Sequence[str], partial_k: int) -> None:
+                 reduction: bool, reduction_prev: bool, primitives: Sequence[str], partial_k: int,
+                 pool_bn: Optional[str] = "buffers") -> None:
         super().__init__()
         self.reduction = reduction
+        self.C = C   # the channels of its nodes (and of every edge's ops)
         self.steps = steps
         self.multiplier = multiplier
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine=False) if reduction_prev
                             else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False))
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, primitives, partial_k)
+            MixedOp(C, 2 if reduction and j < 2 else 1, primitives, partial_k, pool_bn=pool_bn)
             for i in range(steps) for j in range(2 + i))
+        # Each edge's output dropped per sample while training (SNAS's search); p = 0: the identity.
+        self.drop_path = DropPath()
         self.set_backend("auto")
+
+    def _dropping(self) -> bool:
+        return self.training and self.drop_path.active
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                 edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         fast = self._fast_for(s1)
-        if fast is not None:
+        if fast is not None and not self._dropping():   # the fast cell has no per-edge drop path
             return fast.cell(self, s0, s1, weights, edge_weights)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i in range(self.steps):
@@ -186,7 +199,24 @@ class SearchCell(_Backend, nn.Module):
             terms = []
             for j, h in enumerate(states):
                 e = start + j
-                terms.append(self.edges[e](h, weights[e], None if edge_weights is None else edge_weights[e]))
+                term = self.edges[e](h, weights[e], None if edge_weights is None else edge_weights[e])
+                terms.append(self.drop_path(term))
+            states.append(sum(terms))
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+    def forward_sampled(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                        index: Sequence[int]) -> torch.Tensor:
+        """GDAS: edge ``e`` runs only op ``index[e]``, times its weight ``weights[e, index[e]]`` (the
+        straight-through hard sample: 1 in the forward, the soft probability's gradient).  Only that
+        op is computed, by either backend (``MixedOp.run``)."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(self.steps):
+            start = edge_offset(i)
+            terms = []
+            for j, h in enumerate(states):
+                e = start + j
+                k = index[e]
+                terms.append(self.drop_path(self.edges[e].run(h, k) * weights[e, k]))
             states.append(sum(terms))
         return torch.cat(states[-self.multiplier:], dim=1)
 
@@ -219,7 +249,8 @@ class SearchNetwork(_Backend, nn.Module):
                  multiplier: Optional[int] = None, stem_multiplier: int = 3, stem: str = "cifar", in_chans: int = 3,
                  primitives: Sequence[str] = DARTS_PRIMITIVES, partial_k: int = 1,
                  edge_norm: bool = False, fused: Optional[bool] = None, memory: str = "default",
-                 channels_last: bool = False, backend: str = "auto") -> None:
+                 channels_last: bool = False, backend: str = "auto", pool_bn: Optional[str] = "buffers",
+                 last_act: bool = False) -> None:
         super().__init__()
         if memory not in MEMORY_MODES:
             raise ConfigError(f"unknown search memory mode {memory!r}; use one of {', '.join(MEMORY_MODES)}.")
@@ -259,11 +290,13 @@ class SearchNetwork(_Backend, nn.Module):
             if reduction:
                 C_curr *= 2
             cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
-                                    self.primitives, partial_k))
+                                    self.primitives, partial_k, pool_bn=pool_bn))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.cells = nn.ModuleList(cells)
         self.set_backend(_backend_name(backend, fused))
+        # last_act: BatchNorm + ReLU before the pooling, as GDAS's search network (``lastact``).
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU()) if last_act else None
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
         E, K = num_edges(steps), len(self.primitives)
@@ -311,10 +344,26 @@ class SearchNetwork(_Backend, nn.Module):
         return s0, self.stem1(s0)
 
     def _head(self, s1: torch.Tensor) -> torch.Tensor:
+        if self.lastact is not None:
+            s1 = self.lastact(s1)
         return self.classifier(self.global_pool(s1).flatten(1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = {t: self.op_weights(t) for t in CELL_TYPES}
+    @property
+    def drop_path_prob(self) -> float:
+        """The probability of dropping an edge's output per sample while training (0: never)."""
+        return self.cells[0].drop_path.p
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"drop_path_prob={p} is not in [0, 1).")
+        for cell in self.cells:
+            cell.drop_path.p = float(p)
+
+    def forward(self, x: torch.Tensor, op_weights: Optional[dict] = None) -> torch.Tensor:
+        """The continuous supernet; ``op_weights[cell_type]`` (edges x ops) replaces softmax(alpha)
+        where given (SNAS's relaxed sample)."""
+        weights = {t: self.op_weights(t) for t in CELL_TYPES} if op_weights is None else op_weights
         edge_w = {t: self.edge_weights(t) for t in CELL_TYPES}
         s0, s1 = self._stem(x)
         for cell in self.cells:
@@ -328,6 +377,15 @@ class SearchNetwork(_Backend, nn.Module):
         for cell in self.cells:
             s0, s1 = s1, self._run_cell(cell.forward_discrete, s0, s1,
                                         choice["reduce" if cell.reduction else "normal"])
+        return self._head(s1)
+
+    def forward_sampled(self, x: torch.Tensor, weights: dict, index: dict) -> torch.Tensor:
+        """One sampled op per edge (GDAS): ``weights[cell_type]`` (edges x ops, the hard sample) and
+        ``index[cell_type]`` (one op index per edge, plain ints)."""
+        s0, s1 = self._stem(x)
+        for cell in self.cells:
+            t = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, self._run_cell(cell.forward_sampled, s0, s1, weights[t], index[t])
         return self._head(s1)
 
     @contextlib.contextmanager

@@ -1,12 +1,18 @@
 """The interface every search strategy implements, and the genotype derivations they share.
 
-A search loop calls, per batch pair (a train batch and a held-out batch)::
+A search loop calls ``strategy.start_epoch(epoch, epochs)`` before each epoch, then per batch
+pair (a train batch and a held-out batch)::
+
+    loss, logits = strategy.step(train_batch, val_batch, w_optimizer)   # val_batch None during warm-up
+
+which by default is DARTS's order::
 
     strategy.arch_step(train_batch, val_batch, w_optimizer)   # skipped during warm-up
     loss, logits = strategy.weight_step(train_batch, w_optimizer)
 
-and, at the end of an epoch, ``strategy.derive()`` for the current genotype and
-``strategy.distribution()`` for what gets logged (alphas/betas or pi, as plain lists).
+(GDAS updates the weights first, SNAS both from one batch: they override ``step``), and, at the end
+of an epoch, ``strategy.derive()`` for the current genotype and ``strategy.distribution()`` for
+what gets logged (alphas/betas or pi, as plain lists).
 """
 from __future__ import annotations
 
@@ -82,6 +88,18 @@ class SearchStrategy:
 
     def arch_step(self, train_batch: Batch, val_batch: Batch, w_optimizer: torch.optim.Optimizer) -> dict:
         raise NotImplementedError
+
+    def step(self, train_batch: Batch, val_batch: Optional[Batch],
+             optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """One search step: the architecture on ``val_batch`` (None: a warm-up step, weights only),
+        then the weights on ``train_batch``; returns the weight step's (loss, logits)."""
+        if val_batch is not None:
+            self.arch_step(train_batch, val_batch, optimizer)
+        return self.weight_step(train_batch, optimizer)
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch (0-based) of ``epochs``: a schedule of the strategy's own (GDAS's
+        tau, SNAS's temperature) is set here, from the epoch alone, so a resumed run sets it alike."""
 
     # ---------------------------------------------------------------- results
     def derive(self) -> Genotype:
