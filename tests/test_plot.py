@@ -202,6 +202,31 @@ def test_search_history_plot_marks_epochs_and_kept_edges(tmp_path: Path, monkeyp
     assert len(thick) == 16
 
 
+
+@pytest.mark.parametrize("key", ["tau", "temperature"])
+def test_search_history_plot_draws_the_sampling_temperature_on_its_own_axis(key, tmp_path: Path, monkeypatch):
+    """GDAS's tau (10 -> 0.1) and SNAS's temperature get a panel of their own, beside the op weights'
+    [0, 1] panels, not on their shared y axis."""
+    import torch
+
+    import nasnetzoo
+    from nasnetzoo.search import history as history_module
+    from nasnetzoo.search.history import SearchHistory, plot_history
+
+    alphas = torch.softmax(torch.randn(14, 8, generator=torch.Generator().manual_seed(0)), -1).tolist()
+    history = SearchHistory()
+    for epoch, value in enumerate((10.0, 5.05, 0.1)):
+        history.add(epoch, {"alphas_normal": alphas, "alphas_reduce": alphas, key: value},
+                    nasnetzoo.get_genotype("darts_v2"), {})
+    drawn = {}
+    monkeypatch.setattr(history_module, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    plot_history(history, tmp_path / "alphas.png")
+    axes = [ax for ax in drawn["fig"].axes if ax.get_visible() and ax.lines]
+    assert len(axes) == 29
+    (panel,) = [ax for ax in axes if key in ax.get_title() or "tau" in ax.get_title()]
+    assert list(panel.lines[0].get_ydata()) == [10.0, 5.05, 0.1] and panel.get_ylim()[1] > 9
+    assert all(ax.get_ylim()[1] < 1.5 for ax in axes if ax is not panel)
+
 def test_latency_plot_wraps_into_a_grid_with_labels_apart(tmp_path: Path, monkeypatch):
     """The mobile report's figure: two panels to a row (not one row per runtime), and the names of
     networks of similar MACs and latency stacked apart, not on top of one another."""

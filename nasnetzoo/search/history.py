@@ -13,6 +13,9 @@ PARAM_FREE_OPS = {"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"}
 # P-DARTS's guard allows at most two skip connections in the normal cell; more is the known
 # DARTS collapse into parameter-free cells.
 MAX_NORMAL_SKIPS = 2
+# A sampling temperature a strategy logs with its distribution (one number per epoch), drawn in a
+# panel of its own: GDAS's Gumbel-softmax tau, SNAS's temperature.
+SCHEDULES = {"tau": "GDAS's Gumbel-softmax tau", "temperature": "SNAS's temperature"}
 
 
 def collapse_report(genotype: Genotype) -> dict[str, Any]:
@@ -51,7 +54,8 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
     (a 1-epoch search is one dot per op, not an empty panel).  The edges the last genotype keeps
     are marked: a bold title naming the kept op, whose line is drawn thicker.
     DARTS/PC-DARTS histories hold ``alphas_<cell>`` (edges x ops); PARSEC's hold ``op_<cell>``
-    (nodes x slots x ops) and are drawn per node slot."""
+    (nodes x slots x ops) and are drawn per node slot.  A temperature logged beside them (GDAS's
+    ``tau``, SNAS's ``temperature``: :data:`SCHEDULES`) gets a last panel, with its own y axis."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -74,8 +78,10 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
         for e in range(len(series[0])):
             panels.append((cell, _panel_name(key, e), kept.get((cell, _panel_node_input(key, e))),
                            [[s[e][o] for s in series] for o in range(len(series[0][e]))]))
-    cols = min(7, max(len(panels), 1))
-    rows = -(-len(panels) // cols)
+    schedule = next((k for k in SCHEDULES if k in first), None)
+    count = len(panels) + (schedule is not None)
+    cols = min(7, max(count, 1))
+    rows = -(-count // cols)
     fig = Figure(figsize=(2.6 * cols, 2.0 * rows + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
@@ -97,6 +103,16 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
+    if schedule is not None:   # its own y axis: the panels share the op weights' [0, 1]
+        slot = list(axes.flat)[len(panels)]
+        ax = fig.add_subplot(slot.get_subplotspec())
+        ax.plot(epochs, [r["distribution"][schedule] for r in history.records], color="k", marker="o", ms=3)
+        ax.set_title(f"{SCHEDULES[schedule]}\nper epoch", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
     if len(epochs) == 1:
         for ax in axes.flat:
             ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
