@@ -1,7 +1,9 @@
 """Search step time and saved-for-backward bytes, before (reference mixed op) and after (fused), in one run.
 
 At the configuration of issue 14 (supernet C=16, 8 cells, batch 16, 32 px, 2 threads), for DARTS,
-PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
+PC-DARTS (K=4, edge normalisation), PARSEC (M=4 samples), GDAS (one sampled op per edge, on the
+supernet its entry fixes: its op order, bare pools, BatchNorm + ReLU before the pooling) and SNAS
+(the relaxed sample with its resource penalty and drop path 0.3):
 
 * **before**: ``SearchNetwork(backend="reference")``, the mixed op as the official code computes it,
   with the official code's optimizer (``torch.optim.SGD``, one update per parameter tensor on the CPU);
@@ -19,17 +21,22 @@ PC-DARTS (K=4, edge normalisation) and PARSEC (M=4 samples):
 * **after + channels_last** (``--channels-last``): ``SearchNetwork(channels_last=True)``, the opt-in
   layout (docs/search_speed.md says why it is opt-in).
 
-Step time = first-order architecture step + weight step, median over ``--reps`` repetitions that
+Step time = one ``strategy.step``: a first-order architecture step + a weight step (GDAS: the weight
+step, then the architecture's; SNAS: both from one backward), median over ``--reps`` repetitions that
 interleave the variants (before, after, after-edgewise, ..., before, ...), so a load that changes over the run
 hits all of them alike.  Two ratios: of the medians, and the median of each repetition's ratio to the
 before step beside it (paired), which also cancels a machine speed that drifts between repetitions.
-Saved bytes = distinct storages autograd keeps for backward during one weight-step forward (``torch.autograd.graph.saved_tensors_hooks``); with checkpointing, the cell
+Saved bytes = distinct storages autograd keeps for backward during one weight-step forward (``torch.autograd.graph.saved_tensors_hooks``;
+GDAS's and SNAS's forward draws its sample, SNAS's loss includes the penalty); with checkpointing, the cell
 inputs the checkpoints hold are counted too.  Both are printed as a table with after/before ratios,
-and the numerics check (logits and architecture gradients of before vs after on one batch).
+and the numerics check (logits and architecture gradients of before vs after on one batch, GDAS and
+SNAS on the same sample).
 
     OMP_NUM_THREADS=2 python benchmarks/search_vs_baseline.py [--reps 5] [--threads 2] [--json out.json]
 
-About 14 minutes at ``--reps 3`` on a quiet 2-core AMD EPYC (8 for ``--only DARTS,PC-DARTS``).
+About 14 minutes at ``--reps 3`` on a quiet 2-core AMD EPYC for DARTS, PC-DARTS and PARSEC (8 for
+``--only DARTS,PC-DARTS``); GDAS and SNAS add to it.  A last table gives each strategy's saved bytes
+as a multiple of DARTS's at the same variant and batch.
 """
 from __future__ import annotations
 
@@ -41,7 +48,8 @@ import time
 
 import torch
 
-from nasnetzoo.search.strategies import DARTSStrategy, PARSECStrategy, PCDARTSStrategy
+from nasnetzoo.search.strategies import (DARTSStrategy, GDASStrategy, PARSECStrategy, PCDARTSStrategy,
+                                          SNASStrategy, get_strategy)
 from nasnetzoo.search.supernet import SearchCell, SearchNetwork
 from nasnetzoo.runs.optim import build_optimizer
 from search_memory import saved_activation_bytes  # benchmarks/ is the script's folder
@@ -59,6 +67,10 @@ def strategies():
     yield "PC-DARTS", dict(partial_k=4, edge_norm=True), PCDARTSStrategy
     yield "PARSEC", dict(partial_k=1, edge_norm=False), lambda net: PARSECStrategy(
         net, num_samples=4, generator=torch.Generator().manual_seed(0))
+    yield "GDAS", dict(partial_k=1, edge_norm=False, **get_strategy("gdas").network), lambda net: GDASStrategy(
+        net, generator=torch.Generator().manual_seed(0))
+    yield "SNAS", dict(partial_k=1, edge_norm=False), lambda net: SNASStrategy(
+        net, generator=torch.Generator().manual_seed(0))
 
 
 def build(net_kwargs, variant, make, args):
@@ -87,8 +99,12 @@ def saved_bytes(strategy, batch) -> int:
     for _ in range(passes):
         holds.clear()
         with saved_activation_bytes(record, extra=holds), strategy.autocast():
-            logits = net.forward_discrete(x, strategy.sample()[0]) if passes > 1 else net(x)
-            loss = strategy.loss(logits, y)
+            if passes > 1:
+                loss = strategy.loss(net.forward_discrete(x, strategy.sample()[0]), y)
+            elif isinstance(strategy, SNASStrategy):
+                loss = strategy.losses(batch)[0]
+            else:   # the supernet, or GDAS's sampled path
+                loss = strategy.loss(strategy.forward(x), y)
         loss.backward()
     for h in hooks:
         h.remove()
@@ -105,8 +121,14 @@ def numerics(before, after, batch) -> dict:
         if isinstance(strategy, PARSECStrategy):
             logits = net.forward_discrete(x, strategy.most_probable())
             grads = []
-        else:
-            logits = net(x)
+        else:   # the strategy's forward on the copy; GDAS and SNAS draw the same sample for both
+            network, generator = strategy.network, getattr(strategy, "generator", None)
+            strategy.network, strategy.generator = net, torch.Generator().manual_seed(0)
+            torch.manual_seed(0)   # SNAS's drop-path masks alike too
+            try:
+                logits = strategy.forward(x)
+            finally:
+                strategy.network, strategy.generator = network, generator
             grads = torch.autograd.grad(strategy.loss(logits, y), net.arch_parameters())
         out[name] = (logits.detach(), grads)
     (lb, gb), (la, ga) = out["before"], out["after"]
@@ -117,8 +139,7 @@ def numerics(before, after, batch) -> dict:
 
 def step(strategy, opt, batch) -> float:
     start = time.perf_counter()
-    strategy.arch_step(batch, batch, opt)
-    strategy.weight_step(batch, opt)
+    strategy.step(batch, batch, opt)
     return time.perf_counter() - start
 
 
@@ -130,7 +151,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="", help="comma-separated subset of DARTS,PC-DARTS,PARSEC")
+    parser.add_argument("--only", default="", help="comma-separated subset of DARTS,PC-DARTS,PARSEC,GDAS,SNAS")
     parser.add_argument("--bf16", action="store_true", help="add the after+bf16 variant (CPU bf16 autocast)")
     parser.add_argument("--channels-last", action="store_true", help="add the after+channels_last variant")
     parser.add_argument("--variants", default="",
@@ -172,7 +193,7 @@ def main() -> None:
         rows.append(row)
         print(f"{name}: done", flush=True)
 
-    print(f"\nsearch step (first-order arch step + weight step), batch {args.batch} x 3 x {args.size}^2, "
+    print(f"\nsearch step (strategy.step: first-order arch step + weight step), batch {args.batch} x 3 x {args.size}^2, "
           f"C={args.C}, {args.layers} cells, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"median of {args.reps} interleaved reps")
     head = (f"{'strategy':10s} {'variant':19s} {'step ms':>9s} {'x before':>9s} {'paired':>7s} {'saved MB':>9s} "
@@ -184,6 +205,12 @@ def main() -> None:
                   f"{r[f'{v}_paired_ratio']:7.2f} {r[f'{v}_saved_mb']:9.1f} {r[f'{v}_saved_mb'] / r['before_saved_mb']:9.2f}")
     print("x before: ratio of the medians; paired: median of each repetition's ratio to the before step run "
           "beside it")
+    darts = next((r for r in rows if r["strategy"] == "DARTS"), None)
+    if darts is not None:
+        print("\nsaved for backward, x DARTS's at the same variant and batch:")
+        for r in rows:
+            print(f"  {r['strategy']:10s} " + "  ".join(f"{v} {r[f'{v}_saved_mb'] / darts[f'{v}_saved_mb']:.2f}"
+                                                      for v in variants if darts[f"{v}_saved_mb"]))
     print("\nnumerics, after vs before on one batch (fp32):")
     for r in rows:
         print(f"  {r['strategy']:10s} logits max |diff| {r['logits_max_abs_diff']:.2e}   "
