@@ -20,7 +20,8 @@ from nasnetzoo.search.supernet import SearchNetwork
 from nasnetzoo.train.recipe import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
-SEARCH_RECIPES = ["cifar10", "darts_cifar10", "parsec_cifar10", "pcdarts_imagenet", "smoke_search"]
+SEARCH_RECIPES = ["cifar10", "darts_cifar10", "parsec_cifar10", "pcdarts_imagenet", "smoke_search",
+                  "gdas_cifar10", "snas_cifar10", "smoke_gdas", "smoke_snas"]
 # A search small enough for the test suite: 16 px digits, a 3-cell C=4 supernet, 2 steps per epoch.
 TINY = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_per_epoch=2", "progress=false"]
 
