@@ -119,17 +119,20 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ddp_search_keeps_architecture_identical_on_every_rank(tmp_path):
+@pytest.mark.parametrize("name", ["smoke_search", "smoke_gdas", "smoke_snas"])
+def test_ddp_search_keeps_architecture_identical_on_every_rank(name, tmp_path):
     """Two gloo processes on different data shards: after the search every parameter, weights and
-    alphas/betas alike, is bitwise the same on both ranks."""
+    alphas/betas alike, is bitwise the same on both ranks (GDAS and SNAS: every rank drew the same
+    samples)."""
     import torch.multiprocessing as mp
 
-    recipe = tiny_recipe("epochs=2", "warmup_epochs=0").to_dict()
+    recipe = load_search_recipe(REPO / "recipes" / f"{name}.yaml", [*TINY, "epochs=2", "warmup_epochs=0"]).to_dict()
     out = str(tmp_path / "ddp")
     mp.spawn(_ddp_alphas_worker, args=(2, _free_port(), out, recipe), nprocs=2, join=True)
     a0 = torch.load(Path(out) / "params_rank0.pt")
     a1 = torch.load(Path(out) / "params_rank1.pt")
-    assert {"alphas_normal", "betas_reduce"} <= set(a0)
+    assert {"alphas_normal", "alphas_reduce"} <= set(a0) and ("betas_reduce" in a0) == (name == "smoke_search")
+    assert ("samples" in a0) == (name != "smoke_search")
     for key in a0:
         assert torch.equal(a0[key], a1[key]), key
     assert nasnetzoo.Genotype.from_file(Path(out) / "genotype.yaml")
@@ -146,12 +149,27 @@ def _ddp_alphas_worker(rank: int, world: int, port: int, out: str, recipe: dict)
 
     def spy(recipe_, network):
         captured["network"] = network
-        return original(recipe_, network)
+        strategy = original(recipe_, network)
+        if hasattr(strategy, "sample") and not hasattr(strategy, "pi"):   # GDAS, SNAS: record each sample
+            draw = strategy.sample
 
+            def recorded():
+                sample = draw()
+                samples.append(torch.cat([(v[1] if isinstance(v, tuple) else v).detach().double().flatten()
+                                          for v in sample.values()]))
+                return sample
+
+            strategy.sample = recorded
+        return strategy
+
+    samples = []
     runner.build_strategy = spy
     search(SearchRecipe(**recipe), out=out)
     net = captured["network"]
-    torch.save({n: p.detach().clone() for n, p in net.named_parameters()}, Path(out) / f"params_rank{rank}.pt")
+    params = {n: p.detach().clone() for n, p in net.named_parameters()}
+    if samples:
+        params["samples"] = torch.stack(samples)
+    torch.save(params, Path(out) / f"params_rank{rank}.pt")
 
 
 def test_imagenet_subset_and_search_data(tmp_path):
