@@ -36,7 +36,7 @@ except ImportError as err:  # matplotlib is the optional 'plot' extra
 from .errors import ConfigError, describe_os_error
 from .genotype import CELL_TYPES, Cell, Genotype
 
-__all__ = ["plot_cell", "plot_genotype", "layout_cell", "op_kind", "SAVE_FORMATS"]
+__all__ = ["plot_cell", "plot_cell_grid", "plot_genotype", "layout_cell", "op_kind", "SAVE_FORMATS"]
 
 SAVE_FORMATS = (".svg", ".png", ".pdf")
 
@@ -677,6 +677,50 @@ def plot_genotype(genotype: Union[Genotype, str, Path, Mapping],
     handles = _legend_handles(kinds, [geno.normal, geno.reduce])
     fig.legend(handles=handles, loc="lower center", ncol=len(handles),
                frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    if out is not None:
+        _save(fig, out)
+    return fig
+
+
+def plot_cell_grid(rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]], cell: str = "normal",
+                   path: Union[str, Path, None] = None, *, title: Optional[str] = None) -> Figure:
+    """One cell type of many genotypes side by side: a row per label, a panel per ``(caption,
+    genotype)`` of the row (``[("PC-DARTS", [("seed 0", g0), ("seed 1", g1)]), ...]``), each drawn
+    as :func:`plot_cell` draws it, at the same scale.  Saved to ``path`` if given."""
+    _check_cell(cell)
+    out = _check_path(path)
+    grid = [(label, [(caption, _as_genotype(g)) for caption, g in panels]) for label, panels in rows]
+    if not grid or not any(panels for _, panels in grid):
+        raise ConfigError("plot_cell_grid needs at least one genotype to draw.")
+    layouts = [[layout_cell(g.cell(cell), g.family) for _, g in panels] for _, panels in grid]
+    columns = max(len(panels) for _, panels in grid)
+    col_w = [max((_axes_size(row[c])[0] for row in layouts if c < len(row)), default=0.0) for c in range(columns)]
+    row_h = [max((_axes_size(lay)[1] for lay in row), default=0.0) for row in layouts]
+    label_w, gap, caption_h = 1.7, 0.35, 0.3
+    width = label_w + sum(col_w) + gap * (columns - 1)
+    height = _TITLE_IN + sum(h + caption_h for h in row_h) + gap * (len(grid) - 1) + _LEGEND_IN
+    fig = _new_figure(width, height)
+    kinds: set[str] = set()
+    top = height - _TITLE_IN
+    for (label, panels), row, h in zip(grid, layouts, row_h):
+        top -= caption_h
+        fig.text(0.1 / width, (top - h / 2) / height, _literal_text(label), ha="left", va="center", fontsize=11,
+                 fontweight="bold")
+        left = label_w
+        for c, ((caption, _), lay) in enumerate(zip(panels, row)):
+            w, ph = _axes_size(lay)
+            ax = _axes_for(fig, lay, left + (col_w[c] - w) / 2, top - h + (h - ph) / 2)
+            _draw_cell(ax, lay)
+            ax.set_title(_literal_text(caption), fontsize=9)
+            kinds |= {e.kind for e in lay.edges}
+            left += col_w[c] + gap
+        top -= h + gap
+    fig.suptitle(_literal_text(title if title is not None else f"{cell} cells"), y=1 - 0.12 / height, va="top",
+                 fontsize=12)
+    cells = [g.cell(cell) for _, panels in grid for _, g in panels]
+    handles = _legend_handles(kinds, cells)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))
     if out is not None:
         _save(fig, out)
     return fig
