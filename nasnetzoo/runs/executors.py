@@ -10,14 +10,15 @@ library's (``concurrent.futures``) or Ray's, never our own.
 * ``process``: a ``ProcessPoolExecutor`` of ``workers`` spawned processes.  CPU threads are split
   between the workers (``prepare(job, threads)`` writes the share into a job); with ``devices``
   (GPU indices) there is one worker per device, each seeing only its own GPU.  On Linux a worker
-  receives SIGTERM when the process that started it dies, so a killed parent leaves no orphan
-  writing into its run directories (SIGTERM ends a run at its last checkpoint).
+  receives SIGTERM when the process that started it dies (SIGTERM ends a run at its last
+  checkpoint) and then exits, so a killed parent leaves no orphan writing into its run directories.
 * ``ray``: one Ray task per job on a running cluster (``ray_address``) or a local one, asking for
   ``gpus_per_child`` GPUs (default: one when the cluster has GPUs) and ``cpus_per_child`` CPUs.
   Install with ``pip install "nasnetzoo[ray]"``.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -45,11 +46,25 @@ def _die_with_parent() -> None:
         pass
 
 
+_PARENT = {"pid": None}   # the process that started this pool worker
+
+
 def _start_worker(devices) -> None:
     """Pool initializer: die with the parent; take one of the GPUs (before CUDA starts in this process)."""
+    _PARENT["pid"] = os.getppid()
     _die_with_parent()
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+
+
+def _guarded(fn: Callable[[Any], Any], job: Any) -> Any:
+    """A job in a pool worker.  When the parent died during it (its SIGTERM stopped the job's run at
+    a checkpoint), the worker exits instead of waiting for jobs that will never come."""
+    try:
+        return fn(job)
+    finally:
+        if _PARENT["pid"] is not None and os.getppid() != _PARENT["pid"]:
+            os._exit(1)
 
 
 class LocalExecutor:
@@ -91,7 +106,7 @@ class ProcessExecutor:
                                         initargs=(queue,))
 
     def imap(self, jobs: Sequence[Any]) -> Iterator[Any]:
-        return self.pool.map(self.fn, [self.prepare(job, self.threads) for job in jobs])
+        return self.pool.map(functools.partial(_guarded, self.fn), [self.prepare(job, self.threads) for job in jobs])
 
     def run(self, jobs: Sequence[Any]) -> list:
         return list(self.imap(jobs))
