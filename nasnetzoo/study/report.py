@@ -65,7 +65,8 @@ def group_summary(group: str, records: Sequence[dict], baseline: Optional[Sequen
         "profiled": records[0]["retrain"].get("profiled") if records else None,
         "collapse": stats.collapse(genotypes), "similarity": stats.similarity(genotypes),
         "search_held_out_acc": [{"seed": s, "acc": a} for s, a in held_out if a is not None],
-        "genotypes": [{"seed": r["seed"], "genotype": g.to_string(), "cells": g.to_dict()}
+        "genotypes": [{"seed": r["seed"], "genotype": g.to_string(),
+                       "cells": Genotype(g.normal, g.reduce, g.family).to_dict()}   # the cells, not the run's paths
                       for r, g in zip(records, genotypes)],
     }
 
