@@ -598,7 +598,7 @@ def _check_path(path: Union[str, Path, None]) -> Optional[Path]:
     return path
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path, dpi: int = PNG_DPI) -> None:
     """Write atomically (a temporary file beside ``path``, then a rename): a full disk or a kill
     never leaves a torn plot, and a failure names ``path`` rather than the temporary file."""
     from .fileio import WriteError, atomic_write
@@ -607,7 +607,7 @@ def _save(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()  # rendered in memory first: the writer takes bytes, matplotlib wants a seekable file
     # svg.fonttype 'none' keeps labels as <text> (searchable, selectable) instead of glyph paths.
     with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
-        fig.savefig(buffer, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.08, facecolor="white")
+        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.08, facecolor="white")
     payload = buffer.getvalue()
     try:
         atomic_write(path, lambda handle: handle.write(payload))
@@ -683,10 +683,11 @@ def plot_genotype(genotype: Union[Genotype, str, Path, Mapping],
 
 
 def plot_cell_grid(rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]], cell: str = "normal",
-                   path: Union[str, Path, None] = None, *, title: Optional[str] = None) -> Figure:
+                   path: Union[str, Path, None] = None, *, title: Optional[str] = None, dpi: int = 100) -> Figure:
     """One cell type of many genotypes side by side: a row per label, a panel per ``(caption,
     genotype)`` of the row (``[("PC-DARTS", [("seed 0", g0), ("seed 1", g1)]), ...]``), each drawn
-    as :func:`plot_cell` draws it, at the same scale.  Saved to ``path`` if given."""
+    as :func:`plot_cell` draws it, at the same scale.  Saved to ``path`` if given (a PNG at ``dpi``:
+    a grid is large, and 100 keeps its labels legible)."""
     _check_cell(cell)
     out = _check_path(path)
     grid = [(label, [(caption, _as_genotype(g)) for caption, g in panels]) for label, panels in rows]
@@ -722,5 +723,5 @@ def plot_cell_grid(rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]], cell: 
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8,
                bbox_to_anchor=(0.5, 0.0))
     if out is not None:
-        _save(fig, out)
+        _save(fig, out, dpi)
     return fig

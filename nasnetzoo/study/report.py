@@ -121,7 +121,7 @@ def _f(value: Any, fmt: str = "{:.2f}", none: str = "-") -> str:
 
 
 def _hours(device_hours: dict) -> str:
-    return "; ".join(f"{h:.4f} h on {d}" for d, h in device_hours.items() if h > 0) or "-"
+    return "; ".join(f"{h:.4f} h on {d}" for d, h in device_hours.items() if round(h, 4) > 0) or "-"
 
 
 def _md_settings(report: dict) -> list[str]:
