@@ -180,9 +180,10 @@ def _add_subpackage_commands() -> None:
     from .export.commands import COMMANDS as export_commands
     from .hub.commands import COMMANDS as hub_commands
     from .search.commands import COMMANDS as search_commands
+    from .study.commands import COMMANDS as study_commands
     from .train.commands import COMMANDS as train_commands
 
-    for command in (*hub_commands, *export_commands, *train_commands, *search_commands):
+    for command in (*hub_commands, *export_commands, *train_commands, *search_commands, *study_commands):
         cli.add_command(command)
 
 

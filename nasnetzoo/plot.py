@@ -36,7 +36,7 @@ except ImportError as err:  # matplotlib is the optional 'plot' extra
 from .errors import ConfigError, describe_os_error
 from .genotype import CELL_TYPES, Cell, Genotype
 
-__all__ = ["plot_cell", "plot_genotype", "layout_cell", "op_kind", "SAVE_FORMATS"]
+__all__ = ["plot_cell", "plot_cell_grid", "plot_genotype", "layout_cell", "op_kind", "SAVE_FORMATS"]
 
 SAVE_FORMATS = (".svg", ".png", ".pdf")
 
@@ -598,7 +598,7 @@ def _check_path(path: Union[str, Path, None]) -> Optional[Path]:
     return path
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path, dpi: int = PNG_DPI) -> None:
     """Write atomically (a temporary file beside ``path``, then a rename): a full disk or a kill
     never leaves a torn plot, and a failure names ``path`` rather than the temporary file."""
     from .fileio import WriteError, atomic_write
@@ -607,7 +607,7 @@ def _save(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()  # rendered in memory first: the writer takes bytes, matplotlib wants a seekable file
     # svg.fonttype 'none' keeps labels as <text> (searchable, selectable) instead of glyph paths.
     with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
-        fig.savefig(buffer, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.08, facecolor="white")
+        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.08, facecolor="white")
     payload = buffer.getvalue()
     try:
         atomic_write(path, lambda handle: handle.write(payload))
@@ -679,4 +679,49 @@ def plot_genotype(genotype: Union[Genotype, str, Path, Mapping],
                frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.0))
     if out is not None:
         _save(fig, out)
+    return fig
+
+
+def plot_cell_grid(rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]], cell: str = "normal",
+                   path: Union[str, Path, None] = None, *, title: Optional[str] = None, dpi: int = 100) -> Figure:
+    """One cell type of many genotypes side by side: a row per label, a panel per ``(caption,
+    genotype)`` of the row (``[("PC-DARTS", [("seed 0", g0), ("seed 1", g1)]), ...]``), each drawn
+    as :func:`plot_cell` draws it, at the same scale.  Saved to ``path`` if given (a PNG at ``dpi``:
+    a grid is large, and 100 keeps its labels legible)."""
+    _check_cell(cell)
+    out = _check_path(path)
+    grid = [(label, [(caption, _as_genotype(g)) for caption, g in panels]) for label, panels in rows]
+    if not grid or not any(panels for _, panels in grid):
+        raise ConfigError("plot_cell_grid needs at least one genotype to draw.")
+    layouts = [[layout_cell(g.cell(cell), g.family) for _, g in panels] for _, panels in grid]
+    columns = max(len(panels) for _, panels in grid)
+    col_w = [max((_axes_size(row[c])[0] for row in layouts if c < len(row)), default=0.0) for c in range(columns)]
+    row_h = [max((_axes_size(lay)[1] for lay in row), default=0.0) for row in layouts]
+    label_w, gap, caption_h = 1.7, 0.35, 0.3
+    width = label_w + sum(col_w) + gap * (columns - 1)
+    height = _TITLE_IN + sum(h + caption_h for h in row_h) + gap * (len(grid) - 1) + _LEGEND_IN
+    fig = _new_figure(width, height)
+    kinds: set[str] = set()
+    top = height - _TITLE_IN
+    for (label, panels), row, h in zip(grid, layouts, row_h):
+        top -= caption_h
+        fig.text(0.1 / width, (top - h / 2) / height, _literal_text(label), ha="left", va="center", fontsize=11,
+                 fontweight="bold")
+        left = label_w
+        for c, ((caption, _), lay) in enumerate(zip(panels, row)):
+            w, ph = _axes_size(lay)
+            ax = _axes_for(fig, lay, left + (col_w[c] - w) / 2, top - h + (h - ph) / 2)
+            _draw_cell(ax, lay)
+            ax.set_title(_literal_text(caption), fontsize=9)
+            kinds |= {e.kind for e in lay.edges}
+            left += col_w[c] + gap
+        top -= h + gap
+    fig.suptitle(_literal_text(title if title is not None else f"{cell} cells"), y=1 - 0.12 / height, va="top",
+                 fontsize=12)
+    cells = [g.cell(cell) for _, panels in grid for _, g in panels]
+    handles = _legend_handles(kinds, cells)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))
+    if out is not None:
+        _save(fig, out, dpi)
     return fig

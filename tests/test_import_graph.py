@@ -245,8 +245,8 @@ def test_no_import_cycles_in_nasnetzoo():
 # Lowest first; a module may import its own layer and those below it, never one above.  Read from
 # the real graph: the core files, the ops, the cell descriptions and the table of the zoo, the
 # networks, the weights format, the factory (``nasnetzoo.load``), the hub, what every pipeline shares
-# (data, runs), retraining, the searches (which use only train.engine of retraining), the
-# exporters, the CLI.
+# (data, runs), retraining, the searches (which use only train.engine of retraining), the studies
+# (searches and retrains compared), the exporters, the CLI.
 LAYERS = [
     ("core", ["_version", "errors", "yamlio", "fileio", "bounds", "cli_errors", "text_table", "threads",
               "recipe_file", "profile", "safe_paths"]),
@@ -260,6 +260,7 @@ LAYERS = [
     ("shared", ["data", "runs"]),
     ("train", ["train"]),
     ("search", ["search"]),
+    ("study", ["study"]),                    # studies run searches and retrains (train.runner) alike
     ("export", ["export"]),
     ("cli", ["cli", "__main__"]),
 ]
