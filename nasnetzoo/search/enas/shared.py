@@ -154,11 +154,12 @@ class SharedNetwork(nn.Module):
         aux = {id(p) for p in self.auxiliary_head.parameters()} if self.auxiliary_head is not None else set()
         return [p for p in self.parameters() if id(p) not in aux]
 
-    def forward(self, x: torch.Tensor, normal_arc: Sequence[int],
-                reduce_arc: Sequence[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, normal_arc: Sequence[int], reduce_arc: Sequence[int], *,
+                aux: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Logits, and the auxiliary head's while training (``aux=False``: skip it, as rewards do)."""
         x = self.stem(x)
         prev, cur = x, x
-        aux = None
+        aux_logits = None
         for layer_id, cell in enumerate(self.cells):
             if str(layer_id) in self.reductions:
                 prev, cur = cur, self.reductions[str(layer_id)](cur)
@@ -166,12 +167,12 @@ class SharedNetwork(nn.Module):
             else:
                 arc = normal_arc
             prev, cur = cur, cell(prev, cur, arc)
-            if layer_id == self.aux_after and self.training:
-                aux = self.auxiliary_head(cur)
+            if aux and layer_id == self.aux_after and self.training:
+                aux_logits = self.auxiliary_head(cur)
         out = F.relu(cur).mean((2, 3))
         if self.training and self.keep_prob < 1.0:
             out = F.dropout(out, 1.0 - self.keep_prob)
-        return self.classifier(out), aux
+        return self.classifier(out), aux_logits
 
 
 def arc_to_genotype(normal_arc: Sequence[int], reduce_arc: Sequence[int], num_nodes: int, *, name: str = "",
