@@ -3,6 +3,7 @@ the sampled path, an end-to-end search, exact resume and the derived genotype.""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,7 +147,7 @@ def test_recipe_refuses_bad_values_naming_the_key():
 
 
 def test_official_recipe_holds_the_scripts_values():
-    recipe = ENASRecipe.from_file("recipes/enas_cifar10.yaml")
+    recipe = ENASRecipe.from_file(Path(__file__).resolve().parents[1] / "recipes" / "enas_cifar10.yaml")
     assert (recipe.batch_size, recipe.epochs, recipe.num_layers, recipe.out_filters, recipe.num_nodes) == (160, 150, 6,
                                                                                                           20, 5)
     assert (recipe.controller_train_steps, recipe.controller_num_aggregate, recipe.lstm_size) == (30, 10, 64)
