@@ -176,7 +176,7 @@ def _update(run: Run, recipe: RLSearchRecipe, space: SearchSpace, trainer: Contr
     _, best, files = _top_k(run.path, children + new, recipe, recipe_path)
     record = {"update": step + 1, "children": len(children) + len(new), **stats, "best_reward": best["reward"],
               "failed_children": len(failed), "child_seconds": round(child_time, 3)}
-    staged = {run.path / name: (lambda text: lambda path: atomic_write(path, lambda f: f.write(text.encode())))(text)
+    staged: dict[Union[str, Path], Callable[[Path], object]] = {run.path / name: (lambda text: lambda path: atomic_write(path, lambda f: f.write(text.encode())))(text)
               for name, text in files.items()}
     run.save({**trainer.state_dict(), "step": step, "children": children, "recipe": recipe.to_dict(),
               "recipe_file": recipe_path, "space": space.to_dict(), "version": __version__},
