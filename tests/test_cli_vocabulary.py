@@ -101,19 +101,32 @@ def test_the_old_output_spelling_still_writes(tmp_path):
         assert result.exit_code == 0 and path.is_file(), result.output
 
 
-def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+def _without_matplotlib(monkeypatch):
     import builtins
+    import importlib
     import sys
 
-    real_import = builtins.__import__
+    real_import, real_import_module = builtins.__import__, importlib.import_module
 
-    def no_matplotlib(name, *args, **kwargs):
+    def refuse(name):
         if name.split(".")[0] == "matplotlib":
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    def no_matplotlib(name, *args, **kwargs):
+        refuse(name)
         return real_import(name, *args, **kwargs)
+
+    def no_matplotlib_module(name, *args, **kwargs):
+        refuse(name)
+        return real_import_module(name, *args, **kwargs)
     for mod in [m for m in sys.modules if m.split(".")[0] == "matplotlib" or m == "nasnetzoo.plot"]:
         monkeypatch.delitem(sys.modules, mod)
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    monkeypatch.setattr(importlib, "import_module", no_matplotlib_module)
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+    _without_matplotlib(monkeypatch)
     result = CliRunner().invoke(cli, ["plot", "pcdarts_cifar", "-o", str(tmp_path / "x.svg")])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -153,3 +166,29 @@ def test_eval_takes_the_shared_flags_and_its_old_spellings_alike(tmp_path):
     assert not_square.exit_code == 2 and "pass H equal to W" in not_square.output
     missing = run.invoke(cli, ["eval", *common])
     assert missing.exit_code == 2 and "missing the model" in missing.output
+
+
+def test_a_figure_left_out_for_want_of_matplotlib_is_one_line_naming_the_plot_extra(monkeypatch, tmp_path):
+    """A search (alphas.png) and a benchmark (bench.png) go on without their figure and say so in one
+    line; the mobile report, whose figure is part of it, refuses before minutes of timing."""
+    from nasnetzoo.fileio import draw_optional
+
+    _without_matplotlib(monkeypatch)
+    notes = []
+
+    def draw():
+        import matplotlib  # noqa: F401
+    assert draw_optional(draw, tmp_path / "alphas.png", notes.append) is False
+    assert notes == ["alphas.png not drawn: matplotlib is not installed; it comes with the 'plot' extra: "
+                     "pip install 'nasnetzoo[plot]'"]
+    with pytest.raises(ZeroDivisionError):   # any other failure is not hidden
+        draw_optional(lambda: 1 / 0, tmp_path / "x.png", notes.append)
+    result = CliRunner().invoke(cli, ["search", "--recipe", "smoke_search", "--set", "epochs=1", "--set",
+                                      "max_steps_per_epoch=1", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "alphas.png not drawn: matplotlib is not installed" in result.output
+    assert not (tmp_path / "run" / "alphas.png").exists() and (tmp_path / "run" / "genotype.yaml").is_file()
+    report = CliRunner().invoke(cli, ["bench", "--mobile-report", "-o", str(tmp_path / "export")])
+    assert report.exit_code == 1
+    lines = report.output.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'nasnetzoo[plot]'" in lines[0], report.output

@@ -18,7 +18,6 @@ across ranks, and rank 0 writes the files.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..runs.checkpoint import atomic_write, seed_everything
 from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind,
                              run_dir_for, stamped_run_dir)
 from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
+from ..fileio import draw_optional
 from ..runs.progress import RunProgress, say
 from ..train.engine import configure_determinism
 from .data import build_search_data
@@ -159,8 +159,8 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> 
         final = _final_genotype(recipe, genotype, val_acc, recipe_path, run_dir)
         if info.is_main:
             run.write_text("genotype.yaml", final.to_yaml())
-            with contextlib.suppress(ImportError):
-                plot_history(loop.history, run_dir / "alphas.png", list(loop.network.primitives))
+            draw_optional(lambda: plot_history(loop.history, run_dir / "alphas.png", list(loop.network.primitives)),
+                          run_dir / "alphas.png", say if recipe.progress else None)
             if recipe.progress:
                 say(f"genotype: {final.to_string()}\nwrote {run_dir / 'genotype.yaml'}; train it with "
                     f"`nasnetzoo train --recipe recipes/retrain_cifar10.yaml --arch {run_dir / 'genotype.yaml'}`")

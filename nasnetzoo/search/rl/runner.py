@@ -16,7 +16,6 @@ The lock, resume, commits, logs and Ctrl-C/SIGTERM are the run envelope's (``run
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Callable, Optional, Sequence, Union
 
 from ..._version import __version__
 from ...errors import CheckpointError, NasNetZooError
-from ...fileio import save_figure
+from ...fileio import draw_optional, save_figure
 from ...genotype import Genotype, dump_yaml
 from ...runs.checkpoint import atomic_write, seed_everything
 from ...runs.envelope import (Run, RunInterrupted, RunKind, check_resumable, register_run_kind, run_dir_for,
@@ -131,8 +130,8 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
         best_genotype, best, files = _top_k(run_dir, children, recipe, recipe_path)
         for name, text in files.items():
             run.write_text(name, text)
-        with contextlib.suppress(ImportError):
-            plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"])
+        draw_optional(lambda: plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"]),
+                      run_dir / "rewards.png", say if recipe.progress else None)
     if recipe.progress:
         say(f"best child {best['child']} (update {best['update']}): held-out acc {best['val_acc']:.2f}%\n"
             f"{best_genotype.to_string()}\nwrote {run_dir / 'genotype.yaml'}")
