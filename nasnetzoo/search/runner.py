@@ -39,7 +39,7 @@ from ..fileio import draw_optional
 from ..runs.progress import RunProgress, say
 from ..train.engine import configure_determinism
 from .data import build_search_data
-from .history import SearchHistory, plot_history
+from .history import SearchHistory, collapse_warning, plot_history
 from .recipe import SearchRecipe, load_search_recipe
 from .strategies import SearchStrategy, get_strategy
 from .supernet import SearchNetwork
@@ -262,9 +262,9 @@ def _commit_epoch(run: Run, loop: _Loop, epoch: int, genotype: Genotype, train_l
     run.save(state, f"epoch {epoch + 1}/{recipe.epochs}", staged=staged, records={"metrics.jsonl": [metrics]})
     summary = (f"epoch {epoch + 1}/{recipe.epochs}: train acc {train_acc:.1f}%  held-out acc {val_acc:.1f}%  "
                f"normal cell: {record['collapse']['param_free_ops']} parameter-free ops")
-    if record["collapse"]["collapse_warning"]:
-        summary += (f"  WARNING: {record['collapse']['skip_connects']} skip connections in the normal cell "
-                    "(the DARTS collapse); consider early stopping or fewer epochs")
+    warning = collapse_warning(record["collapse"])
+    if warning:
+        summary += "  " + warning
     return summary
 
 
