@@ -183,8 +183,9 @@ def test_a_figure_left_out_for_want_of_matplotlib_is_one_line_naming_the_plot_ex
                      "pip install 'nasnetzoo[plot]'"]
     with pytest.raises(ZeroDivisionError):   # any other failure is not hidden
         draw_optional(lambda: 1 / 0, tmp_path / "x.png", notes.append)
-    result = CliRunner().invoke(cli, ["search", "--recipe", "smoke_search", "--set", "epochs=1", "--set",
-                                      "max_steps_per_epoch=1", "-o", str(tmp_path / "run")])
+    tiny = ["epochs=1", "warmup_epochs=0", "max_steps_per_epoch=1", "image_size=8", "C=4", "layers=3", "batch_size=16"]
+    result = CliRunner().invoke(cli, ["search", "--recipe", "smoke_search", "-o", str(tmp_path / "run"),
+                                      *[a for kv in tiny for a in ("--set", kv)]])
     assert result.exit_code == 0, result.output
     assert "alphas.png not drawn: matplotlib is not installed" in result.output
     assert not (tmp_path / "run" / "alphas.png").exists() and (tmp_path / "run" / "genotype.yaml").is_file()
