@@ -162,6 +162,12 @@ def test_eval_takes_the_shared_flags_and_its_old_spellings_alike(tmp_path):
     assert printed == written == json.loads((tmp_path / "old.json").read_text())
     assert printed["dataset"] == "digits" and printed["count"] > 0
     assert old.output.startswith("pcdarts_cifar on digits (")
+    as_csv = run.invoke(cli, ["eval", "pcdarts_cifar", *common, "--dataset", "digits", "-o", str(tmp_path / "r.csv")])
+    assert as_csv.exit_code == 0, as_csv.output
+    header, values = (tmp_path / "r.csv").read_text().splitlines()
+    assert header.split(",")[:3] == ["arch", "dataset", "top1"] and values.startswith("pcdarts_cifar,digits,")
+    wrong = run.invoke(cli, ["eval", "pcdarts_cifar", *common, "--dataset", "digits", "-o", str(tmp_path / "r.txt")])
+    assert wrong.exit_code == 1 and "must end in .json or .csv" in wrong.output
     not_square = run.invoke(cli, ["eval", "pcdarts_cifar", *common, "--input-size", "8", "16"])
     assert not_square.exit_code == 2 and "pass H equal to W" in not_square.output
     missing = run.invoke(cli, ["eval", *common])

@@ -75,7 +75,7 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
               help="With --pretrained: folder -> class index (JSON or 'folder index' lines), or `synsets` for "
                    "a folder holding a subset of ImageNet's synsets.")
 @out_option("results_file", aliases=("--results-file",), type=click.Path(dir_okay=False),
-            help="Write the results to this file: JSON (.json), or CSV (.csv) with --pretrained.")
+            help="Write the results to this file: JSON (.json) or one-row CSV (.csv).")
 @json_option()
 @click.option("--workers", default=4, show_default=True, type=int)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -93,6 +93,8 @@ def eval_cmd(arch: str, weights: Optional[str], pretrained: bool, tag: Optional[
 
     if pretrained == bool(weights):
         raise RecipeError("pass --weights FILE or --pretrained (with --tag for another published file).")
+    if results_file and not results_file.endswith((".json", ".csv")):   # before the evaluation, not after
+        raise RecipeError(f"-o/--out {results_file!r} must end in .json or .csv.")
     if pretrained:
         from .pretrained_eval import evaluate_pretrained, write_results
 
@@ -116,9 +118,9 @@ def eval_cmd(arch: str, weights: Optional[str], pretrained: bool, tag: Optional[
     if results_file or as_json:
         row = {k: v for k, v in vars(result).items()}
         if results_file:
-            from ..fileio import atomic_write
+            from .pretrained_eval import write_row
 
-            atomic_write(results_file, lambda h: h.write((json.dumps(row, indent=2) + "\n").encode()))
+            write_row(row, results_file)
         if as_json:
             click.echo(json.dumps(row, indent=2))
             return
