@@ -14,8 +14,9 @@ PARAM_FREE_OPS = {"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"}
 # DARTS collapse into parameter-free cells.
 MAX_NORMAL_SKIPS = 2
 # A sampling temperature a strategy logs with its distribution (one number per epoch), drawn in a
-# panel of its own: GDAS's Gumbel-softmax tau, SNAS's temperature.
-SCHEDULES = {"tau": "GDAS's Gumbel-softmax tau", "temperature": "SNAS's temperature"}
+# panel of its own: GDAS's Gumbel-softmax tau, SNAS's temperature, P-DARTS's skip_connect dropout.
+SCHEDULES = {"tau": "GDAS's Gumbel-softmax tau", "temperature": "SNAS's temperature",
+             "skip_dropout": "P-DARTS's skip_connect dropout"}
 
 
 def collapse_report(genotype: Genotype) -> dict[str, Any]:
