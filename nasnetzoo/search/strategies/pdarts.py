@@ -250,10 +250,9 @@ class PDARTSStrategy(SearchStrategy):
     def trains_architecture(self, epoch: int, warmup_epochs: int) -> bool:
         return self.stage_of(epoch)[1] >= self.warmup_epochs
 
-    def next_switches(self) -> dict:
-        """The switches after this stage's drop: its ``num_to_drop`` weakest ops per edge, ``none``
-        always among them in the last stage."""
-        stage = self.stage_of(self.epoch)[0]
+    def next_switches(self, stage: int) -> dict:
+        """The switches after ``stage``'s drop (this network's): its ``num_to_drop`` weakest ops per
+        edge, ``none`` always among them in the last stage."""
         prims = self.network.primitives
         return {t: drop_ops(self.switches[t], self._probs(t), int(self.options.num_to_drop[stage]),
                             no_zero=stage == self.stages - 1, none=prims.index(NONE) if NONE in prims else None)
@@ -261,9 +260,9 @@ class PDARTSStrategy(SearchStrategy):
 
     def network_change(self, epoch: int, epochs: int) -> Optional[NetworkChange]:
         stage, e = self.stage_of(epoch)
-        if e or stage == 0 or self.stage_of(self.epoch)[0] != stage - 1:
+        if e or stage == 0:   # (the runner asks once per epoch, on the network of the epoch before)
             return None
-        return stage_network(self.options, stage, self.next_switches(), self.base_layers, self.base_C,
+        return stage_network(self.options, stage, self.next_switches(stage - 1), self.base_layers, self.base_C,
                              self.stage_epochs)
 
     # ---------------------------------------------------------------- one step: architecture, then weights
@@ -315,7 +314,7 @@ class PDARTSStrategy(SearchStrategy):
         out.update(stage=stage + 1, ops_per_edge=len(ops_on(self.switches["normal"][0])), layers=net.layers,
                    skip_dropout=net.skip_dropout_prob)
         if e == self.stage_epochs - 1:   # the stage's drop, and after the last the skip restriction
-            after = self.next_switches()
+            after = self.next_switches(stage)
             if stage == self.stages - 1:
                 out.update(self._final_switches()[1])
             for t in CELL_TYPES:
@@ -324,11 +323,10 @@ class PDARTSStrategy(SearchStrategy):
         return out
 
     def state_dict(self) -> dict:
-        return {"arch_optimizer": self.arch_optimizer.state_dict(), "epoch": self.epoch}
+        return {"arch_optimizer": self.arch_optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
-        self.epoch = int(state.get("epoch", self.epoch))
 
 
 def _check(recipe) -> None:
