@@ -18,8 +18,10 @@ sample); ``drop_path_prob`` drops each edge's output per sample while training (
 
 ``edge_ops`` gives each edge its own subset of the candidate ops (P-DARTS's search space
 approximation: fewer ops per edge each stage); the alphas then have one column per op the edge
-keeps, in the order of ``primitives``.  ``skip_dropout`` puts a dropout after every stride-1
-``skip_connect`` (P-DARTS's search regularisation; its rate is ``skip_dropout_prob``).
+keeps, in the order of ``primitives`` (a strategy's genotype rule must read them through
+``edge_ops``, as P-DARTS's does; ``derive_from_weights`` assumes every op on every edge).
+``skip_dropout`` puts a dropout after every stride-1 ``skip_connect`` (P-DARTS's search
+regularisation; its rate is ``skip_dropout_prob``).
 
 Edges are numbered node by node: node ``i`` (state ``i + 2``) reads states ``0 .. i + 1`` through
 edges ``offset(i) .. offset(i) + i + 1``, so a 4-node cell has 14 edges.
