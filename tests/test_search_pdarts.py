@@ -314,3 +314,22 @@ def test_stopped_on_a_stage_boundary_and_inside_a_stage_resume_exactly(tmp_path,
         runner.search(recipe, out=run, on_epoch_end=lambda epoch, last=last: epoch == last)
         run_search(None, resume=run)
         _same_run(tmp_path / "whole", run)
+
+
+@pytest.mark.slow
+def test_history_plot_draws_dropped_ops_as_gaps_and_marks_the_stages(tmp_path):
+    """Ops a stage no longer has are logged as null: the plot leaves a gap (it drew in 3 s on 2
+    loaded cores: slow tier)."""
+    pytest.importorskip("matplotlib")
+    from nasnetzoo.search.history import SearchHistory, plot_history
+
+    genotype = Genotype.from_file(REPO / "genotypes" / "pdarts.yaml")   # the paper's cells
+    full = [[1 / 8] * 8] * 14
+    five = [[None, 0.2, 0.2, 0.2, None, 0.2, None, 0.2]] * 14
+    history = SearchHistory()
+    for epoch, (stage, alphas) in enumerate([(1, full), (2, five)]):
+        history.add(epoch, {"alphas_normal": alphas, "alphas_reduce": alphas, "stage": stage, "skip_dropout": 0.1},
+                    genotype, {"val_acc": 0.0})
+    path = plot_history(history, tmp_path / "alphas.png", list(P))
+    assert path.stat().st_size > 10_000
+
