@@ -2,8 +2,11 @@
 
 At the configuration of issue 14 (supernet C=16, 8 cells, batch 16, 32 px, 2 threads), for DARTS,
 PC-DARTS (K=4, edge normalisation), PARSEC (M=4 samples), GDAS (one sampled op per edge, on the
-supernet its entry fixes: its op order, bare pools, BatchNorm + ReLU before the pooling) and SNAS
-(the relaxed sample with its resource penalty and drop path 0.3):
+supernet its entry fixes: its op order, bare pools, BatchNorm + ReLU before the pooling), SNAS
+(the relaxed sample with its resource penalty and drop path 0.3) and P-DARTS (DARTS's first-order
+step with the alphas' gradient clipped, dropout 0.1 after skip_connect: its stage 1's 8 ops per edge;
+``P-DARTS-3ops``: its stage 3's three ops per edge, here sep_conv_3x3, sep_conv_5x5 and skip_connect
+on every edge, a stated stand-in for the ops a search keeps):
 
 * **before**: ``SearchNetwork(backend="reference")``, the mixed op as the official code computes it,
   with the official code's optimizer (``torch.optim.SGD``, one update per parameter tensor on the CPU);
@@ -35,7 +38,7 @@ SNAS on the same sample).
     OMP_NUM_THREADS=2 python benchmarks/search_vs_baseline.py [--reps 5] [--threads 2] [--json out.json]
 
 About 14 minutes at ``--reps 3`` on a quiet 2-core AMD EPYC for DARTS, PC-DARTS and PARSEC (8 for
-``--only DARTS,PC-DARTS``); GDAS and SNAS add to it.  A last table gives each strategy's saved bytes
+``--only DARTS,PC-DARTS``); GDAS, SNAS and P-DARTS add to it.  A last table gives each strategy's saved bytes
 as a multiple of DARTS's at the same variant and batch.
 """
 from __future__ import annotations
@@ -48,8 +51,9 @@ import time
 
 import torch
 
+from nasnetzoo.ops.darts import DARTS_PRIMITIVES
 from nasnetzoo.search.strategies import (DARTSStrategy, GDASStrategy, PARSECStrategy, PCDARTSStrategy,
-                                          SNASStrategy, get_strategy)
+                                          PDARTSStrategy, SNASStrategy, get_strategy)
 from nasnetzoo.search.supernet import SearchCell, SearchNetwork
 from nasnetzoo.runs.optim import build_optimizer
 from search_memory import saved_activation_bytes  # benchmarks/ is the script's folder
@@ -71,6 +75,16 @@ def strategies():
         net, generator=torch.Generator().manual_seed(0))
     yield "SNAS", dict(partial_k=1, edge_norm=False), lambda net: SNASStrategy(
         net, generator=torch.Generator().manual_seed(0))
+    yield "P-DARTS", dict(partial_k=1, edge_norm=False, skip_dropout=True), _pdarts
+    three = [[DARTS_PRIMITIVES.index(op) for op in ("skip_connect", "sep_conv_3x3", "sep_conv_5x5")]] * 14
+    yield "P-DARTS-3ops", dict(partial_k=1, edge_norm=False, skip_dropout=True,
+                               edge_ops={"normal": three, "reduce": three}), _pdarts
+
+
+def _pdarts(net):
+    strategy = PDARTSStrategy(net)
+    net.skip_dropout_prob = 0.1   # stage 1's rate (the README's first --dropout_rate)
+    return strategy
 
 
 def build(net_kwargs, variant, make, args):
@@ -151,7 +165,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="", help="comma-separated subset of DARTS,PC-DARTS,PARSEC,GDAS,SNAS")
+    parser.add_argument("--only", default="",
+                        help="comma-separated subset of DARTS,PC-DARTS,PARSEC,GDAS,SNAS,P-DARTS,P-DARTS-3ops")
     parser.add_argument("--bf16", action="store_true", help="add the after+bf16 variant (CPU bf16 autocast)")
     parser.add_argument("--channels-last", action="store_true", help="add the after+channels_last variant")
     parser.add_argument("--variants", default="",

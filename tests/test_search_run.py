@@ -21,7 +21,7 @@ from nasnetzoo.train.recipe import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_RECIPES = ["cifar10", "darts_cifar10", "parsec_cifar10", "pcdarts_imagenet", "smoke_search",
-                  "gdas_cifar10", "snas_cifar10", "smoke_gdas", "smoke_snas"]
+                  "gdas_cifar10", "snas_cifar10", "smoke_gdas", "smoke_snas", "pdarts_cifar10", "smoke_pdarts"]
 # A search small enough for the test suite: 16 px digits, a 3-cell C=4 supernet, 2 steps per epoch,
 # 4 epochs of which 1 warm-up (the smoke recipe's own 8 and 5 are for a person's first result).
 TINY = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_per_epoch=2", "progress=false",
@@ -120,21 +120,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# P-DARTS: 3 stages of one epoch (3, 4, 5 cells), two network changes on every rank.
+DDP_EPOCHS = {"smoke_pdarts": ["epochs=3", "options.add_layers=[0,1,2]"]}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["smoke_search", "smoke_gdas", "smoke_snas"])
+@pytest.mark.parametrize("name", ["smoke_search", "smoke_gdas", "smoke_snas", "smoke_pdarts"])
 def test_ddp_search_keeps_architecture_identical_on_every_rank(name, tmp_path):
     """Two gloo processes on different data shards: after the search every parameter, weights and
     alphas/betas alike, is bitwise the same on both ranks (GDAS and SNAS: every rank drew the same
-    samples)."""
+    samples; P-DARTS: every rank built the same stages)."""
     import torch.multiprocessing as mp
 
-    recipe = load_search_recipe(REPO / "recipes" / f"{name}.yaml", [*TINY, "epochs=2", "warmup_epochs=0"]).to_dict()
+    recipe = load_search_recipe(REPO / "recipes" / f"{name}.yaml",
+                                [*TINY, *DDP_EPOCHS.get(name, ["epochs=2"]), "warmup_epochs=0"]).to_dict()
     out = str(tmp_path / "ddp")
     mp.spawn(_ddp_alphas_worker, args=(2, _free_port(), out, recipe), nprocs=2, join=True)
     a0 = torch.load(Path(out) / "params_rank0.pt")
     a1 = torch.load(Path(out) / "params_rank1.pt")
     assert {"alphas_normal", "alphas_reduce"} <= set(a0) and ("betas_reduce" in a0) == (name == "smoke_search")
-    assert ("samples" in a0) == (name != "smoke_search")
+    assert ("samples" in a0) == (name in ("smoke_gdas", "smoke_snas"))
     for key in a0:
         assert torch.equal(a0[key], a1[key]), key
     assert nasnetzoo.Genotype.from_file(Path(out) / "genotype.yaml")

@@ -17,8 +17,9 @@ MAX_NORMAL_SKIPS = 2
 # to learn with: the architecture chose before the convolutions had trained (too short a warm-up).
 MAX_NORMAL_PARAM_FREE = 6
 # A sampling temperature a strategy logs with its distribution (one number per epoch), drawn in a
-# panel of its own: GDAS's Gumbel-softmax tau, SNAS's temperature.
-SCHEDULES = {"tau": "GDAS's Gumbel-softmax tau", "temperature": "SNAS's temperature"}
+# panel of its own: GDAS's Gumbel-softmax tau, SNAS's temperature, P-DARTS's skip_connect dropout.
+SCHEDULES = {"tau": "GDAS's Gumbel-softmax tau", "temperature": "SNAS's temperature",
+             "skip_dropout": "P-DARTS's skip_connect dropout"}
 
 
 def collapse_report(genotype: Genotype) -> dict[str, Any]:
@@ -75,7 +76,9 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
     are marked: a bold title naming the kept op, whose line is drawn thicker.
     DARTS/PC-DARTS histories hold ``alphas_<cell>`` (edges x ops); PARSEC's hold ``op_<cell>``
     (nodes x slots x ops) and are drawn per node slot.  A temperature logged beside them (GDAS's
-    ``tau``, SNAS's ``temperature``: :data:`SCHEDULES`) gets a last panel, with its own y axis."""
+    ``tau``, SNAS's ``temperature``: :data:`SCHEDULES`) gets a last panel, with its own y axis.
+    A history whose distribution names a ``stage`` (P-DARTS) gets a dashed line where each stage
+    starts; a weight logged as null (an op the stage no longer has) leaves a gap."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -99,6 +102,9 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
             panels.append((cell, _panel_name(key, e), kept.get((cell, _panel_node_input(key, e))),
                            [[s[e][o] for s in series] for o in range(len(series[0][e]))]))
     schedule = next((k for k in SCHEDULES if k in first), None)
+    records = history.records
+    stage_starts = [r["epoch"] + 1 - 0.5 for prev, r in zip(records, records[1:])
+                    if "stage" in r["distribution"] and r["distribution"]["stage"] != prev["distribution"].get("stage")]
     count = len(panels) + (schedule is not None)
     cols = min(7, max(count, 1))
     rows = -(-count // cols)
@@ -117,6 +123,8 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
                 side.set_linewidth(1.6)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        for x in stage_starts:
+            ax.axvline(x, color="0.4", ls="--", lw=0.8)
         if len(epochs) <= 12:
             ax.set_xticks(epochs)
         else:
@@ -131,6 +139,8 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        for x in stage_starts:
+            ax.axvline(x, color="0.4", ls="--", lw=0.8)
         if len(epochs) <= 12:
             ax.set_xticks(epochs)
     if len(epochs) == 1:
@@ -145,7 +155,7 @@ def plot_history(history: SearchHistory, path: Union[str, Path], primitives: Opt
             axes[visible[-1]][c].tick_params(labelbottom=True)
     fig.supylabel("op weight (softmax over the edge's ops)", fontsize=9)
     fig.suptitle("architecture weights per edge over the epochs (bold: the edges the final genotype keeps, "
-                 "the kept op drawn thick)", fontsize=10)
+                 "the kept op drawn thick" + ("; dashed: a new stage" if stage_starts else "") + ")", fontsize=10)
     return save_figure(fig, path)
 
 

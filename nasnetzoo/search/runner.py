@@ -13,6 +13,10 @@ The run directory holds::
 The lock, resume, RNG states, commits, logs and Ctrl-C/SIGTERM are the run envelope's
 (``runs/envelope.py``); this module keeps the search's own steps.
 
+A strategy that changes the network between epochs (``SearchStrategy.network_change``, P-DARTS's
+stages) gets a new supernet, weight optimizer and schedule before the epoch it names; the
+checkpoint carries the network's options, so a resumed run rebuilds the network it saved.
+
 Under torchrun every rank computes, gradients of weights and architecture parameters are averaged
 across ranks, and rank 0 writes the files.
 """
@@ -42,6 +46,7 @@ from .data import build_search_data
 from .history import SearchHistory, collapse_warning, plot_history
 from .recipe import SearchRecipe, load_search_recipe
 from .strategies import SearchStrategy, get_strategy
+from .strategies.base import NetworkChange
 from .supernet import SearchNetwork
 
 PathLike = Union[str, Path]
@@ -73,12 +78,14 @@ def build_strategy(recipe: SearchRecipe, network: SearchNetwork) -> SearchStrate
     return entry.build(recipe, network)
 
 
-def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
-    """The supernet, with the options the recipe's strategy fixes (its entry's ``network``)."""
+def build_network(recipe: SearchRecipe, num_classes: int, change: Optional[dict] = None) -> SearchNetwork:
+    """The supernet, with the options the recipe's strategy fixes (its entry's ``network``) and
+    those of a strategy's network change (``change``)."""
     options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
                    partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory,
                    channels_last=recipe.channels_last == "on", backend=recipe.backend)
     options.update(get_strategy(recipe.strategy).network)
+    options.update(change or {})
     return SearchNetwork(**options)
 
 
@@ -122,6 +129,7 @@ class _Loop:
     steps_per_epoch: int
     history: SearchHistory
     cores: Optional[CoreShare]   # follows the free cores between steps (None: a fixed thread count)
+    change: NetworkChange        # the strategy's network options and schedule length (empty: the recipe's)
 
 
 def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> SearchResult:
@@ -145,6 +153,13 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> 
         val_acc = records[-1]["metrics"]["val_acc"] if records else 0.0
         try:
             for epoch in range(start_epoch, recipe.epochs):
+                change = loop.strategy.network_change(epoch, recipe.epochs) if epoch else None
+                if change is not None:
+                    _rebuild(loop, change)
+                    if info.is_main and recipe.progress:
+                        weights = sum(p.numel() for p in loop.network.weight_parameters())
+                        say(f"epoch {epoch + 1}: a new supernet ({loop.network.layers} cells, "
+                            f"{loop.network.alphas_normal.shape[1]} ops per edge, {weights / 1e6:.2f}M weights)")
                 progress.start_epoch(epoch)
                 train_loss, train_acc = _search_epoch(run, loop, epoch, progress)
                 val_acc = _held_out_accuracy(loop.strategy, loop.data.arch, info.device,
@@ -173,23 +188,35 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     configure_determinism(recipe.deterministic, info.device)   # cudnn.benchmark and TF32, as the retrain
     data = build_search_data(recipe, micro_batch=recipe.batch_size // info.world, device=info.device,
                              rank=info.rank, world=info.world)
-    network = build_network(recipe, data.num_classes).to(info.device)
-    _broadcast_parameters(network)
-    strategy = build_strategy(recipe, network)
-    if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
-        strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
-    optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
     steps_per_epoch = min(len(data.weights), len(data.arch))
     if recipe.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, recipe.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise NasNetZooError(f"batch_size {recipe.batch_size} is larger than each half of the {recipe.dataset} "
                              "training split; lower it (--set batch_size=...).")
-    schedule = LRSchedule(optimizer, kind="cosine", base_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
-                          steps_per_epoch=steps_per_epoch, lr_min=recipe.lr_min,
-                          warmup_steps=int(round(recipe.lr_warmup_epochs * steps_per_epoch)))
-    return _Loop(info, recipe, data, network, strategy, optimizer, schedule, steps_per_epoch, SearchHistory(), cores)
+    first_network = get_strategy(recipe.strategy).first_network
+    change = (first_network(recipe) if first_network is not None else None) or NetworkChange()
+    loop = _Loop(info, recipe, data, None, None, None, None, steps_per_epoch, SearchHistory(), cores, change)
+    _rebuild(loop, change)
+    return loop
+
+
+def _rebuild(loop: _Loop, change: NetworkChange) -> None:
+    """The supernet of ``change``, its strategy, a fresh weight optimizer and learning-rate schedule
+    (over ``change.epochs``, or the run's epochs)."""
+    recipe, info = loop.recipe, loop.info
+    network = build_network(recipe, loop.data.num_classes, change.options).to(info.device)
+    _broadcast_parameters(network)
+    strategy = build_strategy(recipe, network)
+    if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
+        strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
+    optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    spe = loop.steps_per_epoch
+    schedule = LRSchedule(optimizer, kind="cosine", base_lr=recipe.lr, total_steps=(change.epochs or recipe.epochs) * spe,
+                          steps_per_epoch=spe, lr_min=recipe.lr_min,
+                          warmup_steps=int(round(recipe.lr_warmup_epochs * spe)))
+    loop.network, loop.strategy, loop.optimizer, loop.schedule, loop.change = network, strategy, optimizer, schedule, change
 
 
 def _start(run: Run, loop: _Loop) -> int:
@@ -198,6 +225,9 @@ def _start(run: Run, loop: _Loop) -> int:
     state = run.load(map_location=loop.info.device)
     if state is not None:
         def restore() -> None:
+            saved = state.get("network")   # the network a strategy changed to (P-DARTS's stage)
+            if saved is not None and (saved["options"], saved["epochs"]) != (loop.change.options, loop.change.epochs):
+                _rebuild(loop, NetworkChange(saved["options"], saved["epochs"]))
             loop.network.load_state_dict(state["model"])
             load_optimizer_state(loop.optimizer, state["optimizer"])
             loop.schedule.load_state_dict(state["schedule"])
@@ -221,6 +251,7 @@ def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> t
     recipe, strategy, device = loop.recipe, loop.strategy, loop.info.device
     loop.data.set_epoch(epoch)
     strategy.start_epoch(epoch, recipe.epochs)
+    trains_arch = strategy.trains_architecture(epoch, recipe.warmup_epochs)
     # Sums stay on the device (a float() per step would sync with a GPU every step); the progress
     # bar reads them only when it redraws, and the epoch syncs once at its end.
     train_loss, train_correct, seen = torch.zeros((), dtype=torch.float64, device=device), 0, 0
@@ -231,7 +262,7 @@ def _search_epoch(run: Run, loop: _Loop, epoch: int, progress: RunProgress) -> t
             loop.cores.update()
         train_batch = tuple(t.to(device, non_blocking=True) for t in train_batch)
         arch_batch = (tuple(t.to(device, non_blocking=True) for t in arch_batch)
-                      if epoch >= recipe.warmup_epochs else None)   # None: a warm-up step, weights only
+                      if trains_arch else None)   # None: a warm-up step, weights only
         loss, logits = strategy.step(train_batch, arch_batch, loop.optimizer)
         loop.schedule.step()
         n = train_batch[1].shape[0]
@@ -255,9 +286,10 @@ def _commit_epoch(run: Run, loop: _Loop, epoch: int, genotype: Genotype, train_l
                   lambda path: atomic_write(path, lambda f: f.write(genotype_text.encode()))}
     state = {"model": loop.network.state_dict(), "optimizer": loop.optimizer.state_dict(),
              "schedule": loop.schedule.state_dict(), "strategy": strategy.state_dict(),
-             "history": loop.history.records, "epoch": epoch, "recipe": recipe.to_dict()}
+             "history": loop.history.records, "epoch": epoch, "recipe": recipe.to_dict(),
+             "network": {"options": loop.change.options, "epochs": loop.change.epochs}}
     metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_acc": val_acc,
-               "lr": loop.schedule.lr, "arch_updates": epoch >= recipe.warmup_epochs, **record["collapse"],
+               "lr": loop.schedule.lr, "arch_updates": strategy.trains_architecture(epoch, recipe.warmup_epochs), **record["collapse"],
                "genotype": genotype.to_string()}
     run.save(state, f"epoch {epoch + 1}/{recipe.epochs}", staged=staged, records={"metrics.jsonl": [metrics]})
     summary = (f"epoch {epoch + 1}/{recipe.epochs}: train acc {train_acc:.1f}%  held-out acc {val_acc:.1f}%  "

@@ -16,6 +16,13 @@ The supernet runs in two modes:
 ``forward(x, op_weights)`` mixes with given op weights instead of softmax(alpha) (SNAS's relaxed
 sample); ``drop_path_prob`` drops each edge's output per sample while training (SNAS's search).
 
+``edge_ops`` gives each edge its own subset of the candidate ops (P-DARTS's search space
+approximation: fewer ops per edge each stage); the alphas then have one column per op the edge
+keeps, in the order of ``primitives`` (a strategy's genotype rule must read them through
+``edge_ops``, as P-DARTS's does; ``derive_from_weights`` assumes every op on every edge).
+``skip_dropout`` puts a dropout after every stride-1 ``skip_connect`` (P-DARTS's search
+regularisation; its rate is ``skip_dropout_prob``).
+
 Edges are numbered node by node: node ``i`` (state ``i + 2``) reads states ``0 .. i + 1`` through
 edges ``offset(i) .. offset(i) + i + 1``, so a 4-node cell has 14 edges.
 
@@ -36,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
 from ..models.layers import DropPath
-from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, ReLUConvBN
+from ..ops.darts import DARTS_PRIMITIVES, FactorizedReduce, Identity, ReLUConvBN
 from ..ops.registry import build_op
 from .backend import build_backend
 from .memory_ops import channel_shuffle
@@ -101,8 +108,10 @@ class MixedOp(_Backend, nn.Module):
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_k: int = 1,
-                 fused: Optional[bool] = None, backend: str = "auto", pool_bn: Optional[str] = "buffers") -> None:
+                 fused: Optional[bool] = None, backend: str = "auto", pool_bn: Optional[str] = "buffers",
+                 skip_dropout: bool = False) -> None:
         super().__init__()
+        self.primitives = tuple(primitives)   # this edge's candidate ops, in the alphas' column order
         if C % partial_k:
             raise ConfigError(f"partial channels: C={C} is not divisible by K={partial_k}.")
         self.k = partial_k
@@ -110,8 +119,10 @@ class MixedOp(_Backend, nn.Module):
         C_op = C // partial_k
         # pool_bn="buffers": pools are followed by BatchNorm(affine=False) as in the official
         # search code, so their output scale is comparable with the convs'; None: bare pools (GDAS).
-        self.ops = nn.ModuleList(build_op(p, C_op, C_op, stride, family="darts", affine=False,
-                                          pool_bn=pool_bn) for p in primitives)
+        ops = [build_op(p, C_op, C_op, stride, family="darts", affine=False, pool_bn=pool_bn) for p in primitives]
+        if skip_dropout:   # P-DARTS: the identity followed by a dropout, as its MixedOp wraps it
+            ops = [nn.Sequential(op, nn.Dropout(0.0)) if type(op) is Identity else op for op in ops]
+        self.ops = nn.ModuleList(ops)
         # ceil_mode so the bypass matches the ops' ceil(H / 2) on odd maps.
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 and partial_k > 1 else None
         self.set_backend(_backend_name(backend, fused))
@@ -169,7 +180,8 @@ def _backend_name(backend: str, fused: Optional[bool]) -> str:
 class SearchCell(_Backend, nn.Module):
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int,
                  reduction: bool, reduction_prev: bool, primitives: Sequence[str], partial_k: int,
-                 pool_bn: Optional[str] = "buffers") -> None:
+                 pool_bn: Optional[str] = "buffers", edge_primitives: Optional[Sequence[Sequence[str]]] = None,
+                 skip_dropout: bool = False) -> None:
         super().__init__()
         self.reduction = reduction
         self.C = C   # the channels of its nodes (and of every edge's ops)
@@ -178,9 +190,10 @@ class SearchCell(_Backend, nn.Module):
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine=False) if reduction_prev
                             else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False))
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
-        self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, primitives, partial_k, pool_bn=pool_bn)
-            for i in range(steps) for j in range(2 + i))
+        strides = [2 if reduction and j < 2 else 1 for i in range(steps) for j in range(2 + i)]
+        per_edge = [primitives] * len(strides) if edge_primitives is None else edge_primitives
+        self.edges = nn.ModuleList(MixedOp(C, stride, ops, partial_k, pool_bn=pool_bn, skip_dropout=skip_dropout)
+                                   for stride, ops in zip(strides, per_edge, strict=True))
         # Each edge's output dropped per sample while training (SNAS's search); p = 0: the identity.
         self.drop_path = DropPath()
         self.set_backend("auto")
@@ -233,6 +246,25 @@ class SearchCell(_Backend, nn.Module):
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
+def _check_edge_ops(edge_ops: Optional[dict], edges: int, num_ops: int) -> dict:
+    """``{cell_type: per edge, the indices (into primitives) of its ops}``, every op where not given.
+    Within a cell type every edge keeps as many ops (the alphas are one matrix)."""
+    every = tuple(range(num_ops))
+    out = {}
+    for t in CELL_TYPES:
+        subsets = (edge_ops or {}).get(t)
+        subsets = [every] * edges if subsets is None else [tuple(int(k) for k in ops) for ops in subsets]
+        if len(subsets) != edges or any(not ops or sorted(set(ops)) != list(ops) or not 0 <= ops[0] <= ops[-1] < num_ops
+                                        for ops in subsets):
+            raise ConfigError(f"edge_ops[{t!r}] must list, for each of the {edges} edges, increasing op indices "
+                              f"in 0..{num_ops - 1}; got {subsets}.")
+        if len({len(ops) for ops in subsets}) != 1:
+            raise ConfigError(f"edge_ops[{t!r}]: every edge of a cell type keeps as many ops (one alphas matrix); "
+                              f"got {sorted({len(ops) for ops in subsets})} ops per edge.")
+        out[t] = tuple(subsets)
+    return out
+
+
 class SearchNetwork(_Backend, nn.Module):
     """The DARTS search supernet: 8 cells with C=16 on CIFAR (reductions at 1/3 and 2/3).
 
@@ -250,7 +282,7 @@ class SearchNetwork(_Backend, nn.Module):
                  primitives: Sequence[str] = DARTS_PRIMITIVES, partial_k: int = 1,
                  edge_norm: bool = False, fused: Optional[bool] = None, memory: str = "default",
                  channels_last: bool = False, backend: str = "auto", pool_bn: Optional[str] = "buffers",
-                 last_act: bool = False) -> None:
+                 last_act: bool = False, edge_ops: Optional[dict] = None, skip_dropout: bool = False) -> None:
         super().__init__()
         if memory not in MEMORY_MODES:
             raise ConfigError(f"unknown search memory mode {memory!r}; use one of {', '.join(MEMORY_MODES)}.")
@@ -284,13 +316,16 @@ class SearchNetwork(_Backend, nn.Module):
                                        nn.BatchNorm2d(C))
             C_pp, C_p, reduction_prev = C, C, True
         self.reduction_indices = (layers // 3, 2 * layers // 3)
+        self.edge_ops = _check_edge_ops(edge_ops, num_edges(steps), len(self.primitives))
         cells, C_curr = [], C
         for i in range(layers):
             reduction = i in self.reduction_indices
             if reduction:
                 C_curr *= 2
+            subsets = self.edge_ops["reduce" if reduction else "normal"]
             cells.append(SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev,
-                                    self.primitives, partial_k, pool_bn=pool_bn))
+                                    self.primitives, partial_k, pool_bn=pool_bn, skip_dropout=skip_dropout,
+                                    edge_primitives=[[self.primitives[k] for k in ops] for ops in subsets]))
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
         self.cells = nn.ModuleList(cells)
@@ -299,10 +334,10 @@ class SearchNetwork(_Backend, nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_p), nn.ReLU()) if last_act else None
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
-        E, K = num_edges(steps), len(self.primitives)
+        E = num_edges(steps)
         # 1e-3 * randn as in the official code: near-uniform mixing at the start.
-        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(E, K))
-        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(E, K))
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(E, len(self.edge_ops["normal"][0])))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(E, len(self.edge_ops["reduce"][0])))
         if edge_norm:
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(E))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(E))
@@ -311,6 +346,21 @@ class SearchNetwork(_Backend, nn.Module):
         """The old spelling of :meth:`set_backend`: ``set_backend("fused", side_by_side=...)`` for
         True, ``set_backend("reference")`` for False."""
         return self.set_backend("fused", side_by_side=side_by_side) if fused else self.set_backend("reference")
+
+    @property
+    def skip_dropout_prob(self) -> float:
+        """The rate of the dropout after each stride-1 skip_connect (``skip_dropout=True``; 0: none)."""
+        return next((m.p for m in self._skip_dropouts()), 0.0)
+
+    @skip_dropout_prob.setter
+    def skip_dropout_prob(self, p: float) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"skip_dropout_prob={p} is not in [0, 1].")
+        for m in self._skip_dropouts():
+            m.p = float(p)
+
+    def _skip_dropouts(self) -> list:
+        return [m for m in self.modules() if isinstance(m, nn.Dropout)]
 
     # ---------------------------------------------------------------- parameters
     def arch_parameters(self) -> list[nn.Parameter]:

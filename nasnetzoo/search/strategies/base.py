@@ -13,10 +13,18 @@ which by default is DARTS's order::
 (GDAS updates the weights first, SNAS both from one batch: they override ``step``), and, at the end
 of an epoch, ``strategy.derive()`` for the current genotype and ``strategy.distribution()`` for
 what gets logged (alphas/betas or pi, as plain lists).
+
+A strategy that changes the network between epochs (P-DARTS's stages: deeper, fewer ops per edge)
+answers ``strategy.network_change(epoch, epochs)``, asked before every epoch but the first, with a
+:class:`NetworkChange`; the runner then builds that supernet, this strategy's successor on it
+(the strategy's entry ``build``), a fresh weight optimizer and a fresh learning-rate schedule, and
+saves the change's options with every checkpoint so that a resumed run rebuilds the same network.
+The network of the first epoch is the entry's ``first_network(recipe)`` (None: the recipe's).
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -28,6 +36,15 @@ from ...genotype import Cell, Edge, Genotype
 from ..supernet import CELL_TYPES, SearchNetwork, edge_offset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NetworkChange:
+    """The supernet a strategy asks for from an epoch on.  ``options``: SearchNetwork keywords over
+    the recipe's (``layers``, ``C``, ``edge_ops``, ...; plain values: they are saved with the
+    checkpoint); ``epochs``: how many epochs the restarted learning-rate schedule spans (0: the run's)."""
+    options: dict = field(default_factory=dict)
+    epochs: int = 0
 
 
 class SearchStrategy:
@@ -100,6 +117,14 @@ class SearchStrategy:
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based) of ``epochs``: a schedule of the strategy's own (GDAS's
         tau, SNAS's temperature) is set here, from the epoch alone, so a resumed run sets it alike."""
+
+    def trains_architecture(self, epoch: int, warmup_epochs: int) -> bool:
+        """Whether epoch ``epoch`` updates the architecture (False: weights only, a warm-up epoch)."""
+        return epoch >= warmup_epochs
+
+    def network_change(self, epoch: int, epochs: int) -> Optional[NetworkChange]:
+        """Asked before epoch ``epoch`` (not the first): the supernet to go on with (None: this one)."""
+        return None
 
     # ---------------------------------------------------------------- results
     def derive(self) -> Genotype:

@@ -29,8 +29,10 @@ class Strategy:
     (recipe key ``options:``; ``recipe.strategy_options()`` reads it); ``moved_keys`` maps each
     old flat recipe key to ``(option, its old default)``; ``network`` holds the supernet options it
     fixes; ``check(recipe)`` refuses shared keys it cannot run with; ``warm_start(strategy,
-    options)`` runs once at the start of a new search.  ``summary(result)`` is the line the CLI
-    prints at the end; ``title`` is how messages name it."""
+    options)`` runs once at the start of a new search; ``first_network(recipe)`` is the
+    ``NetworkChange`` of the first epoch for a strategy that changes the network between epochs
+    (None: the recipe's network, the schedule over all epochs).  ``summary(result)`` is the line the
+    CLI prints at the end; ``title`` is how messages name it."""
     name: str
     run: Optional[Callable[..., Any]] = None
     recipe: Optional[type] = None
@@ -40,6 +42,7 @@ class Strategy:
     network: Mapping[str, Any] = field(default_factory=dict)
     check: Optional[Callable[[Any], None]] = None
     warm_start: Optional[Callable[[Any, Any], None]] = None
+    first_network: Optional[Callable[[Any], Any]] = None
     summary: Optional[Callable[[Any], str]] = None
     title: str = ""
 
