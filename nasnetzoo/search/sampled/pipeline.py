@@ -62,6 +62,7 @@ class SampledSearch:
     recipe_yaml: str
     announce: str = ""
     plot_title: str = "reward over time"
+    mean_label: str = "mean per update"   # what the proposer's records' reward_mean is
     provenance: Mapping[str, Any] = field(default_factory=dict)
     decorate: Optional[Callable[[dict, list], dict]] = None
     failure_window: int = 0         # 0: the number of slots, at least 2
@@ -123,7 +124,8 @@ def run_sampled_search(spec: SampledSearch, run_dir: Path, *, resume: bool, over
         for name, text in files.items():
             run.write_text(name, text)
         with contextlib.suppress(ImportError):
-            plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"], title=spec.plot_title)
+            plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"], title=spec.plot_title,
+                         mean_label=spec.mean_label)
     if spec.progress:
         say(f"best child {best['child']}: held-out acc {best['val_acc']:.2f}%\n{genotype.to_string()}\n"
             f"wrote {run_dir / 'genotype.yaml'}")

@@ -38,7 +38,7 @@ class SampledSearchResult:
 
 
 def _run(recipe: SampledRecipe, kind: RunKind, proposer, title: str, announce: str, *, out, resume, recipe_path,
-         overwrite, evaluate, on_record) -> SampledSearchResult:
+         overwrite, evaluate, on_record, mean_label: str = "") -> SampledSearchResult:
     run_dir = run_dir_for(resume, out, lambda: stamped_run_dir("search", recipe.name))
     space = recipe.build_space()
     child = recipe.child_config
@@ -46,7 +46,7 @@ def _run(recipe: SampledRecipe, kind: RunKind, proposer, title: str, announce: s
         kind=kind, name=recipe.name, strategy=recipe.strategy, space=space, proposer=proposer, child=child,
         seed=recipe.seed, top_k=recipe.top_k, budget=recipe.children, recipe=recipe.to_dict(),
         recipe_yaml=recipe.to_yaml(), progress=recipe.progress, plot_title=f"{title}: reward over time",
-        provenance={"space": recipe.space},
+        provenance={"space": recipe.space}, mean_label=mean_label,
         announce=(f"{title}: {announce}, {recipe.children} children, {recipe.space} space of {len(space.ops)} ops x "
                   f"{space.num_blocks} blocks; children N={child.N} F={child.F}, {child.epochs} epochs on "
                   f"{child.dataset}"))
@@ -82,7 +82,8 @@ def evolution_search(recipe: EvolutionRecipe, *, out: Optional[PathLike] = None,
                                  mutation_weights=recipe.mutation_weights)
     return _run(recipe, EVOLUTION_RUN, proposer, "regularized evolution",
                 f"P={recipe.population}, S={recipe.sample_size}", out=out, resume=resume, recipe_path=recipe_path,
-                overwrite=overwrite, evaluate=evaluate, on_record=on_record)
+                overwrite=overwrite, evaluate=evaluate, on_record=on_record,
+                mean_label=f"population mean (every {recipe.population} children)")
 
 
 __all__ = ["EVOLUTION_RUN", "RANDOM_RUN", "SampledSearchResult", "evolution_search", "random_search"]
