@@ -1,0 +1,1 @@
+"""Searches that train sampled children: the pipeline and its proposers."""

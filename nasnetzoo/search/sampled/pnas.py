@@ -1,0 +1,152 @@
+"""PNAS's proposer: progressive search with a surrogate (Liu et al., ECCV 2018, Alg. 1).
+
+Stage 1 trains every one-block cell (the 136 distinct ones of the paper's 8 ops, see
+:mod:`.pnas_cells`) and fits the predictor to their rewards.  Stage ``b + 1`` expands each cell
+trained at stage ``b`` (the beam) by one block in every possible way, lets the predictor score every
+expansion, trains the ``beam_size`` (K) best-scored ones, and refits the predictor on every cell
+trained so far.  The search ends after stage B.  Before a stage's cells are trained their predicted
+rewards are kept, so when the stage ends the predictor's Spearman rank correlation on cells it had
+not seen is measured and logged: the paper's central claim is that it stays high.
+
+The proposer hands out a stage's cells as workers free up (:meth:`ask`) and waits (``ask`` returns
+``[]``) until the whole stage is told, since the next stage depends on all of it.  Its state is
+plain data plus the predictor's weights, Adam states and generator, so a resumed search continues
+exactly; children that were handed out but not told when the state was saved are handed out again,
+with the same numbers, after :meth:`load_state_dict`.  The predictor is fitted on the trained cells
+in child-number order, so the order in which workers finish does not change the search.
+
+Departures from the paper (also in ``docs/pnas.md``): the predictor is not refitted after the last
+stage (nothing uses it); ties in predicted score are broken by enumeration order; the predictor's
+details that we could not check are listed in :mod:`.pnas_predictor`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+from .pnas_cells import PNASCell, ProgressiveSpace, cell_from_json
+from .pnas_predictor import EnsemblePredictor, PredictorConfig, spearman
+
+
+def top_k(cells: Sequence[PNASCell], scores: Sequence[float], k: int) -> list[int]:
+    """Positions of the ``k`` highest scores, best first; equal scores keep their order in ``cells``."""
+    if len(cells) != len(scores):
+        raise ValueError(f"{len(cells)} cells but {len(scores)} scores")
+    order = sorted(range(len(cells)), key=lambda i: (-float(scores[i]), i))
+    return order[:max(0, int(k))]
+
+
+class PNASProposer:
+    """Progressive search over ``space`` with beam size ``beam_size`` (the paper's K)."""
+
+    def __init__(self, space: ProgressiveSpace, *, beam_size: int = 256,
+                 predictor: PredictorConfig = PredictorConfig(), seed: int = 0) -> None:
+        if int(beam_size) < 1:
+            raise ValueError(f"beam_size={beam_size} must be at least 1 (the paper's K is 256)")
+        self.space, self.beam_size = space, int(beam_size)
+        # Input tokens go up to state B (the last block reads states 0..B).
+        self.predictor = EnsemblePredictor(space.num_blocks + 1, len(space.ops), predictor, seed)
+        self.stage = 1
+        self.queue: list[PNASCell] = space.one_block_cells()
+        self.reissue: list[tuple[int, PNASCell]] = []      # handed out before a resume, not told
+        self.predicted: dict[PNASCell, float] = {}         # this stage's cells, scored before training
+        self.outstanding: dict[int, PNASCell] = {}
+        self.trained: list[dict] = []                      # every told child: child, cell, stage, reward, predicted
+        self.stages: list[dict] = []                       # one record per finished stage
+        self.next_index = 0
+        self.finished = False
+
+    # ------------------------------------------------------------------ the proposer interface
+    def ask(self, free: int) -> list[tuple[int, PNASCell]]:
+        out: list[tuple[int, PNASCell]] = []
+        while len(out) < free and self.reissue:
+            index, cell = self.reissue.pop(0)
+            self.outstanding[index] = cell
+            out.append((index, cell))
+        while len(out) < free and self.queue:
+            cell = self.queue.pop(0)
+            index, self.next_index = self.next_index, self.next_index + 1
+            self.outstanding[index] = cell
+            out.append((index, cell))
+        return out
+
+    def tell(self, index: int, arch: Any, reward: float) -> None:
+        index = int(index)
+        if index not in self.outstanding:
+            raise ValueError(f"child {index} was not handed out by this PNAS proposer (or was told already)")
+        cell = self.outstanding.pop(index)
+        if self.space.check(arch) != cell:
+            raise ValueError(f"child {index} is {self.space.describe(cell)}, not {self.space.describe(arch)}")
+        self.trained.append({"child": index, "cell": cell, "stage": self.stage, "reward": float(reward),
+                             "predicted": self.predicted.get(cell)})
+        if not self.queue and not self.outstanding and not self.reissue:
+            self._finish_stage()
+
+    def done(self) -> bool:
+        return self.finished
+
+    # ------------------------------------------------------------------ one stage's end
+    def _finish_stage(self) -> None:
+        b = self.stage
+        here = sorted((t for t in self.trained if t["stage"] == b), key=lambda t: t["child"])
+        rewards = [t["reward"] for t in here]
+        record: dict[str, Any] = {"stage": b, "blocks": b, "trained": len(here), "children": len(self.trained),
+                                  "best_reward": max(rewards), "mean_reward": sum(rewards) / len(rewards)}
+        if b > 1:
+            # The central claim: the predictor, fitted on smaller cells, ranks these unseen ones.
+            rho = spearman([t["predicted"] for t in here], rewards)
+            record["spearman"] = None if math.isnan(rho) else rho   # None: all rewards or scores equal
+            record["predicted_mean"] = sum(t["predicted"] for t in here) / len(here)
+        if b < self.space.num_blocks:
+            data = sorted(self.trained, key=lambda t: t["child"])
+            record.update(self.predictor.fit([self.space.tokens(t["cell"]) for t in data],
+                                             [t["reward"] for t in data]))
+            beam = [t["cell"] for t in here]
+            candidates = self.space.expand_all(beam)
+            scores = self.predictor.predict([self.space.tokens(c) for c in candidates]).tolist()
+            chosen = top_k(candidates, scores, self.beam_size)
+            self.queue = [candidates[i] for i in chosen]
+            self.predicted = {candidates[i]: float(scores[i]) for i in chosen}
+            record.update(expansions=len(candidates), next_stage=len(self.queue))
+            self.stage = b + 1
+        else:
+            self.predicted = {}
+            self.finished = True
+        self.stages.append(record)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"strategy": "pnas", "stage": self.stage, "beam_size": self.beam_size,
+                "space": self.space.to_dict(),
+                "queue": [list(map(list, c)) for c in self.queue],
+                "reissue": [[i, list(map(list, c))] for i, c in self.reissue]
+                + [[i, list(map(list, c))] for i, c in sorted(self.outstanding.items())],
+                "predicted": [[list(map(list, c)), p] for c, p in self.predicted.items()],
+                "trained": [{**t, "cell": list(map(list, t["cell"]))} for t in self.trained],
+                "stages": [dict(s) for s in self.stages], "next_index": self.next_index,
+                "finished": self.finished, "predictor": self.predictor.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("space") != self.space.to_dict():
+            raise ValueError(f"the saved PNAS search ran over {state.get('space')}; this proposer's space is "
+                             f"{self.space.to_dict()}")
+        self.stage, self.beam_size = int(state["stage"]), int(state["beam_size"])
+        self.queue = [cell_from_json(c) for c in state["queue"]]
+        # Children handed out but never told (the run stopped under them) go out again first.
+        self.reissue = [(int(i), cell_from_json(c)) for i, c in state["reissue"]]
+        self.outstanding = {}
+        self.predicted = {cell_from_json(c): float(p) for c, p in state["predicted"]}
+        self.trained = [{**t, "cell": cell_from_json(t["cell"])} for t in state["trained"]]
+        self.stages = [dict(s) for s in state["stages"]]
+        self.next_index, self.finished = int(state["next_index"]), bool(state["finished"])
+        self.predictor.load_state_dict(state["predictor"])
+
+    # ------------------------------------------------------------------ reading the search
+    def stage_of(self, index: int) -> Optional[int]:
+        for t in self.trained:
+            if t["child"] == index:
+                return t["stage"]
+        return None
+
+
+__all__ = ["PNASProposer", "top_k"]
