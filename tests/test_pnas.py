@@ -66,6 +66,9 @@ def test_genotype_round_trip_and_bad_cells():
         space.check([(0, 0, 1, 0), (3, 0, 0, 0)])
     with pytest.raises(ConfigError, match="op index 8"):
         space.check([(0, 8, 1, 0)])
+    assert space.from_actions(space.to_actions(cell)) == space.check(cell)
+    with pytest.raises(ConfigError, match="adds"):
+        space.from_actions([0, 1, 0, 0, 1])
 
 
 # ---------------------------------------------------------------------- the beam
@@ -96,8 +99,8 @@ def run_to_end(proposer: PNASProposer, reward=planted_reward, free: int = 7) -> 
     while not proposer.done():
         batch = proposer.ask(free)
         assert batch, "the proposer stalled"
-        for index, cell in batch:
-            proposer.tell(index, cell, reward(cell))
+        for index, arch in batch:
+            proposer.tell(index, arch, reward(proposer.space.from_actions(arch)))
 
 
 def fast_predictor(**kw) -> PredictorConfig:
@@ -107,10 +110,10 @@ def fast_predictor(**kw) -> PredictorConfig:
 def test_the_beam_is_the_top_k_predicted_expansions():
     space = ProgressiveSpace(SMALL_OPS, 2)
     proposer = PNASProposer(space, beam_size=9, predictor=fast_predictor(), seed=1)
-    stage_one = proposer.ask(1000)
+    stage_one = [(i, space.from_actions(a)) for i, a in proposer.ask(1000)]
     assert len(stage_one) == 10 and proposer.ask(5) == []          # one-block cells: all of them
     for index, cell in stage_one:
-        proposer.tell(index, cell, planted_reward(cell))
+        proposer.tell(index, space.to_actions(cell), planted_reward(cell))
     candidates = space.expand_all(sorted(c for _, c in stage_one))
     scores = proposer.predictor.predict([space.tokens(c) for c in candidates]).tolist()
     best = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))[:9]
@@ -181,18 +184,21 @@ def test_state_round_trip_continues_exactly():
     run_to_end(straight, free=3)
 
     first = make()
-    told = 0
+    told, running = 0, []
     while told < 14:                      # into stage 2, with children handed out but not told
-        for index, cell in first.ask(3):
-            if told < 14:
-                first.tell(index, cell, planted_reward(cell))
-                told += 1
+        running += first.ask(3)
+        index, arch = running.pop(0)
+        first.tell(index, arch, planted_reward(space.from_actions(arch)))
+        told += 1
     assert first.stage == 2 and first.outstanding
     buffer = io.BytesIO()
-    torch.save(first.state_dict(), buffer)
+    torch.save(first.state_dict(), buffer)     # the pipeline's checkpoints are read weights-only
     buffer.seek(0)
     resumed = make()
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert sorted(resumed.outstanding) == sorted(i for i, _ in running)
+    for index, arch in running:           # the pipeline trains the outstanding children again
+        resumed.tell(index, arch, planted_reward(space.from_actions(arch)))
     run_to_end(resumed, free=3)
     def trail(proposer):
         return sorted((t["child"], t["cell"], t["reward"], t["predicted"]) for t in proposer.trained)

@@ -134,6 +134,27 @@ class ProgressiveSpace:
             out += [in_a, in_b, op_a, op_b]
         return out
 
+    def to_actions(self, cell: Sequence[Block]) -> list[int]:
+        """The pipeline's action sequence of a cell: ``input_a, input_b, op_a, op_b, combine`` per block
+        (the sampled searches' shared-cell space; ``combine`` 0 is add, PNAS's only combiner)."""
+        out: list[int] = []
+        for in_a, op_a, in_b, op_b in self.check(cell):
+            out += [in_a, in_b, op_a, op_b, 0]
+        return out
+
+    def from_actions(self, actions: Sequence[int]) -> PNASCell:
+        """The canonical cell of an action sequence (the inverse of :meth:`to_actions`)."""
+        actions = [int(a) for a in actions]
+        if not actions or len(actions) % 5:
+            raise ConfigError(f"a PNAS architecture has 5 actions per block; got {len(actions)}.")
+        blocks = []
+        for k in range(0, len(actions), 5):
+            in_a, in_b, op_a, op_b, how = actions[k:k + 5]
+            if how != 0:
+                raise ConfigError(f"block {k // 5} combines with choice {how}; PNAS adds (choice 0) only.")
+            blocks.append((in_a, op_a, in_b, op_b))
+        return self.check(blocks)
+
     def to_genotype(self, cell: Sequence[Block], *, name: str = "",
                     provenance: Optional[Mapping[str, Any]] = None) -> Genotype:
         """A ``family="nasnet"`` genotype: the same cell as normal and reduction cell, adds only,
