@@ -143,7 +143,8 @@ class PNASProposer:
                 "predicted": [[list(map(list, c)), p] for c, p in self.predicted.items()],
                 "trained": [{**t, "cell": list(map(list, t["cell"]))} for t in self.trained],
                 "stages": [dict(s) for s in self.stages], "next_index": self.next_index,
-                "finished": self.finished, "predictor": self.predictor.state_dict()}
+                # "model": the run envelope's checkpoint reader wants that entry; the predictor is PNAS's model.
+                "finished": self.finished, "model": self.predictor.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("pnas_space") != self.space.to_dict():
@@ -157,7 +158,7 @@ class PNASProposer:
         self.trained = [{**t, "cell": cell_from_json(t["cell"])} for t in state["trained"]]
         self.stages = [dict(s) for s in state["stages"]]
         self.next_index, self.finished = int(state["next_index"]), bool(state["finished"])
-        self.predictor.load_state_dict(state["predictor"])
+        self.predictor.load_state_dict(state["model"])
         self._records = []
 
 

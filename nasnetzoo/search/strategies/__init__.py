@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import darts, nasnet_rl, parsec, pcdarts  # noqa: F401  (each registers its entry)
 from . import gdas, snas  # noqa: F401  (each registers its entry)
-from . import enas  # noqa: F401  (registers its entry)
+from . import enas, pnas  # noqa: F401  (each registers its entry)
 from .base import SearchStrategy, derive_from_weights
 from .darts import DARTSStrategy
 from .gdas import GDASStrategy
