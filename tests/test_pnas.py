@@ -215,3 +215,20 @@ def test_state_refuses_another_space():
     other = PNASProposer(ProgressiveSpace(SMALL_OPS, 2), beam_size=4, predictor=fast_predictor())
     with pytest.raises(ValueError, match="saved PNAS search ran over"):
         other.load_state_dict(proposer.state_dict())
+
+
+def test_the_order_children_finish_in_does_not_change_the_search():
+    space = ProgressiveSpace(SMALL_OPS, 3)
+
+    def search(order):
+        proposer = PNASProposer(space, beam_size=6, predictor=fast_predictor(), seed=2)
+        while not proposer.done():
+            for index, arch in order(proposer.ask(1000)):   # a whole stage out, told in `order`
+                proposer.tell(index, arch, planted_reward(space.from_actions(arch)))
+        return proposer
+
+    forward, backward = search(list), search(lambda batch: batch[::-1])
+    assert forward.stages == backward.stages
+    assert sorted(forward.queue) == sorted(backward.queue) and forward.predicted == backward.predicted
+    for a, b in zip(forward.predictor.members, backward.predictor.members):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
