@@ -13,8 +13,9 @@ search, PNAS) runs here; only the proposer (:mod:`.proposer`) differs.  The pipe
 * **commits**: after every told child: the proposer's state, every child so far and the children
   still training (which a resume trains again, with the same seeds), through the run envelope
   (``runs/envelope.py``): lock, atomic commits, SIGTERM, exact resume.
-* **results**: ``children.jsonl`` (one record per child), ``metrics.jsonl`` (the proposer's own
-  records), ``top_k.yaml``, ``genotype.yaml`` with provenance (refreshed at every commit) and
+* **results**: ``children.jsonl`` (one record per child, in the order they finished),
+  ``metrics.jsonl`` (the proposer's own records), ``top_k.yaml`` and ``genotype.yaml`` with
+  provenance (rewritten with the commit whenever the top k change, and at the end) and
   ``rewards.png`` at the end.
 """
 from __future__ import annotations
@@ -61,6 +62,7 @@ class SampledSearch:
     recipe_yaml: str
     announce: str = ""
     plot_title: str = "reward over time"
+    mean_label: str = "mean per update"   # what the proposer's records' reward_mean is
     provenance: Mapping[str, Any] = field(default_factory=dict)
     decorate: Optional[Callable[[dict, list], dict]] = None
     failure_window: int = 0         # 0: the number of slots, at least 2
@@ -95,7 +97,7 @@ def run_sampled_search(spec: SampledSearch, run_dir: Path, *, resume: bool, over
         state = run.load()
         pending: list = []   # [index, arch, info] of children asked for and not yet told
         if state is not None:
-            own = {k: v for k, v in state.items() if k not in PIPELINE_KEYS}
+            own = {k: v for k, v in state.items() if k not in PIPELINE_KEYS}   # "model": {} when it has none
             run.restore("proposer", lambda: proposer.load_state_dict(own))
             run.restore_rng(state)
             recipe_path = recipe_path or state.get("recipe_file", "")
@@ -122,7 +124,8 @@ def run_sampled_search(spec: SampledSearch, run_dir: Path, *, resume: bool, over
         for name, text in files.items():
             run.write_text(name, text)
         with contextlib.suppress(ImportError):
-            plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"], title=spec.plot_title)
+            plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"], title=spec.plot_title,
+                         mean_label=spec.mean_label)
     if spec.progress:
         say(f"best child {best['child']}: held-out acc {best['val_acc']:.2f}%\n{genotype.to_string()}\n"
             f"wrote {run_dir / 'genotype.yaml'}")
@@ -138,6 +141,7 @@ class _Loop:
         children = run.records["children.jsonl"]
         self.seen = {c["child"] for c in children}
         self.failed: list[dict] = []   # the failures since the last child that trained
+        self.top: tuple = ()           # (child, reward) of the top k last written
         for c in children:
             self.failed = self.failed + [c] if c.get("error") else []
 
@@ -230,11 +234,16 @@ class _Loop:
             raise NasNetZooError(f"the {self.spec.strategy} proposer's state uses the pipeline's keys "
                                  f"{sorted(clash)}; rename them.")
         children = self.run.records["children.jsonl"] + [record]
-        _, _, files = top_k_files(self.run.path, children, self.spec, self.recipe_path)
-        staged = {self.run.path / name: (lambda text: lambda path: atomic_write(path, lambda f: f.write(text.encode())))(text)
-                  for name, text in files.items()}
+        # top_k.yaml and genotype.yaml are rewritten when the top k change (YAML takes ~0.1 s a time)
+        top = tuple((c["child"], c["reward"]) for c in _ranked(children)[:self.spec.top_k])
+        staged = {}
+        if top != self.top:
+            _, _, files = top_k_files(self.run.path, children, self.spec, self.recipe_path)
+            staged = {self.run.path / name: (lambda text: lambda path: atomic_write(path, lambda f: f.write(text.encode())))(text)
+                      for name, text in files.items()}
+            self.top = top
         pending = sorted(running.values(), key=lambda e: e[0])
-        self.run.save({**state, "children": children, "pending": pending, "recipe": dict(self.spec.recipe),
+        self.run.save({"model": {}, **state, "children": children, "pending": pending, "recipe": dict(self.spec.recipe),
                        "recipe_file": self.recipe_path, "space": self.spec.space.to_dict(), "version": __version__},
                       _position(self.proposer, len(children), self.spec.budget), staged=staged,
                       records={"children.jsonl": [record], "metrics.jsonl": records})
@@ -248,8 +257,7 @@ def _position(proposer, children: int, budget: int) -> str:
 def top_k_files(run_dir: Path, children: Sequence[dict], spec: SampledSearch,
                 recipe_path: str) -> tuple[Genotype, dict, dict[str, str]]:
     """The best child's genotype and record, and the texts of top_k.yaml and genotype.yaml."""
-    ranked = sorted(children, key=lambda c: (-c["reward"], c["child"]))
-    top = ranked[:spec.top_k]
+    top = _ranked(children)[:spec.top_k]
     entries = []
     for rank, child in enumerate(top, 1):
         genotype = Genotype.from_string(child["genotype"], family="nasnet")
@@ -267,6 +275,10 @@ def top_k_files(run_dir: Path, children: Sequence[dict], spec: SampledSearch,
     files = {"top_k.yaml": dump_yaml({"recipe": spec.name, "children": len(children), "top_k": entries}),
              "genotype.yaml": genotype.to_yaml()}
     return genotype, best, files
+
+
+def _ranked(children: Sequence[dict]) -> list[dict]:
+    return sorted(children, key=lambda c: (-c["reward"], c["child"]))
 
 
 def _cells(genotype: Genotype) -> dict:

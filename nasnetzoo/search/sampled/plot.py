@@ -11,9 +11,9 @@ PathLike = Union[str, Path]
 
 
 def plot_rewards(children: Sequence[dict], path: PathLike, updates: Sequence[dict] = (), *,
-                 title: str = "reward over time") -> Path:
+                 title: str = "reward over time", mean_label: str = "mean per update") -> Path:
     """Reward of every child against its number, the best so far, and (``updates``: records with
-    ``children`` and ``reward_mean``) the mean per update and the baseline."""
+    ``children`` and ``reward_mean``) their mean (``mean_label``) and the baseline."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -33,7 +33,7 @@ def plot_rewards(children: Sequence[dict], path: PathLike, updates: Sequence[dic
     if updates:
         ends = [u["children"] - 1 for u in updates]
         ax.plot(ends, [100 * u["reward_mean"] for u in updates], color="#55a868", linewidth=1.5, marker="o",
-                markersize=3, label="mean per update")
+                markersize=3, label=mean_label)
         base = [(e, 100 * u["baseline"]) for e, u in zip(ends, updates) if u.get("baseline") is not None]
         if base:
             ax.plot(*zip(*base), color="#8172b2", linestyle="--", linewidth=1.2, label="baseline (EMA)")

@@ -22,6 +22,8 @@ Optional, found by name when present:
 
 The state a proposer saves must be plain data and tensors (the run envelope reads checkpoints
 with the weights-only reader), and its keys must not be the pipeline's (:data:`PIPELINE_KEYS`).
+Every checkpoint has a ``model`` entry (the run envelope's mark of one): the proposer's own, or
+``{}`` that the pipeline adds, which ``load_state_dict`` then sees and may ignore.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from ...errors import ConfigError
 from ...recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from ...registry import DATASETS
 from .child import ChildConfig
+from .evolution import MUTATIONS
 from .executors import EXECUTORS
 from .space import SPACES, SearchSpace
 
@@ -96,4 +97,39 @@ class SampledRecipe(RecipeFile):
                                   combines=self.combines or None)
 
 
-__all__ = ["CHILD_CHOICES", "SampledRecipe", "child_config_from"]
+@dataclass
+class RandomRecipe(SampledRecipe):
+    """``strategy: random``: ``children`` architectures drawn uniformly from the space."""
+
+    STRATEGY = "random"
+
+
+@dataclass
+class EvolutionRecipe(SampledRecipe):
+    """``strategy: evolution``: regularized evolution (Real et al. 2019).  The paper's CIFAR-10 search:
+    P=100, S=25, 20,000 children; the mutation weights are ours (the paper gives none we could check)."""
+
+    STRATEGY = "evolution"
+    space: str = "amoebanet"
+    population: int = 100            # P
+    sample_size: int = 25            # S
+    mutation_weights: dict = field(default_factory=lambda: {"hidden_state": 1.0, "op": 1.0, "identity": 1.0})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.population < 1 or self.sample_size < 1:
+            raise RecipeError(f"recipe keys 'population' = {self.population} and 'sample_size' = {self.sample_size} "
+                              "must be at least 1 (the paper: P=100, S=25).")
+        if self.sample_size > self.population:
+            raise RecipeError(f"recipe key 'sample_size' = {self.sample_size} exceeds 'population' = "
+                              f"{self.population}; a tournament samples S of the P members (the paper: S=25, P=100).")
+        weights = self.mutation_weights
+        bad = [k for k in weights if k not in MUTATIONS]
+        if bad:
+            raise RecipeError(f"recipe key 'mutation_weights' names {bad[0]!r}; the mutations are "
+                              f"{', '.join(MUTATIONS)}.")
+        if any(not isinstance(w, (int, float)) or w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+            raise RecipeError(f"recipe key 'mutation_weights' = {weights} needs non-negative numbers, not all 0.")
+
+
+__all__ = ["CHILD_CHOICES", "EvolutionRecipe", "RandomRecipe", "SampledRecipe", "child_config_from"]

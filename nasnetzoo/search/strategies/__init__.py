@@ -1,7 +1,8 @@
 """Search strategies behind one interface (``SearchStrategy``), each registered in the one table.
 
 Importing this package registers the bundled strategies (each module registers its own entry:
-``darts``, ``pcdarts``, ``parsec``, ``nasnet_rl``, ``gdas``, ``snas``); ``nasnetzoo.search.run_search`` and
+``darts``, ``pcdarts``, ``parsec``, ``nasnet_rl``, ``gdas``, ``snas``, ``enas``, ``evolution``,
+``random``, ``pnas``); ``nasnetzoo.search.run_search`` and
 ``nasnetzoo search`` dispatch through :data:`TABLE`.  A new strategy is its module plus its
 :func:`register_strategy` call (see ``docs/search_strategies.md``).
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 from . import darts, nasnet_rl, parsec, pcdarts  # noqa: F401  (each registers its entry)
 from . import gdas, snas  # noqa: F401  (each registers its entry)
-from . import enas, pnas  # noqa: F401  (each registers its entry)
+from . import enas  # noqa: F401  (registers its entry)
+from . import evolution, random_search  # noqa: F401  (each registers its entry)
+from . import pnas  # noqa: F401  (registers its entry)
 from .base import SearchStrategy, derive_from_weights
 from .darts import DARTSStrategy
 from .gdas import GDASStrategy
