@@ -20,7 +20,6 @@ from nasnetzoo.genotype import Genotype
 from nasnetzoo.recipe_file import RecipeError
 from nasnetzoo.runs.envelope import RunInterrupted
 from nasnetzoo.search.sampled.child import ChildResult
-from nasnetzoo.search.sampled.executors import FunctionExecutor
 from nasnetzoo.search.sampled.pnas_recipe import PNASRecipe, load_pnas_recipe
 from nasnetzoo.search.sampled.pnas_runner import PNAS_RUN, children_budget, build_space, pnas_search
 
@@ -51,12 +50,8 @@ def recipe(**overrides) -> PNASRecipe:
     return PNASRecipe(**{**base, **overrides})
 
 
-def synthetic():
-    return FunctionExecutor(synthetic_reward)
-
-
 def test_search_writes_its_files_and_logs_the_rank_correlation(tmp_path):
-    result = pnas_search(recipe(), out=tmp_path / "r", executor_factory=synthetic)
+    result = pnas_search(recipe(), out=tmp_path / "r", evaluate=synthetic_reward)
     assert result.children == 21 + 4 + 4 == children_budget(build_space(recipe()), 4)
     run = tmp_path / "r"
     for name in ("recipe.yaml", PNAS_RUN.checkpoint, "children.jsonl", "metrics.jsonl", "top_k.yaml", "genotype.yaml",
@@ -80,7 +75,7 @@ def test_search_writes_its_files_and_logs_the_rank_correlation(tmp_path):
 
 
 def test_a_stop_mid_stage_resumes_exactly(tmp_path):
-    pnas_search(recipe(), out=tmp_path / "full", executor_factory=synthetic)
+    pnas_search(recipe(), out=tmp_path / "full", evaluate=synthetic_reward)
 
     def stop_at_child_24(jobs):
         if jobs[0].index == 24:      # stage 2 holds children 21..24: three told, one left
@@ -88,10 +83,10 @@ def test_a_stop_mid_stage_resumes_exactly(tmp_path):
         return synthetic_reward(jobs)
 
     with pytest.raises(RunInterrupted):
-        pnas_search(recipe(), out=tmp_path / "cut", executor_factory=lambda: FunctionExecutor(stop_at_child_24))
+        pnas_search(recipe(), out=tmp_path / "cut", evaluate=stop_at_child_24)
     saved = torch.load(tmp_path / "cut" / PNAS_RUN.checkpoint, weights_only=True)
     assert saved["stage"] == 2 and len(saved["trained"]) == 24
-    pnas_search(recipe(), resume=tmp_path / "cut", executor_factory=synthetic)
+    pnas_search(recipe(), resume=tmp_path / "cut", evaluate=synthetic_reward)
 
     def logs(run: str, name: str) -> list:
         rows = [json.loads(line) for line in (tmp_path / run / name).read_text().splitlines()]

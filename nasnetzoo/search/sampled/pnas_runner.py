@@ -28,7 +28,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from ...errors import CheckpointError
 from ...genotype import Cell, Genotype
 from ...runs.envelope import RunKind, check_resumable, register_run_kind, run_dir_for, stamped_run_dir
-from .executors import make_executor
+from .child import ChildJob, ChildResult
+from .executors import FunctionExecutor, make_executor
 from .pipeline import SampledSearch, run_sampled_search
 from .pnas import PNASProposer
 from .pnas_cells import ProgressiveSpace
@@ -37,6 +38,7 @@ from .pnas_recipe import PNASRecipe, load_pnas_recipe
 from .space import SearchSpace
 
 PathLike = Union[str, Path]
+Evaluate = Callable[[Sequence[ChildJob]], Sequence[ChildResult]]
 PNAS_RUN = register_run_kind(RunKind("pnas", noun="search", command="search", checkpoint="pnas.pt",
                                      artifacts=("metrics.jsonl", "children.jsonl", "top_k.yaml", "genotype.yaml",
                                                 "rewards.png", "predictions.png")))
@@ -97,10 +99,10 @@ def prepare_resume(run_dir: PathLike, overrides: Sequence[str] = ()) -> PNASReci
 
 
 def pnas_search(recipe: PNASRecipe, *, out: Optional[PathLike] = None, resume: Optional[PathLike] = None,
-                recipe_path: str = "", overwrite: bool = False, executor_factory: Optional[Callable[[], Any]] = None,
+                recipe_path: str = "", overwrite: bool = False, evaluate: Optional[Evaluate] = None,
                 on_record: Optional[Callable[[dict], bool]] = None) -> PNASResult:
-    """Run (or resume) the search.  ``executor_factory()`` replaces the recipe's executor (tests);
-    ``on_record(stage_record)`` may return True to stop after that stage's commit."""
+    """Run (or resume) the search.  ``evaluate(jobs) -> results`` replaces child training (tests,
+    custom rewards); ``on_record(stage_record)`` may return True to stop after that stage's commit."""
     run_dir = run_dir_for(resume, out, lambda: stamped_run_dir("search", recipe.name))
     proposer = build_proposer(recipe)
     space, child = proposer.space, recipe.child_config
@@ -118,8 +120,8 @@ def pnas_search(recipe: PNASRecipe, *, out: Optional[PathLike] = None, resume: O
         progress=recipe.progress)
 
     def executor():
-        if executor_factory is not None:
-            return executor_factory()
+        if evaluate is not None:
+            return FunctionExecutor(evaluate)
         return make_executor(recipe.executor, workers=recipe.workers, ray_address=recipe.ray_address,
                              ray_num_cpus=recipe.ray_num_cpus, gpus_per_child=recipe.gpus,
                              cpus_per_child=recipe.cpus_per_child)
