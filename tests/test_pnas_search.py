@@ -16,6 +16,7 @@ import torch
 import yaml
 
 import nasnetzoo
+from nasnetzoo.errors import CheckpointError
 from nasnetzoo.genotype import Genotype
 from nasnetzoo.recipe_file import RecipeError
 from nasnetzoo.runs.envelope import RunInterrupted
@@ -118,6 +119,14 @@ def test_recipes_load_and_bad_keys_name_the_fix():
         recipe(beam_size=0)
     with pytest.raises(RecipeError, match="unknown recipe key 'epoch' in recipe key 'predictor'"):
         recipe(predictor=dict(epoch=3))
+    with pytest.raises(RecipeError, match="recipe key 'ops': .*'sep_conv_3x3' is not a nasnet-family op"):
+        recipe(ops=["separable_3x3_2", "sep_conv_3x3"])
+
+
+def test_resume_refuses_another_beam(tmp_path):
+    pnas_search(recipe(num_blocks=2), out=tmp_path / "r", evaluate=synthetic_reward)
+    with pytest.raises(CheckpointError, match="beam_size=4, the recipe 5"):
+        pnas_search(recipe(num_blocks=2, beam_size=5), resume=tmp_path / "r", evaluate=synthetic_reward)
 
 
 def test_cli_error_is_one_line(tmp_path):

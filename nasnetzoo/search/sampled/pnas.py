@@ -150,7 +150,10 @@ class PNASProposer:
         if state.get("pnas_space") != self.space.to_dict():
             raise ValueError(f"the saved PNAS search ran over {state.get('pnas_space')}; this proposer's space is "
                              f"{self.space.to_dict()}")
-        self.stage, self.beam_size = int(state["stage"]), int(state["beam_size"])
+        if int(state["beam_size"]) != self.beam_size:
+            raise ValueError(f"the saved PNAS search has beam_size={state['beam_size']}, the recipe {self.beam_size}; "
+                             "a resume keeps K")
+        self.stage = int(state["stage"])
         self.queue = [cell_from_json(c) for c in state["queue"]]
         # Children handed out but not told when the state was saved: the pipeline trains them again.
         self.outstanding = {int(i): cell_from_json(c) for i, c in state["outstanding"]}

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from ...errors import ConfigError
 from ...recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from .child import ChildConfig
 from .executors import EXECUTORS
-from .pnas_cells import PNAS_OPS
+from .pnas_cells import PNAS_OPS, ProgressiveSpace
 from .pnas_predictor import KINDS, PredictorConfig
 from .recipe import child_config_from
 
@@ -68,9 +69,10 @@ class PNASRecipe(RecipeFile):
             raise RecipeError(f"recipe key 'cpus_per_child' = {self.cpus_per_child} must be positive.")
         if self.ray_num_cpus < 0:
             raise RecipeError(f"recipe key 'ray_num_cpus' = {self.ray_num_cpus} must not be negative.")
-        if not self.ops or len(set(self.ops)) != len(self.ops):
-            raise RecipeError(f"recipe key 'ops' = {self.ops} must be a non-empty list without repeats "
-                              f"(the paper's: {', '.join(PNAS_OPS)}).")
+        try:
+            ProgressiveSpace(self.ops, self.num_blocks)   # op names and repeats, checked at load
+        except ConfigError as err:
+            raise RecipeError(f"recipe key 'ops': {err} (the paper's ops: {', '.join(PNAS_OPS)})") from None
         self.predictor_config   # validates the predictor section
         self.child_config       # validates the child section
 
