@@ -122,7 +122,8 @@ class EnsemblePredictor:
     # ------------------------------------------------------------------ fitting and predicting
     def fit(self, tokens: Sequence[Sequence[int]], rewards: Sequence[float]) -> dict:
         """Train every member ``epochs`` passes over its own random share of ``(tokens, rewards)``
-        with the L1 loss; returns the ensemble's mean absolute error on all of them after the fit."""
+        with the L1 loss; returns the ensemble's mean absolute error and rank correlation on all of
+        them after the fit."""
         if len(tokens) != len(rewards) or not tokens:
             raise ValueError(f"fit needs as many rewards as cells ({len(tokens)} cells, {len(rewards)} rewards)")
         x, blocks = _token_batch(tokens)
@@ -141,7 +142,11 @@ class EnsemblePredictor:
                     loss.backward()
                     optimizer.step()
         self.fits += 1
-        return {"fit_mae": float((self.predict(tokens) - y).abs().mean()), "fit_cells": n, "member_cells": share}
+        fitted = self.predict(tokens)
+        rho = spearman(fitted.tolist(), y.tolist())
+        # fit_spearman: on the cells it was fitted to; the search logs the one on unseen cells beside it
+        return {"fit_mae": float((fitted - y).abs().mean()), "fit_spearman": None if math.isnan(rho) else rho,
+                "fit_cells": n, "member_cells": share}
 
     @torch.no_grad()
     def predict(self, tokens: Sequence[Sequence[int]], batch_size: int = 4096) -> torch.Tensor:
