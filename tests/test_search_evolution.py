@@ -144,15 +144,15 @@ def _recipe(**overrides) -> EvolutionRecipe:
 
 
 def test_evolution_improves_the_synthetic_reward(tmp_path):
-    result = evolution_search(_recipe(children=60), out=tmp_path / "r", evaluate=synthetic_reward)
+    result = evolution_search(_recipe(children=36), out=tmp_path / "r", evaluate=synthetic_reward)
     children = read_jsonl(tmp_path / "r" / "children.jsonl")
     first, last = children[:6], children[-6:]
     assert sum(c["reward"] for c in last) > sum(c["reward"] for c in first) + 0.5
     assert result.best_reward == max(c["reward"] for c in children)
     bred = [c for c in children if c["mutation"] != "random"]
-    assert len(bred) == 54 and {c["mutation"] for c in bred} == {"hidden_state", "op", "identity"}
+    assert len(bred) == 30 and {c["mutation"] for c in bred} == {"hidden_state", "op", "identity"}
     records = read_jsonl(tmp_path / "r" / "metrics.jsonl")
-    assert [r["children"] for r in records] == list(range(6, 61, 6)) and records[-1]["oldest"] == 54
+    assert [r["children"] for r in records] == list(range(6, 37, 6)) and records[-1]["oldest"] == 30
 
 
 def test_evolution_resumes_exactly_after_a_kill(tmp_path):

@@ -183,7 +183,7 @@ def test_a_proposer_that_stalls_or_repeats_an_index_is_named(tmp_path):
         recipe = _recipe(children=3)
         proposer = cls(recipe.build_space(), 3, 0)
         with pytest.raises(NasNetZooError, match=message):
-            runners._run(recipe, runners.RANDOM_RUN, proposer, "t", "t", out=tmp_path / cls.__name__, resume=None,
+            runners.run_proposer(recipe, runners.RANDOM_RUN, proposer, "t", "t", out=tmp_path / cls.__name__, resume=None,
                          recipe_path="", overwrite=False, evaluate=synthetic_reward, on_record=None)
 
 

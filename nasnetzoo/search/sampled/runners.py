@@ -37,8 +37,12 @@ class SampledSearchResult:
     children: int
 
 
-def _run(recipe: SampledRecipe, kind: RunKind, proposer, title: str, announce: str, *, out, resume, recipe_path,
-         overwrite, evaluate, on_record, mean_label: str = "") -> SampledSearchResult:
+def run_proposer(recipe: SampledRecipe, kind: RunKind, proposer, title: str, announce: str, *, out=None, resume=None,
+                 recipe_path: str = "", overwrite: bool = False, evaluate: Optional[Evaluate] = None,
+                 on_record: Optional[Callable[[dict], bool]] = None,
+                 mean_label: str = "mean per update") -> SampledSearchResult:
+    """Any proposer on the pipeline, with the keys of a :class:`SampledRecipe` (a strategy's recipe
+    subclasses it): ``title`` and ``announce`` name the search in messages and its plot."""
     run_dir = run_dir_for(resume, out, lambda: stamped_run_dir("search", recipe.name))
     space = recipe.build_space()
     child = recipe.child_config
@@ -68,7 +72,7 @@ def random_search(recipe: RandomRecipe, *, out: Optional[PathLike] = None, resum
                   on_record: Optional[Callable[[dict], bool]] = None) -> SampledSearchResult:
     """Run (or resume) a random search; ``evaluate(jobs) -> results`` replaces child training."""
     proposer = RandomProposer(recipe.build_space(), recipe.children, recipe.seed)
-    return _run(recipe, RANDOM_RUN, proposer, "random search", "uniform samples", out=out, resume=resume,
+    return run_proposer(recipe, RANDOM_RUN, proposer, "random search", "uniform samples", out=out, resume=resume,
                 recipe_path=recipe_path, overwrite=overwrite, evaluate=evaluate, on_record=on_record)
 
 
@@ -80,10 +84,10 @@ def evolution_search(recipe: EvolutionRecipe, *, out: Optional[PathLike] = None,
     proposer = EvolutionProposer(recipe.build_space(), population=recipe.population, sample_size=recipe.sample_size,
                                  children=recipe.children, seed=recipe.seed,
                                  mutation_weights=recipe.mutation_weights)
-    return _run(recipe, EVOLUTION_RUN, proposer, "regularized evolution",
+    return run_proposer(recipe, EVOLUTION_RUN, proposer, "regularized evolution",
                 f"P={recipe.population}, S={recipe.sample_size}", out=out, resume=resume, recipe_path=recipe_path,
                 overwrite=overwrite, evaluate=evaluate, on_record=on_record,
                 mean_label=f"population mean (every {recipe.population} children)")
 
 
-__all__ = ["EVOLUTION_RUN", "RANDOM_RUN", "SampledSearchResult", "evolution_search", "random_search"]
+__all__ = ["EVOLUTION_RUN", "RANDOM_RUN", "SampledSearchResult", "evolution_search", "random_search", "run_proposer"]
