@@ -114,7 +114,7 @@ def pnas_search(recipe: PNASRecipe, *, out: Optional[PathLike] = None, resume: O
         kind=PNAS_RUN, name=recipe.name, strategy="pnas", space=PNASPipelineSpace(recipe.ops, recipe.num_blocks),
         proposer=proposer, child=child, seed=recipe.seed, top_k=recipe.top_k, budget=budget,
         recipe=recipe.to_dict(), recipe_yaml=recipe.to_yaml(), announce=announce,
-        plot_title="PNAS: reward of every child (mean per stage)",
+        plot_title="PNAS: reward of every child", mean_label="mean per stage",
         provenance={"num_blocks": space.num_blocks, "beam_size": recipe.beam_size,
                     "predictor": recipe.predictor_config.kind},
         progress=recipe.progress)
