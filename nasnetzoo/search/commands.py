@@ -13,7 +13,8 @@ from ..cli_options import out_option
 @click.command("search")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
               help="Search recipe YAML (recipes/cifar10.yaml, darts_cifar10.yaml, parsec_cifar10.yaml, "
-                   "pcdarts_imagenet.yaml, nasnet_rl_cifar10.yaml, smoke_search.yaml, smoke_nasnet_rl.yaml).")
+                   "pcdarts_imagenet.yaml, nasnet_rl_cifar10.yaml, pnas_cifar10.yaml, smoke_search.yaml, "
+                   "smoke_nasnet_rl.yaml, smoke_pnas.yaml).")
 @out_option(type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),
