@@ -123,6 +123,20 @@ def test_recipes_load_and_bad_keys_name_the_fix():
         recipe(ops=["separable_3x3_2", "sep_conv_3x3"])
 
 
+def test_children_have_pnasnets_layout_and_the_other_searches_keep_nasnets():
+    from nasnetzoo.search.sampled.child import build_child
+    from nasnetzoo.search.sampled.recipe import RandomRecipe
+
+    genotype = nasnetzoo.get_genotype("pnasnet5").to_dict()
+    pnas = build_child(genotype, recipe().child_config, 10)
+    assert pnas.reduction == "stride" and pnas.total_num_cells == 3 * 1            # 3N cells (CIFAR stem: no stem cells)
+    assert recipe(child={**TINY_CHILD, "reduction": "cell"}).child_config.reduction == "cell"
+    other = build_child(genotype, RandomRecipe(child=dict(TINY_CHILD)).child_config, 10)
+    assert other.reduction == "cell" and other.total_num_cells == 3 * 1 + 2          # and 2 reduction cells
+    with pytest.raises(RecipeError, match="'reduction' = 'pool' is not one of cell, stride"):
+        recipe(child={**TINY_CHILD, "reduction": "pool"})
+
+
 def test_resume_refuses_another_beam(tmp_path):
     pnas_search(recipe(num_blocks=2), out=tmp_path / "r", evaluate=synthetic_reward)
     with pytest.raises(CheckpointError, match="beam_size=4, the recipe 5"):

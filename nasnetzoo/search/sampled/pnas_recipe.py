@@ -94,7 +94,9 @@ class PNASRecipe(RecipeFile):
 
     @property
     def child_config(self) -> ChildConfig:
-        return child_config_from(self.child)
+        # PNASNet's layout unless the recipe says otherwise: no extra reduction cell, the first cell
+        # of each stage runs at stride 2 (TF-slim _build_pnasnet_base, skip_reduction_layer_input=1).
+        return child_config_from({"reduction": "stride", "skip_reduction_layer_input": True, **self.child})
 
     @property
     def gpus(self) -> Optional[float]:
