@@ -149,9 +149,10 @@ class _Loop:
         running: dict[Future, list] = {}
         for entry in pending:   # children the last checkpoint left training: the same jobs again
             running[self._submit(executor, entry)] = entry
-        window = self.spec.failure_window or max(2, executor.slots)
+        slots = executor.slots   # read once: Ray's asks the cluster
+        window = self.spec.failure_window or max(2, slots)
         while True:
-            free = executor.slots - len(running)
+            free = slots - len(running)
             if free > 0 and not self.proposer.done():
                 for entry in self._ask(free):
                     running[self._submit(executor, entry)] = entry
