@@ -12,9 +12,9 @@ from ..cli_options import out_option
 
 @click.command("search")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
-              help="Search recipe YAML (recipes/cifar10.yaml, darts_cifar10.yaml, parsec_cifar10.yaml, "
-                   "pcdarts_imagenet.yaml, nasnet_rl_cifar10.yaml, gdas_cifar10.yaml, snas_cifar10.yaml, "
-                   "pdarts_cifar10.yaml, smoke_search.yaml, smoke_nasnet_rl.yaml, smoke_pdarts.yaml).")
+              help="Search recipe YAML: recipes/<strategy>_cifar10.yaml at the paper's protocol (cifar10.yaml "
+                   "is PC-DARTS's; also pcdarts_imagenet.yaml), smoke_<strategy>.yaml on the embedded digits "
+                   "(smoke_search.yaml is PC-DARTS's).")
 @out_option(type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),

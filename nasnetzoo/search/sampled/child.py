@@ -40,6 +40,8 @@ class ChildConfig:
     N: int = 2                     # normal cells per stage (the paper's search: N=2)
     F: int = 32                    # filters of the first stage (not stated in the paper)
     stem_multiplier: float = 3.0
+    reduction: str = "cell"        # cell: an extra reduction cell between stages (NASNet); stride: the stage's first cell strided (PNASNet)
+    skip_reduction_layer_input: bool = False   # TF-slim's flag (PNASNet sets it)
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.05
@@ -135,7 +137,8 @@ def build_child(genotype: dict, config: ChildConfig, num_classes: int) -> torch.
     from ...models.nasnet import NASNet
 
     return NASNet(genotype, N=config.N, F=config.F, stem="cifar", stem_multiplier=config.stem_multiplier,
-                  num_classes=num_classes, img_size=config.image_size)
+                  num_classes=num_classes, img_size=config.image_size, reduction=config.reduction,
+                  skip_reduction_layer_input=config.skip_reduction_layer_input)
 
 
 def train_child(job: ChildJob) -> ChildResult:

@@ -21,7 +21,7 @@ from .space import SPACES, SearchSpace
 # Children train on the CIFAR-sized datasets of the registry.
 CHILD_CHOICES = {"dataset": tuple(name for name, (preset, _) in DATASETS.items() if preset == "cifar"),
                  "device": ("auto", "cpu", "cuda"), "amp": ("auto", "bf16", "off"),
-                 "channels_last": ("auto", "on", "off")}
+                 "channels_last": ("auto", "on", "off"), "reduction": ("cell", "stride")}
 
 
 def child_config_from(data: Mapping[str, Any]) -> ChildConfig:
