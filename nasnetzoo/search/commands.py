@@ -26,11 +26,12 @@ from ..cli_options import out_option
 @_user_errors
 def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
                init_distribution: Optional[str], overrides: Sequence[str], overwrite: bool) -> None:
-    """Search a cell with DARTS, PC-DARTS, PARSEC or NASNet's RL controller (strategy: nasnet_rl);
+    """Search a cell with the strategy its recipe names (darts, pcdarts, pdarts, gdas, snas, parsec on the
+    supernet; enas with weight sharing; nasnet_rl, evolution, random, pnas training sampled children);
     writes RUN/genotype.yaml for `load` and `train`.
 
-    The gradient-based searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`;
-    the RL search trains its children in a process pool or on Ray (recipe keys executor, workers)."""
+    The supernet searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`; the
+    sampled searches train their children in a process pool or on Ray (recipe keys executor, workers)."""
     from ..recipe_file import RecipeError, resolve_recipe
     from ..runs.envelope import check_resume_args
     from .api import run_search, strategy_of, summary
