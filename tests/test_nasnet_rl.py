@@ -222,7 +222,7 @@ def test_child_config_errors_name_the_key():
 
 
 def test_a_child_that_fails_in_pytorch_scores_zero_and_says_why(monkeypatch):
-    import nasnetzoo.search.rl.child as child_module
+    import nasnetzoo.search.sampled.child as child_module   # where train_child looks build_child up
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
@@ -383,7 +383,8 @@ def test_smoke_recipe_end_to_end_through_the_cli(tmp_path):
     import json
 
     children = [json.loads(line) for line in (run / "children.jsonl").read_text().splitlines()]
-    assert [c["child"] for c in children] == list(range(12))
+    # children.jsonl lists the children as they finished (asynchronous dispatch): each one once
+    assert sorted(c["child"] for c in children) == list(range(12))
     assert 1 <= len({c["worker"]["pid"] for c in children}) <= 2   # the recipe's 2-process pool
 
 

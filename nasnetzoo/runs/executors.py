@@ -4,7 +4,9 @@ The one set of executors the pipelines share: NASNet's RL search trains its chil
 (``search/rl/executors.py`` binds them to its child trainer) and a study runs its searches and
 retrains with them (``study/``).  Each takes the function ``fn`` to run on a job (a picklable,
 module-level function) and returns the results in job order; the scheduling is the standard
-library's (``concurrent.futures``) or Ray's, never our own.
+library's (``concurrent.futures``) or Ray's, never our own.  ``submit(job)`` starts one job and
+returns its ``concurrent.futures.Future``, for pipelines that hand out work as soon as one of the
+``slots`` (jobs that run at once) is free.
 
 * ``local``: one after another in this process (the simplest, and what one GPU wants).
 * ``process``: a ``ProcessPoolExecutor`` of ``workers`` spawned processes.  CPU threads are split
@@ -21,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -69,9 +71,19 @@ def _guarded(fn: Callable[[Any], Any], job: Any) -> Any:
 
 class LocalExecutor:
     name = "local"
+    slots = 1
 
     def __init__(self, fn: Callable[[Any], Any], prepare: Prepare = _as_is) -> None:
         self.fn, self.prepare = fn, prepare
+
+    def submit(self, job: Any) -> Future:
+        """Runs the job now, in this process; the future is done when it returns."""
+        future: Future = Future()
+        try:
+            future.set_result(self.fn(job))
+        except Exception as err:   # delivered by future.result(), as a pool would
+            future.set_exception(err)
+        return future
 
     def imap(self, jobs: Sequence[Any]) -> Iterator[Any]:
         """The results one by one, in job order, each as soon as it is there."""
@@ -104,6 +116,13 @@ class ProcessExecutor:
                 queue.put(device)
         self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_start_worker,
                                         initargs=(queue,))
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    def submit(self, job: Any) -> Future:
+        return self.pool.submit(_guarded, self.fn, self.prepare(job, self.threads))
 
     def imap(self, jobs: Sequence[Any]) -> Iterator[Any]:
         return self.pool.map(functools.partial(_guarded, self.fn), [self.prepare(job, self.threads) for job in jobs])
@@ -147,6 +166,17 @@ class RayExecutor:
             gpus_per_child = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         self.gpus_per_child, self.cpus_per_child = float(gpus_per_child), float(cpus_per_child)
         self.remote = ray.remote(num_cpus=self.cpus_per_child, num_gpus=self.gpus_per_child)(fn)
+
+    @property
+    def slots(self) -> int:
+        """How many jobs the cluster runs at once: its GPUs (or CPUs) over what one job asks for."""
+        resources = self.ray.cluster_resources()
+        if self.gpus_per_child > 0:
+            return max(1, int(resources.get("GPU", 0) / self.gpus_per_child))
+        return max(1, int(resources.get("CPU", 1) / max(self.cpus_per_child, 1e-9)))
+
+    def submit(self, job: Any) -> Future:
+        return self.remote.remote(self.prepare(job, max(1, int(self.cpus_per_child)))).future()
 
     def imap(self, jobs: Sequence[Any]) -> Iterator[Any]:
         threads = max(1, int(self.cpus_per_child))

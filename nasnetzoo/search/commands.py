@@ -12,9 +12,9 @@ from ..cli_options import out_option
 
 @click.command("search")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
-              help="Search recipe YAML (recipes/cifar10.yaml, darts_cifar10.yaml, parsec_cifar10.yaml, "
-                   "pcdarts_imagenet.yaml, nasnet_rl_cifar10.yaml, gdas_cifar10.yaml, snas_cifar10.yaml, "
-                   "pdarts_cifar10.yaml, smoke_search.yaml, smoke_nasnet_rl.yaml, smoke_pdarts.yaml).")
+              help="Search recipe YAML: recipes/<strategy>_cifar10.yaml at the paper's protocol (cifar10.yaml "
+                   "is PC-DARTS's; also pcdarts_imagenet.yaml), smoke_<strategy>.yaml on the embedded digits "
+                   "(smoke_search.yaml is PC-DARTS's).")
 @out_option(type=click.Path(file_okay=False), help="Run directory to create (default runs/search-...).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the search in this directory.")
 @click.option("--init-distribution", type=click.Path(file_okay=False),
@@ -26,11 +26,12 @@ from ..cli_options import out_option
 @_user_errors
 def search_cmd(recipe_path: Optional[str], out: Optional[str], resume: Optional[str],
                init_distribution: Optional[str], overrides: Sequence[str], overwrite: bool) -> None:
-    """Search a cell with DARTS, PC-DARTS, PARSEC or NASNet's RL controller (strategy: nasnet_rl);
+    """Search a cell with the strategy its recipe names (darts, pcdarts, pdarts, gdas, snas, parsec on the
+    supernet; enas with weight sharing; nasnet_rl, evolution, random, pnas training sampled children);
     writes RUN/genotype.yaml for `load` and `train`.
 
-    The gradient-based searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`;
-    the RL search trains its children in a process pool or on Ray (recipe keys executor, workers)."""
+    The supernet searches work under `torchrun --nproc-per-node N -m nasnetzoo search ...`; the
+    sampled searches train their children in a process pool or on Ray (recipe keys executor, workers)."""
     from ..recipe_file import RecipeError, resolve_recipe
     from ..runs.envelope import check_resume_args
     from .api import run_search, strategy_of, summary

@@ -1,52 +1,6 @@
-"""Where children train: in this process, in a local process pool, or as Ray tasks.
-
-The executors are the shared ones (``nasnetzoo/runs/executors.py``), bound here to the child
-trainer: each takes a batch of :class:`~.child.ChildJob` and returns their results in job order.
-
-* ``local``: one after another in this process (the simplest, and what one GPU wants).
-* ``process``: a ``ProcessPoolExecutor`` of ``workers`` spawned processes; each keeps its dataset
-  between children, and CPU threads are split between the workers.
-* ``ray``: one Ray task per child on a running cluster (``ray_address``) or a local one, asking for
-  ``gpus_per_child`` GPUs (default: one when the cluster has GPUs) and ``cpus_per_child`` CPUs.
-  Install with ``pip install "nasnetzoo[ray]"``.
-"""
+"""Where NASNet's children train, shared by every sampled search: see :mod:`nasnetzoo.search.sampled.executors`."""
 from __future__ import annotations
 
-import dataclasses
-from typing import Optional
-
-from ...runs import executors as shared
-from ...runs.executors import EXECUTORS
-from .child import ChildJob, train_child
-
-
-def _with_threads(job: ChildJob, threads: int) -> ChildJob:
-    if job.config.threads:
-        return job
-    return dataclasses.replace(job, config=dataclasses.replace(job.config, threads=max(1, threads)))
-
-
-class LocalExecutor(shared.LocalExecutor):
-    def __init__(self) -> None:
-        super().__init__(train_child)
-
-
-class ProcessExecutor(shared.ProcessExecutor):
-    def __init__(self, workers: int) -> None:
-        super().__init__(train_child, workers, prepare=_with_threads)
-
-
-class RayExecutor(shared.RayExecutor):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(train_child, prepare=_with_threads, **kwargs)
-
-
-def make_executor(kind: str = "auto", *, workers: int = 1, ray_address: str = "", ray_num_cpus: int = 0,
-                  gpus_per_child: Optional[float] = None, cpus_per_child: float = 1.0):
-    """``auto``: Ray when ``ray_address`` is set, a process pool when ``workers > 1``, else local."""
-    return shared.make_executor(train_child, kind, workers=workers, prepare=_with_threads, ray_address=ray_address,
-                                ray_num_cpus=ray_num_cpus, gpus_per_child=gpus_per_child,
-                                cpus_per_child=cpus_per_child)
-
+from ..sampled.executors import EXECUTORS, LocalExecutor, ProcessExecutor, RayExecutor, make_executor
 
 __all__ = ["EXECUTORS", "LocalExecutor", "ProcessExecutor", "RayExecutor", "make_executor"]

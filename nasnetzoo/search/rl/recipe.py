@@ -16,18 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ...recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
-from ...registry import DATASETS
-from .child import ChildConfig
-from .executors import EXECUTORS
+from ...recipe_file import RecipeError, RecipeFile, check_choices, require_finite
+from ..sampled.child import ChildConfig
+from ..sampled.executors import EXECUTORS
+from ..sampled.recipe import child_config_from
 from .policy import ALGORITHMS
 from .space import PAPER_OPS
 
 STRATEGY = "nasnet_rl"
 CHOICES = {"strategy": (STRATEGY,), "algorithm": ALGORITHMS, "executor": EXECUTORS}
-# Children train on the CIFAR-sized datasets of the registry.
-CHILD_CHOICES = {"dataset": tuple(name for name, (preset, _) in DATASETS.items() if preset == "cifar"), "device": ("auto", "cpu", "cuda"),
-                 "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off")}
 
 
 @dataclass
@@ -94,14 +91,7 @@ class RLSearchRecipe(RecipeFile):
 
     @property
     def child_config(self) -> ChildConfig:
-        config = from_mapping(ChildConfig, self.child, "recipe key 'child'")
-        check_choices(config, CHILD_CHOICES)
-        for key in ("image_size", "held_out", "N", "F", "epochs", "batch_size"):
-            if getattr(config, key) < 1:
-                raise RecipeError(f"recipe key 'child.{key}' = {getattr(config, key)} must be at least 1.")
-        if not 0.0 <= config.drop_path < 1.0:
-            raise RecipeError(f"recipe key 'child.drop_path' = {config.drop_path} must be in [0, 1).")
-        return config
+        return child_config_from(self.child)
 
     @property
     def gpus(self) -> Optional[float]:

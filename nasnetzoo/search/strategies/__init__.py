@@ -1,7 +1,8 @@
 """Search strategies behind one interface (``SearchStrategy``), each registered in the one table.
 
 Importing this package registers the bundled strategies (each module registers its own entry:
-``darts``, ``pcdarts``, ``parsec``, ``nasnet_rl``, ``gdas``, ``snas``, ``enas``, ``pdarts``); ``nasnetzoo.search.run_search`` and
+``darts``, ``pcdarts``, ``parsec``, ``nasnet_rl``, ``gdas``, ``snas``, ``enas``, ``pdarts``,
+``evolution``, ``random``, ``pnas``); ``nasnetzoo.search.run_search`` and
 ``nasnetzoo search`` dispatch through :data:`TABLE`.  A new strategy is its module plus its
 :func:`register_strategy` call (see ``docs/search_strategies.md``).
 """
@@ -11,6 +12,8 @@ from . import darts, nasnet_rl, parsec, pcdarts  # noqa: F401  (each registers i
 from . import gdas, snas  # noqa: F401  (each registers its entry)
 from . import enas  # noqa: F401  (registers its entry)
 from . import pdarts  # noqa: F401  (registers its entry)
+from . import evolution, random_search  # noqa: F401  (each registers its entry)
+from . import pnas  # noqa: F401  (registers its entry)
 from .base import SearchStrategy, derive_from_weights
 from .darts import DARTSStrategy
 from .gdas import GDASStrategy
