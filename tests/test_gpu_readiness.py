@@ -2,6 +2,7 @@
 their first GPU)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 import nasnetzoo
@@ -136,3 +137,84 @@ def test_parsec_samples_with_a_generator_on_its_network_s_device():
         assert moved.device.type == "cuda" and moved.initial_seed() == 5
         cuda_strategy = PARSECStrategy(network.cuda(), num_samples=2, generator=torch.Generator().manual_seed(5))
         cuda_strategy.sample()
+
+
+# ---------------------------------------------------------------- DDP search: bucketed gradient averaging
+def test_buckets_pack_consecutive_tensors_of_one_dtype_up_to_the_limit():
+    from nasnetzoo.runs.distributed import buckets
+
+    f32 = [torch.zeros(10) for _ in range(5)]            # 40 bytes each
+    big, f64 = torch.zeros(100), torch.zeros(3, dtype=torch.float64)
+    groups = list(buckets([*f32[:3], big, *f32[3:], f64], limit=100))
+    assert [len(g) for g in groups] == [2, 1, 1, 2, 1]   # 80 B, then 40 + 400 > 100, big alone, 80 B, a new dtype
+    assert groups[2] == [big] and groups[-1] == [f64]
+    assert [t for g in groups for t in g] == [*f32[:3], big, *f32[3:], f64]   # order kept
+
+
+def test_search_gradients_are_averaged_in_a_few_buckets_not_one_message_per_tensor(monkeypatch):
+    """A fake two-process reduction (the other rank's gradient is a function of this one's, so the
+    expected mean is known) over a supernet's gradients: a few calls, the same averages."""
+    import torch.distributed as dist
+
+    from nasnetzoo.search.strategies.base import SearchStrategy
+    from nasnetzoo.search.supernet import SearchNetwork
+
+    calls = []
+
+    def fake_all_reduce(t, *args, **kwargs):
+        calls.append(t.numel())
+        t.add_(t.square())    # the sum with a rank whose gradient is g**2, elementwise
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)
+    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    torch.manual_seed(0)
+    network = SearchNetwork(C=4, layers=3, num_classes=3, edge_norm=False)
+    network(torch.randn(2, 3, 8, 8)).square().sum().backward()
+    grads = [p.grad for p in network.weight_parameters() if p.grad is not None]
+    expected = [(g + g.square()) / 2 for g in grads]
+    SearchStrategy.all_reduce_mean(grads)
+    assert len(grads) > 100 and len(calls) == 1 and calls[0] == sum(g.numel() for g in grads)
+    for got, want in zip(grads, expected):
+        assert torch.equal(got, want)
+
+
+def _bucket_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from nasnetzoo.runs.distributed import all_reduce_mean
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(100 + rank)   # each rank its own gradients
+        grads = [torch.randn(s) for s in [(7,), (3, 4), (2, 3, 5, 5), (1,)]]
+        grads.append(torch.randn(2, 2, 3, 3).to(memory_format=torch.channels_last))   # shares a bucket with (1,)
+        grads += [torch.randn(s) for s in [(64, 16), (5, 2, 3, 3)]]
+        per_tensor = [g.clone() for g in grads]
+        for t in per_tensor:     # the old way: one all_reduce per tensor
+            dist.all_reduce(t)
+            t.div_(world)
+        all_reduce_mean(grads, limit=400)    # several buckets of a few tensors each
+        torch.save({"bucketed": grads, "per_tensor": per_tensor}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_bucketed_averages_equal_per_tensor_ones_on_two_gloo_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_bucket_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for a, b, c in zip(r0["bucketed"], r0["per_tensor"], r1["bucketed"]):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert r0["bucketed"][4].is_contiguous(memory_format=torch.channels_last)
+
