@@ -218,3 +218,24 @@ def test_bucketed_averages_equal_per_tensor_ones_on_two_gloo_processes(tmp_path)
         assert torch.equal(a, b) and torch.equal(a, c)
     assert r0["bucketed"][4].is_contiguous(memory_format=torch.channels_last)
 
+
+# ---------------------------------------------------------------- DDP search: per-rank augmentation
+def test_each_rank_draws_its_own_augmentation_on_the_same_architecture():
+    """The loop a rank builds (no process group needed): the supernet and GDAS's sampler are the same
+    on ranks 0 and 1 and on one process, the global RNG that crops and flips draw from is not; rank 0
+    keeps one process's stream."""
+    from nasnetzoo.runs.distributed import DistInfo
+    from nasnetzoo.search import runner
+
+    recipe = _tiny_search_recipe("strategy=gdas", "partial_k=1", "edge_norm=false", "max_steps_per_epoch=1")
+    built = {}
+    for rank, world in ((0, 1), (0, 2), (1, 2)):
+        loop = runner._build(DistInfo(rank=rank, world=world), recipe)
+        built[rank, world] = (loop.network.state_dict(), loop.strategy.generator.get_state(), torch.get_rng_state())
+    one, first, second = built[0, 1], built[0, 2], built[1, 2]
+    for other in (first, second):
+        assert all(torch.equal(one[0][k], other[0][k]) for k in one[0])   # the architecture and weights
+        assert torch.equal(one[1], other[1])                               # the sampler's stream
+    assert torch.equal(one[2], first[2]) and not torch.equal(first[2], second[2])
+    torch.manual_seed(recipe.seed)
+    assert not torch.equal(one[2], torch.get_rng_state())   # not reseeded on rank 0: the build's draws count

@@ -14,7 +14,8 @@ The lock, resume, RNG states, commits, logs and Ctrl-C/SIGTERM are the run envel
 (``runs/envelope.py``); this module keeps the search's own steps.
 
 Under torchrun every rank computes, gradients of weights and architecture parameters are averaged
-across ranks, and rank 0 writes the files.
+across ranks (in flat buckets), every rank draws its own augmentation while the architecture stays the
+same on all of them, and rank 0 writes the files.
 """
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
                    channels_last=recipe.channels_last == "on", backend=recipe.backend)
     options.update(get_strategy(recipe.strategy).network)
     return SearchNetwork(**options)
+
+
+def augmentation_seed(seed: int, rank: int) -> int:
+    """The global RNG's seed on ``rank`` after the build (crops, flips): distinct per rank, as the
+    retrain's per-rank stream, and ``seed`` itself on rank 0."""
+    return seed + 7919 * rank
 
 
 def _broadcast_parameters(network: torch.nn.Module) -> None:
@@ -176,6 +183,11 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     network = build_network(recipe, data.num_classes).to(info.device)
     _broadcast_parameters(network)
     strategy = build_strategy(recipe, network)
+    # The supernet and the strategies' samplers (their own generators) are seeded alike on every
+    # rank; what draws from the global RNG from here on is the augmentation, which each rank draws
+    # for its own shard.  Rank 0 keeps the recipe's stream, so one process searches as before.
+    if info.rank:
+        seed_everything(augmentation_seed(recipe.seed, info.rank))
     if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
         strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,
