@@ -239,3 +239,85 @@ def test_each_rank_draws_its_own_augmentation_on_the_same_architecture():
     assert torch.equal(one[2], first[2]) and not torch.equal(first[2], second[2])
     torch.manual_seed(recipe.seed)
     assert not torch.equal(one[2], torch.get_rng_state())   # not reseeded on rank 0: the build's draws count
+
+
+# ---------------------------------------------------------------- compile: the compiled search step
+def test_the_compile_key_is_refused_on_the_fused_backend_and_on_strategies_without_a_compiled_step():
+    from nasnetzoo.recipe_file import RecipeError
+
+    for extra, words in ((("backend=fused",), "set backend: reference"),
+                         (("strategy=parsec", "edge_norm=false", "partial_k=1"), "strategy 'parsec' has no compiled")):
+        with pytest.raises(RecipeError) as err:
+            _tiny_search_recipe("compile=true", *extra)
+        assert words in str(err.value) and "\n" not in str(err.value)
+    assert _tiny_search_recipe("compile=true", "strategy=darts", "edge_norm=false").compile
+
+
+def _compiled_search(tmp_path, name: str, *extra: str, **kwargs):
+    from torch._dynamo.utils import counters
+
+    from nasnetzoo.search import runner
+
+    torch._dynamo.reset()
+    counters.clear()
+    recipe = _tiny_search_recipe("steps=1", "warmup_epochs=0", *extra)
+    result = runner.search(recipe, out=tmp_path / name, **kwargs)
+    state = torch.load(tmp_path / name / runner.CHECKPOINT, weights_only=False)
+    graphs = counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+    return result, state, graphs
+
+
+def test_a_compiled_search_step_runs_the_captured_supernet_and_matches_eager(monkeypatch):
+    """compile: true on the auto backend builds the reference supernet, and a search step (the
+    architecture step, then the weights') runs dynamo's capture of it (here with the aot_eager
+    backend, which traces forward and backward as inductor does, without code generation: whole
+    searches under inductor, and their resume, are in the slow tier): one graph, the same
+    alphas and weights as an eager step, and the module's own state (what checkpoints hold)."""
+    from torch._dynamo.utils import counters
+
+    from nasnetzoo.runs.distributed import DistInfo
+    from nasnetzoo.search import compiled, runner
+
+    monkeypatch.setattr(compiled, "COMPILE_BACKEND", "aot_eager")
+    loops = {}
+    for name, extra in (("eager", "backend=reference"), ("compiled", "compile=true")):
+        torch._dynamo.reset()
+        counters.clear()
+        loop = runner._build(DistInfo(), _tiny_search_recipe("steps=1", "warmup_epochs=0", extra))
+        train_batch, arch_batch = next(iter(loop.data.weights)), next(iter(loop.data.arch))
+        loop.strategy.step(train_batch, arch_batch, loop.optimizer)
+        loops[name] = (loop, counters["stats"]["unique_graphs"], loop.network.backend)
+    torch._dynamo.reset()
+    (eager, eager_graphs, eager_backend), (comp, graphs, backend) = loops["eager"], loops["compiled"]
+    assert (eager_graphs, graphs, eager_backend, backend) == (0, 1, "reference", "reference")
+    eager_state, comp_state = eager.network.state_dict(), comp.network.state_dict()
+    assert list(comp_state) == list(eager_state)
+    for key, value in eager_state.items():
+        assert torch.allclose(comp_state[key].float(), value.float(), atol=1e-6), key
+    assert not torch.equal(eager_state["alphas_normal"], eager.network.alphas_normal.new_zeros(()).expand_as(
+        eager_state["alphas_normal"])) and eager.strategy.arch_optimizer.state   # an architecture step was taken
+
+
+@pytest.mark.slow
+def test_an_inductor_compiled_search_matches_eager_and_resumes_exactly(tmp_path):
+    """The real compile (inductor, minutes on a loaded 2-core machine): alphas within float tolerance of
+    eager, the same genotype, and a compiled run stopped after its first epoch and resumed ends
+    bitwise where an uninterrupted compiled run ends."""
+    eager, eager_state, _ = _compiled_search(tmp_path, "eager", "max_steps_per_epoch=2", "epochs=2",
+                                             "backend=reference")
+    whole, whole_state, graphs = _compiled_search(tmp_path, "whole", "max_steps_per_epoch=2", "epochs=2",
+                                                  "compile=true")
+    assert graphs >= 1 and whole.genotype.to_string() == eager.genotype.to_string()
+    for key in ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"):
+        assert torch.allclose(whole_state["model"][key], eager_state["model"][key], atol=1e-5), key
+    _compiled_search(tmp_path, "cut", "max_steps_per_epoch=2", "epochs=2", "compile=true",
+                     on_epoch_end=lambda epoch: True)
+    from nasnetzoo.search import runner
+
+    torch._dynamo.reset()
+    runner.search(runner.prepare_resume(tmp_path / "cut"), resume=tmp_path / "cut")
+    resumed = torch.load(tmp_path / "cut" / runner.CHECKPOINT, weights_only=False)
+    assert resumed["epoch"] == 1
+    for key, value in whole_state["model"].items():
+        assert torch.equal(resumed["model"][key], value), key

@@ -39,6 +39,7 @@ from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_r
 from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
 from ..runs.progress import RunProgress, say
 from ..train.engine import configure_determinism
+from .compiled import compile_supernet
 from .data import build_search_data
 from .history import SearchHistory, plot_history
 from .recipe import SearchRecipe, load_search_recipe
@@ -78,7 +79,8 @@ def build_network(recipe: SearchRecipe, num_classes: int) -> SearchNetwork:
     """The supernet, with the options the recipe's strategy fixes (its entry's ``network``)."""
     options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
                    partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory,
-                   channels_last=recipe.channels_last == "on", backend=recipe.backend)
+                   channels_last=recipe.channels_last == "on",
+                   backend="reference" if recipe.compile else recipe.backend)   # compile: one graph, on the reference
     options.update(get_strategy(recipe.strategy).network)
     return SearchNetwork(**options)
 
@@ -188,6 +190,8 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     # for its own shard.  Rank 0 keeps the recipe's stream, so one process searches as before.
     if info.rank:
         seed_everything(augmentation_seed(recipe.seed, info.rank))
+    if recipe.compile:
+        strategy.supernet_forward = compile_supernet(network)
     if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
         strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,

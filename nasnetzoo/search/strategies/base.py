@@ -41,6 +41,9 @@ class SearchStrategy:
         # Listed once: walking the supernet's modules for them takes ~7 ms, twice a step.  The
         # weight optimizer holds the same fixed list.
         self.weight_params = network.weight_parameters()
+        # What computes the supernet's continuous forward: the module itself, or its torch.compile
+        # wrapper (recipe key compile; the module's state, and so the checkpoints, stay the module's).
+        self.supernet_forward: Callable[[torch.Tensor], torch.Tensor] = network
 
     # ---------------------------------------------------------------- steps
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,7 +53,7 @@ class SearchStrategy:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return self.network(x)
+            return self.supernet_forward(x)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of what the search currently believes in (for the held-out accuracy)."""

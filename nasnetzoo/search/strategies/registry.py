@@ -30,7 +30,8 @@ class Strategy:
     old flat recipe key to ``(option, its old default)``; ``network`` holds the supernet options it
     fixes; ``check(recipe)`` refuses shared keys it cannot run with; ``warm_start(strategy,
     options)`` runs once at the start of a new search.  ``summary(result)`` is the line the CLI
-    prints at the end; ``title`` is how messages name it."""
+    prints at the end; ``title`` is how messages name it.  ``compiles``: its step goes through
+    ``SearchStrategy.forward`` alone, so recipe key ``compile: true`` can compile it."""
     name: str
     run: Optional[Callable[..., Any]] = None
     recipe: Optional[type] = None
@@ -42,6 +43,7 @@ class Strategy:
     warm_start: Optional[Callable[[Any, Any], None]] = None
     summary: Optional[Callable[[Any], str]] = None
     title: str = ""
+    compiles: bool = False   # its step runs the continuous supernet forward, which recipe key compile compiles
 
     @property
     def on_supernet(self) -> bool:
