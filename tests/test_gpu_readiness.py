@@ -321,3 +321,43 @@ def test_an_inductor_compiled_search_matches_eager_and_resumes_exactly(tmp_path)
     assert resumed["epoch"] == 1
     for key, value in whole_state["model"].items():
         assert torch.equal(resumed["model"][key], value), key
+
+
+# ---------------------------------------------------------------- samplers on the device
+def test_parsec_reads_each_sample_back_with_one_copy_per_cell_type(monkeypatch):
+    """A sample's categories come to the host in one copy per cell type (reading them element by
+    element waited on a GPU 32 times per sample)."""
+    from nasnetzoo.search.strategies.parsec import PARSECStrategy
+    from nasnetzoo.search.supernet import CELL_TYPES, SearchNetwork
+
+    strategy = PARSECStrategy(SearchNetwork(C=4, layers=3, num_classes=3, edge_norm=False), num_samples=2,
+                              generator=torch.Generator().manual_seed(5))
+    reads = []
+    for name in ("__int__", "__float__", "item", "tolist", "__index__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n),
+                                                                                            _o(self, *a, **k))[1])
+    choice, _ = strategy.sample()
+    monkeypatch.undo()
+    assert len(reads) == len(CELL_TYPES), reads
+    assert all(isinstance(j, int) and isinstance(o, int) for cell in choice.values() for node in cell for j, o in node)
+
+
+def test_gdas_and_snas_draw_with_a_generator_on_their_network_s_device(monkeypatch):
+    """GDAS's and SNAS's Gumbel draws (``exponential_`` / ``uniform_`` with a generator) refuse a CPU
+    generator for CUDA tensors, as PARSEC's ``multinomial`` does: both move theirs to the network's
+    device through ``generator_on``."""
+    from nasnetzoo.search.strategies import gdas, snas
+    from nasnetzoo.search.supernet import SearchNetwork
+
+    for module, cls in ((gdas, gdas.GDASStrategy), (snas, snas.SNASStrategy)):
+        calls = []
+        real = module.generator_on
+        monkeypatch.setattr(module, "generator_on", lambda device, g, _real=real: (calls.append(device),
+                                                                                   _real(device, g))[1])
+        network = SearchNetwork(C=4, layers=3, num_classes=3, partial_k=1, edge_norm=False)
+        strategy = cls(network, generator=torch.Generator().manual_seed(3))
+        assert calls == [network.alphas_normal.device], cls
+        assert strategy.generator.device == network.alphas_normal.device
+        if torch.cuda.is_available():
+            cls(network.cuda(), generator=torch.Generator().manual_seed(3)).sample()
