@@ -270,16 +270,17 @@ def _compiled_search(tmp_path, name: str, *extra: str, **kwargs):
 
 def test_a_compiled_search_step_runs_the_captured_supernet_and_matches_eager(monkeypatch):
     """compile: true on the auto backend builds the reference supernet, and a search step (the
-    architecture step, then the weights') runs dynamo's capture of it (here with the aot_eager
-    backend, which traces forward and backward as inductor does, without code generation: whole
-    searches under inductor, and their resume, are in the slow tier): one graph, the same
-    alphas and weights as an eager step, and the module's own state (what checkpoints hold)."""
+    architecture step, then the weights') runs dynamo's capture of it (here handed to dynamo's
+    "eager" backend, which runs the captured graph as it is: inductor's code generation, with its
+    backward through AOTAutograd, takes minutes here, so whole inductor searches and their resume
+    are in the slow tier): one graph, the same alphas and weights as an eager step, and the
+    module's own state (what checkpoints hold)."""
     from torch._dynamo.utils import counters
 
     from nasnetzoo.runs.distributed import DistInfo
     from nasnetzoo.search import compiled, runner
 
-    monkeypatch.setattr(compiled, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(compiled, "COMPILE_BACKEND", "eager")
     loops = {}
     for name, extra in (("eager", "backend=reference"), ("compiled", "compile=true")):
         torch._dynamo.reset()

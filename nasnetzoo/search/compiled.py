@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-# Inductor: the default, and what gives the speed.  Tests swap in "aot_eager" (the same capture,
-# no code generation) to stay cheap.
+# Inductor: the default, and what gives the speed.  The default-tier test swaps in dynamo's "eager"
+# backend (the same capture, no code generation) to stay cheap.
 COMPILE_BACKEND = "inductor"
 
 
