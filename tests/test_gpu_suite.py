@@ -58,6 +58,7 @@ def test_the_whole_first_gpu_run_in_smoke_mode(tmp_path):
     results = _first_run(tmp_path, "P0,P1,P2,P3,P4")
     assert all("error" not in r for r in results["P1"].values()), results["P1"]
     assert results["P1"]["fused vs reference"]["max_abs_logits"] < 1e-4
+    assert {"search gdas", "search snas", "search enas"} <= set(results["P1"])
     assert results["P2"]["reference fp32"]["epochs_50_min"] > 0
 
 
@@ -108,3 +109,18 @@ def test_a_long_search_task_stops_at_the_budget_and_says_how_far_it_got(monkeypa
     cfg = {**gpu_suite.SMOKE["search"], "steps": 3}
     record = gpu_suite.search_epoch(cfg, gpu_suite.torch.device("cpu"), fused=False, bf16=False)
     assert record["steps"] == 1 and record["cut_by_budget"] and record["epoch_s"] > 0
+
+
+def test_first_contact_runs_the_smoke_search_of_every_strategy():
+    """P1 covers every strategy in the table on the device (GDAS's and SNAS's samplers are the ones
+    a CPU generator would break on CUDA); NASNet's RL, a minute of children on the CPU, outside
+    --smoke only."""
+    import gpu_first_run
+
+    from nasnetzoo.search.strategies import TABLE
+
+    assert set(gpu_first_run.smoke_searches(False, "cuda")) == set(TABLE)
+    assert set(gpu_first_run.smoke_searches(True, "cpu")) == set(TABLE) - {"nasnet_rl"}
+    for recipe, overrides in gpu_first_run.smoke_searches(False, "cuda").values():
+        assert (gpu_first_run.HERE.parent / "recipes" / recipe).is_file()
+        assert "device=cuda" in overrides or recipe == "smoke_nasnet_rl.yaml"
