@@ -246,11 +246,12 @@ def test_the_compile_key_is_refused_on_the_fused_backend_and_on_strategies_witho
     from nasnetzoo.recipe_file import RecipeError
 
     for extra, words in ((("backend=fused",), "set backend: reference"),
+                         (("memory=checkpoint",), "set memory: default"),
                          (("strategy=parsec", "edge_norm=false", "partial_k=1"), "strategy 'parsec' has no compiled")):
         with pytest.raises(RecipeError) as err:
             _tiny_search_recipe("compile=true", *extra)
         assert words in str(err.value) and "\n" not in str(err.value)
-    assert _tiny_search_recipe("compile=true", "strategy=darts", "edge_norm=false").compile
+    assert _tiny_search_recipe("compile=true", "strategy=darts", "edge_norm=false", "second_order=true").compile
 
 
 def _compiled_search(tmp_path, name: str, *extra: str, **kwargs):

@@ -115,6 +115,9 @@ class SearchRecipe(RecipeFile):
         if self.backend == "fused":
             raise RecipeError("recipe key 'compile' compiles the reference supernet (the fused backend breaks into "
                               "several graphs per cell): set backend: reference (or auto), or compile: false.")
+        if self.memory == "checkpoint":   # dynamo (torch 2.14.1) cannot trace the recomputation's context_fn
+            raise RecipeError("recipe key 'compile' does not run with memory: checkpoint (torch.compile cannot trace "
+                              "its recomputation); set memory: default or compile: false.")
         if not entry.compiles:
             able = ", ".join(name for name, e in TABLE.items() if e.compiles)
             raise RecipeError(f"strategy {self.strategy!r} has no compiled step (recipe key 'compile' runs with "
