@@ -5,9 +5,10 @@ ends; the parent appends one line per phase to ``OUT/phases.jsonl``.  A phase th
 or is killed costs only itself: everything finished before it stays on disk.
 
 * **P0** environment: torch, CUDA, cuDNN, the device, its memory, nasnetzoo's version.
-* **P1** first contact: the smoke search of every supernet strategy and of NASNet's RL search on
-  the device, a smoke retrain, and fused against reference numerics (logits and architecture
-  gradients of one PC-DARTS step on the same weights and batch).
+* **P1** first contact: the smoke search of every strategy in the strategies table on the device
+  (DARTS, PC-DARTS, PARSEC, GDAS, SNAS, ENAS, and NASNet's RL outside --smoke), a smoke retrain,
+  and fused against reference numerics (logits and architecture gradients of one PC-DARTS step on
+  the same weights and batch).
 * **P2** a PC-DARTS CIFAR-10-shaped search (C=16, 8 cells, K=4, batch 256, synthetic data in GPU
   memory): fp32 reference, fp32 fused, bf16, and compiled (the reference path under torch.compile),
   each with CUDA-synchronised step time, process CPU time, peak memory and the 50-epoch figure.
@@ -69,6 +70,32 @@ def p0(smoke: bool) -> dict:
     return facts
 
 
+# The smoke recipe of each strategy that has its own (the others: smoke_search.yaml with strategy=).
+OWN_SMOKE_RECIPES = {"gdas": "smoke_gdas.yaml", "snas": "smoke_snas.yaml", "enas": "smoke_enas.yaml",
+                     "nasnet_rl": "smoke_nasnet_rl.yaml"}
+
+
+def smoke_searches(smoke: bool, device: str) -> dict:
+    """strategy -> (recipe file, overrides): the smoke search of every strategy in the table, cut to a
+    couple of steps on ``device``.  NASNet's RL search only outside --smoke (its smoke trains 12
+    children: a minute on two CPU cores) and with its own recipe's sizes."""
+    from nasnetzoo.search.strategies import TABLE
+
+    small = ["epochs=1", "max_steps_per_epoch=2", "progress=false", f"device={device}"]
+    runs = {}
+    for name, entry in TABLE.items():
+        recipe = OWN_SMOKE_RECIPES.get(name, "smoke_search.yaml")
+        if entry.on_supernet:
+            runs[name] = (recipe, [*small, "warmup_epochs=0", f"strategy={name}"]
+                          + (["C=4", "layers=3", "max_steps_per_epoch=1"] if smoke else []))
+        elif name == "enas":
+            runs[name] = (recipe, [*small, "controller_train_steps=2", "derive_samples=2"]
+                          + (["max_steps_per_epoch=1"] if smoke else []))
+        elif not smoke:
+            runs[name] = (recipe, ["progress=false"])
+    return runs
+
+
 def p1(smoke: bool, out: Path) -> dict:
     import torch
 
@@ -80,26 +107,20 @@ def p1(smoke: bool, out: Path) -> dict:
 
     device = _device(smoke)
     recipes = HERE.parent / "recipes"
-    small = ["epochs=1", "warmup_epochs=0", "max_steps_per_epoch=2", "progress=false"] + (
-        ["C=4", "layers=3", "max_steps_per_epoch=1"] if smoke else [])
     results: dict = {}
-    for strategy in ("darts", "pcdarts", "parsec"):
+    for strategy, (recipe_file, overrides) in smoke_searches(smoke, device.type).items():
         start = time.perf_counter()
         try:
-            result = run_search(recipes / "smoke_search.yaml", out=out / f"search_{strategy}", overwrite=True,
-                                overrides=[*small, f"strategy={strategy}", f"device={device.type}"])
-            results[f"search {strategy}"] = {"seconds": time.perf_counter() - start,
-                                             "genotype": result.genotype.to_string()}
+            result = run_search(recipes / recipe_file, out=out / f"search_{strategy}", overwrite=True,
+                                overrides=overrides)
+            record = {"seconds": time.perf_counter() - start}
+            if hasattr(result, "genotype"):
+                record["genotype"] = result.genotype.to_string()
+            if hasattr(result, "best_reward"):
+                record["best"] = result.best_reward
+            results[f"search {strategy}"] = record
         except Exception as error:  # noqa: BLE001  (record and go on: this is first contact)
             results[f"search {strategy}"] = {"error": f"{type(error).__name__}: {error}"}
-    if not smoke:   # the RL smoke search trains 12 children: a minute on two CPU cores
-        start = time.perf_counter()
-        try:
-            result = run_search(recipes / "smoke_nasnet_rl.yaml", out=out / "search_nasnet_rl", overwrite=True,
-                                overrides=["progress=false"])
-            results["search nasnet_rl"] = {"seconds": time.perf_counter() - start, "best": result.best_reward}
-        except Exception as error:  # noqa: BLE001
-            results["search nasnet_rl"] = {"error": f"{type(error).__name__}: {error}"}
     start = time.perf_counter()
     try:
         recipe = load_recipe(recipes / "smoke_train.yaml", ["epochs=1", "max_steps_per_epoch=2", "progress=false",
@@ -264,12 +285,14 @@ def main(argv=None) -> int:
         command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--out", str(out), *extra]
         if args.smoke:
             command.append("--smoke")
+        # The timeouts are the GPU run's; --smoke runs on a CPU that tests share (three times as long).
+        limit = TIMEOUTS[phase] * (3 if args.smoke else 1)
         start = time.perf_counter()
         try:
-            done = subprocess.run(command, timeout=TIMEOUTS[phase], capture_output=True, text=True)
+            done = subprocess.run(command, timeout=limit, capture_output=True, text=True)
             status = {"rc": done.returncode, "stderr_tail": done.stderr[-2000:] if done.returncode else ""}
         except subprocess.TimeoutExpired:
-            status = {"rc": None, "timed_out_after_s": TIMEOUTS[phase]}
+            status = {"rc": None, "timed_out_after_s": limit}
         status.update(phase=name, wall_s=round(time.perf_counter() - start, 1),
                       file=str(out / f"{name}.json") if (out / f"{name}.json").is_file() else None)
         with open(out / "phases.jsonl", "a") as log:

@@ -112,3 +112,14 @@ def test_recipe_names_resolve_and_a_wrong_one_lists_the_bundled(tmp_path, monkey
     assert resolve_recipe("smoke_search.yaml") == Path("smoke_search.yaml")  # a file given wins
     with pytest.raises(RecipeError, match=r"'smoke_serch' does not exist\. Bundled recipes \(pass a name\): .*smoke_search"):
         read_yaml_mapping("smoke_serch")
+
+
+def test_the_offline_install_line_names_the_setuptools_that_the_build_requires():
+    """docs/gpu.md's install with no network (no build isolation) needs the setuptools that
+    pyproject's build-system asks for already there; an older floor in the docs sends a GPU user
+    into a build that fails (setuptools 65 rejects the SPDX license field)."""
+    floor = re.search(r'requires = \["setuptools>=([\d.]+)"\]', (REPO / "pyproject.toml").read_text()).group(1)
+    doc = (REPO / "docs" / "gpu.md").read_text()
+    stated = re.findall(r"setuptools >= ([\d.]+)", doc)
+    assert stated and set(stated) == {floor}, (stated, floor)
+    assert "--no-build-isolation --no-deps -e ." in doc and "PYTHONPATH=$PWD python" in doc

@@ -129,7 +129,8 @@ DDP_EPOCHS = {"smoke_pdarts": ["epochs=3", "options.add_layers=[0,1,2]"]}
 def test_ddp_search_keeps_architecture_identical_on_every_rank(name, tmp_path):
     """Two gloo processes on different data shards: after the search every parameter, weights and
     alphas/betas alike, is bitwise the same on both ranks (GDAS and SNAS: every rank drew the same
-    samples; P-DARTS: every rank built the same stages)."""
+    samples; P-DARTS: every rank built the same stages), and the ranks' augmentations drew from
+    different RNG states."""
     import torch.multiprocessing as mp
 
     recipe = load_search_recipe(REPO / "recipes" / f"{name}.yaml",
@@ -141,8 +142,11 @@ def test_ddp_search_keeps_architecture_identical_on_every_rank(name, tmp_path):
     assert {"alphas_normal", "alphas_reduce"} <= set(a0) and ("betas_reduce" in a0) == (name == "smoke_search")
     assert ("samples" in a0) == (name in ("smoke_gdas", "smoke_snas"))
     for key in a0:
-        assert torch.equal(a0[key], a1[key]), key
+        if key != "augment_rng":
+            assert torch.equal(a0[key], a1[key]), key
     assert nasnetzoo.Genotype.from_file(Path(out) / "genotype.yaml")
+    # ... while each rank crops and flips its shard with draws of its own (the RNG at the first batch)
+    assert not torch.equal(a0["augment_rng"], a1["augment_rng"])
 
 
 def _ddp_alphas_worker(rank: int, world: int, port: int, out: str, recipe: dict) -> None:
@@ -171,9 +175,19 @@ def _ddp_alphas_worker(rank: int, world: int, port: int, out: str, recipe: dict)
 
     samples = []
     runner.build_strategy = spy
+    from nasnetzoo.data.augment import BatchAugment
+
+    augment = BatchAugment.__call__
+
+    def first_draw(self, x, train=True):   # the RNG state the first augmented batch draws from
+        captured.setdefault("augment_rng", torch.get_rng_state())
+        return augment(self, x, train=train)
+
+    BatchAugment.__call__ = first_draw
     search(SearchRecipe(**recipe), out=out)
     net = captured["network"]
     params = {n: p.detach().clone() for n, p in net.named_parameters()}
+    params["augment_rng"] = captured["augment_rng"]
     if samples:
         params["samples"] = torch.stack(samples)
     torch.save(params, Path(out) / f"params_rank{rank}.pt")

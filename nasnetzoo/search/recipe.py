@@ -56,6 +56,7 @@ class SearchRecipe(RecipeFile):
     memory: str = "default"       # checkpoint: recompute each cell in the backward pass (less memory, ~1 more forward)
     channels_last: str = "auto"   # auto|off: NCHW (where the CPU path was measured); on: NHWC (docs/search_speed.md)
     backend: str = "auto"         # the supernet's computation: auto (fused on CPU fp32 NCHW), reference, fused
+    compile: bool = False         # torch.compile the supernet's forward (reference backend; darts, pcdarts)
 
     # ---- weights
     epochs: int = 50
@@ -105,8 +106,22 @@ class SearchRecipe(RecipeFile):
                               "(the share of the training set used for the weights; the rest trains the architecture).")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise RecipeError(f"recipe key 'warmup_epochs' = {self.warmup_epochs} must be in 0..epochs ({self.epochs}).")
+        if self.compile:
+            self._check_compile(entry)
         if entry.check is not None:
             entry.check(self)
+
+    def _check_compile(self, entry) -> None:
+        if self.backend == "fused":
+            raise RecipeError("recipe key 'compile' compiles the reference supernet (the fused backend breaks into "
+                              "several graphs per cell): set backend: reference (or auto), or compile: false.")
+        if self.memory == "checkpoint":   # dynamo (torch 2.14.1) cannot trace the recomputation's context_fn
+            raise RecipeError("recipe key 'compile' does not run with memory: checkpoint (torch.compile cannot trace "
+                              "its recomputation); set memory: default or compile: false.")
+        if not entry.compiles:
+            able = ", ".join(name for name, e in TABLE.items() if e.compiles)
+            raise RecipeError(f"strategy {self.strategy!r} has no compiled step (recipe key 'compile' runs with "
+                              f"strategy {able}); set compile: false.")
 
     def strategy_options(self) -> Any:
         """The strategy's options dataclass (None for a strategy without options)."""

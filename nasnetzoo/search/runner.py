@@ -18,7 +18,8 @@ stages) gets a new supernet, weight optimizer and schedule before the epoch it n
 checkpoint carries the network's options, so a resumed run rebuilds the network it saved.
 
 Under torchrun every rank computes, gradients of weights and architecture parameters are averaged
-across ranks, and rank 0 writes the files.
+across ranks (in flat buckets), every rank draws its own augmentation while the architecture stays the
+same on all of them, and rank 0 writes the files.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
 from ..fileio import draw_optional
 from ..runs.progress import RunProgress, say
 from ..train.engine import configure_determinism
+from .compiled import compile_supernet
 from .data import build_search_data
 from .history import SearchHistory, collapse_warning, plot_history
 from .recipe import SearchRecipe, load_search_recipe
@@ -83,10 +85,17 @@ def build_network(recipe: SearchRecipe, num_classes: int, change: Optional[dict]
     those of a strategy's network change (``change``)."""
     options = dict(C=recipe.C, layers=recipe.layers, num_classes=num_classes, steps=recipe.steps, stem=recipe.stem,
                    partial_k=recipe.partial_k, edge_norm=recipe.edge_norm, memory=recipe.memory,
-                   channels_last=recipe.channels_last == "on", backend=recipe.backend)
+                   channels_last=recipe.channels_last == "on",
+                   backend="reference" if recipe.compile else recipe.backend)   # compile: one graph, on the reference
     options.update(get_strategy(recipe.strategy).network)
     options.update(change or {})
     return SearchNetwork(**options)
+
+
+def augmentation_seed(seed: int, rank: int) -> int:
+    """The global RNG's seed on ``rank`` after the build (crops, flips): distinct per rank, as the
+    retrain's per-rank stream, and ``seed`` itself on rank 0."""
+    return seed + 7919 * rank
 
 
 def _broadcast_parameters(network: torch.nn.Module) -> None:
@@ -198,6 +207,12 @@ def _build(info: D.DistInfo, recipe: SearchRecipe) -> _Loop:
     change = (first_network(recipe) if first_network is not None else None) or NetworkChange()
     loop = _Loop(info, recipe, data, None, None, None, None, steps_per_epoch, SearchHistory(), cores, change)
     _rebuild(loop, change)
+    # The supernet and the strategies' samplers (their own generators) are seeded alike on every
+    # rank; what draws from the global RNG from here on is the augmentation, which each rank draws
+    # for its own shard.  Rank 0 keeps the recipe's stream, so one process searches as before.  (A
+    # later network change builds from these streams, but _broadcast_parameters makes it rank 0's.)
+    if info.rank:
+        seed_everything(augmentation_seed(recipe.seed, info.rank))
     return loop
 
 
@@ -208,6 +223,8 @@ def _rebuild(loop: _Loop, change: NetworkChange) -> None:
     network = build_network(recipe, loop.data.num_classes, change.options).to(info.device)
     _broadcast_parameters(network)
     strategy = build_strategy(recipe, network)
+    if recipe.compile:
+        strategy.supernet_forward = compile_supernet(network)
     if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
         strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,

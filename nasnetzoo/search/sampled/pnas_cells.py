@@ -18,9 +18,12 @@ the paper's text).  Cells that differ only by the order of two blocks that do no
 other are not merged: the expansion appends a block to a fixed prefix, as the paper's does.
 
 State numbers are the zoo's ``family="nasnet"`` ones: 0 is the cell's current input ``H_{c-1}``,
-1 the previous ``H_{c-2}``, block ``k`` (0-based) is state ``k + 2``.  The cell output
-concatenates every block's output, as TF-slim's ``PNasNetNormalCell`` does (the published
-``pnasnet5`` genotype: ``concat [2, 3, 4, 5, 6]``).
+1 the previous ``H_{c-2}``, block ``k`` (0-based) is state ``k + 2``.  A cell becomes a genotype
+through the sampled searches' ``pnas`` preset (:attr:`ProgressiveSpace.pipeline_space`), the one
+place that says how a PNAS cell's output is formed (every block's output concatenated, as TF-slim's
+``PNasNetNormalCell`` does; the published ``pnasnet5`` genotype: ``concat [2, 3, 4, 5, 6]``), so a
+random search or evolution over ``space: pnas`` builds the same cells.  The 8 ops are
+:data:`~.space.PNAS_OPS`.
 """
 from __future__ import annotations
 
@@ -29,20 +32,9 @@ from math import comb
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from ...errors import ConfigError, did_you_mean
-from ...genotype import Cell, Edge, Genotype
+from ...genotype import Genotype
 from ...ops.registry import op_names
-
-# The paper's 8 ops as zoo (TF-slim) op names, in the order the paper lists them.
-PNAS_OPS = (
-    "separable_3x3_2",   # 3x3 depthwise-separable convolution
-    "separable_5x5_2",   # 5x5 depthwise-separable convolution
-    "separable_7x7_2",   # 7x7 depthwise-separable convolution
-    "1x7_7x1",           # 1x7 followed by 7x1 convolution
-    "none",              # identity (TF-slim's "none")
-    "avg_pool_3x3",
-    "max_pool_3x3",
-    "dilated_3x3",       # 3x3 dilated convolution
-)
+from .space import PNAS_OPS, SearchSpace
 
 Block = tuple[int, int, int, int]        # (input_a, op_a, input_b, op_b), op indices into the space's ops
 PNASCell = tuple[Block, ...]
@@ -71,6 +63,8 @@ class ProgressiveSpace:
         if int(num_blocks) < 1:
             raise ConfigError(f"PNAS num_blocks={num_blocks} must be at least 1 (the paper's B is 5).")
         self.ops, self.num_blocks = ops, int(num_blocks)
+        # The pipeline's actions over the same cells (one cell type, add only, 1..B blocks).
+        self.pipeline_space = SearchSpace.preset("pnas", ops=ops, num_blocks=self.num_blocks)
 
     # ------------------------------------------------------------------ counting and enumeration
     def num_inputs(self, block: int) -> int:
@@ -157,12 +151,9 @@ class ProgressiveSpace:
 
     def to_genotype(self, cell: Sequence[Block], *, name: str = "",
                     provenance: Optional[Mapping[str, Any]] = None) -> Genotype:
-        """A ``family="nasnet"`` genotype: the same cell as normal and reduction cell, adds only,
-        every block's output concatenated (the builder's ``reduction="stride"`` runs it at stride 2)."""
-        cell = self.check(cell)
-        nodes = tuple((Edge(self.ops[op_a], in_a), Edge(self.ops[op_b], in_b)) for in_a, op_a, in_b, op_b in cell)
-        built = Cell(nodes, tuple(range(2, 2 + len(cell))), ("add",) * len(cell))
-        return Genotype(built, built, "nasnet", name, dict(provenance or {}))
+        """A ``family="nasnet"`` genotype: the same cell as normal and reduction cell, adds only, its
+        output as the ``pnas`` preset forms it (the builder's ``reduction="stride"`` runs it at stride 2)."""
+        return self.pipeline_space.to_genotype(self.to_actions(cell), name=name, provenance=provenance)
 
     def encode(self, genotype: Genotype) -> PNASCell:
         """The canonical PNAS cell of a genotype of this space (the inverse of :meth:`to_genotype`)."""
@@ -173,8 +164,9 @@ class ProgressiveSpace:
         cell = genotype.normal
         if not cell.adds_only:
             raise ConfigError("a PNAS cell combines by add only; this one concatenates in a block.")
-        if tuple(cell.concat) != tuple(range(2, 2 + len(cell.nodes))):
-            raise ConfigError(f"a PNAS cell concatenates every block's output (states 2..{len(cell.nodes) + 1}); "
+        expected = self.pipeline_space.output_states(cell.nodes)
+        if tuple(cell.concat) != expected:
+            raise ConfigError(f"a PNAS cell concatenates every block's output (states {list(expected)}); "
                               f"this one concatenates {list(cell.concat)}.")
         blocks = []
         for left, right in cell.nodes:

@@ -5,7 +5,7 @@ and no ``children`` budget of its own (B, K and the ops fix it); the child and w
 same as the other sampled searches'.
 
 From the paper (Liu et al., ECCV 2018) as we could check it: B=5 blocks, the 8 ops of
-:data:`~.pnas_cells.PNAS_OPS`, add only, one cell type; a beam of K=256 (the value the task
+:data:`~.space.PNAS_OPS`, add only, one cell type; a beam of K=256 (the value the task
 states; the paper's Sec. 5 uses it); an ensemble of 5 predictors (the task's value); the
 predictor an LSTM.  The predictor's sizes and training, and the children's settings beyond
 N=2 and 20 epochs, are our choices (``docs/pnas.md`` lists which is which).
@@ -24,9 +24,10 @@ from ...errors import ConfigError
 from ...recipe_file import RecipeError, RecipeFile, check_choices, from_mapping, require_finite
 from .child import ChildConfig
 from .executors import EXECUTORS
-from .pnas_cells import PNAS_OPS, ProgressiveSpace
+from .pnas_cells import ProgressiveSpace
 from .pnas_predictor import KINDS, PredictorConfig
 from .recipe import child_config_from
+from .space import PNAS_OPS, SPACES
 
 STRATEGY = "pnas"
 CHOICES = {"strategy": (STRATEGY,), "executor": EXECUTORS}
@@ -94,9 +95,8 @@ class PNASRecipe(RecipeFile):
 
     @property
     def child_config(self) -> ChildConfig:
-        # PNASNet's layout unless the recipe says otherwise: no extra reduction cell, the first cell
-        # of each stage runs at stride 2 (TF-slim _build_pnasnet_base, skip_reduction_layer_input=1).
-        return child_config_from({"reduction": "stride", "skip_reduction_layer_input": True, **self.child})
+        # The pnas space's layout (PNASNet's) unless the recipe's child keys say otherwise.
+        return child_config_from(self.child, layout=SPACES["pnas"].layout)
 
     @property
     def gpus(self) -> Optional[float]:

@@ -14,19 +14,19 @@ The run directory holds::
     genotype.yaml     the best child's cell, which ``nasnetzoo.load`` and ``nasnetzoo train`` accept
     predictions.png   each stage's predicted rewards against the trained ones, with its Spearman
 
-The pipeline's shared-cell space writes a cell's output as the concatenation of the states no
-block reads (NASNet's rule); PNAS's cell concatenates every block's output (TF-slim's
-``PNasNetNormalCell``, the published ``pnasnet5`` genotype), so :class:`PNASPipelineSpace` does that.
+The pipeline turns the proposer's actions into cells with the sampled searches' ``pnas`` preset
+(:attr:`.ProgressiveSpace.pipeline_space`), as a random search or evolution over ``space: pnas``
+does, so the same actions give the same child whichever strategy proposed them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from ...errors import CheckpointError
 from ...fileio import draw_optional
-from ...genotype import Cell, Genotype
+from ...genotype import Genotype
 from ...runs.envelope import RunKind, check_resumable, register_run_kind, run_dir_for, stamped_run_dir
 from ...runs.progress import say
 from .child import ChildJob, ChildResult
@@ -36,31 +36,12 @@ from .pnas import PNASProposer
 from .pnas_cells import ProgressiveSpace
 from .pnas_plot import plot_predictions
 from .pnas_recipe import PNASRecipe, load_pnas_recipe
-from .space import SearchSpace
 
 PathLike = Union[str, Path]
 Evaluate = Callable[[Sequence[ChildJob]], Sequence[ChildResult]]
 PNAS_RUN = register_run_kind(RunKind("pnas", noun="search", command="search", checkpoint="pnas.pt",
                                      artifacts=("metrics.jsonl", "children.jsonl", "top_k.yaml", "genotype.yaml",
                                                 "rewards.png", "predictions.png")))
-
-
-class PNASPipelineSpace(SearchSpace):
-    """The pipeline's PNAS space (one cell type, add only, 1..B blocks) with PNAS's cell output:
-    every block's output concatenated."""
-
-    def __init__(self, ops: Sequence[str], num_blocks: int) -> None:
-        super().__init__(ops, num_blocks, ("add",), shared=True, min_blocks=1)
-
-    def to_genotype(self, actions: Sequence[int], *, name: str = "",
-                    provenance: Optional[Mapping[str, Any]] = None) -> Genotype:
-        genotype = super().to_genotype(actions, name=name, provenance=provenance)
-        nodes = genotype.normal.nodes
-        cell = Cell(nodes, tuple(range(2, 2 + len(nodes))), genotype.normal.combine)
-        return Genotype(cell, cell, "nasnet", genotype.name, dict(genotype.provenance))
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "cell_output": "every block"}
 
 
 @dataclass
@@ -112,7 +93,7 @@ def pnas_search(recipe: PNASRecipe, *, out: Optional[PathLike] = None, resume: O
                 f"{recipe.predictor_config.kind}-ensemble of {recipe.predictor_config.members}, {budget} children "
                 f"(N={child.N}, F={child.F}, {child.epochs} epochs on {child.dataset})")
     spec = SampledSearch(
-        kind=PNAS_RUN, name=recipe.name, strategy="pnas", space=PNASPipelineSpace(recipe.ops, recipe.num_blocks),
+        kind=PNAS_RUN, name=recipe.name, strategy="pnas", space=space.pipeline_space,
         proposer=proposer, child=child, seed=recipe.seed, top_k=recipe.top_k, budget=budget,
         recipe=recipe.to_dict(), recipe_yaml=recipe.to_yaml(), announce=announce,
         plot_title="PNAS: reward of every child", mean_label="mean per stage",
@@ -135,5 +116,5 @@ def pnas_search(recipe: PNASRecipe, *, out: Optional[PathLike] = None, resume: O
                       [dict(s) for s in proposer.stages])
 
 
-__all__ = ["PNASPipelineSpace", "PNASResult", "PNAS_RUN", "build_proposer", "build_space", "children_budget",
+__all__ = ["PNASResult", "PNAS_RUN", "build_proposer", "build_space", "children_budget",
            "pnas_search", "prepare_resume"]

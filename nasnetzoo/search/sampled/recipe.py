@@ -3,7 +3,9 @@
 A strategy's recipe subclasses :class:`SampledRecipe` with its own keys (evolution's population and
 sample size) and its strategy name.  ``space`` picks NASNet's, AmoebaNet's or PNAS's cell space
 (:data:`~.space.SPACES`); ``ops`` and ``combines``, when given, replace the space's.  The ``child``
-mapping holds :class:`~.child.ChildConfig` keys (``--set child.epochs=2`` reaches them).
+mapping holds :class:`~.child.ChildConfig` keys (``--set child.epochs=2`` reaches them); the keys it
+leaves out of the space's layout (PNAS's: ``reduction: stride``, ``skip_reduction_layer_input: true``)
+come from the space.
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ CHILD_CHOICES = {"dataset": tuple(name for name, (preset, _) in DATASETS.items()
                  "channels_last": ("auto", "on", "off"), "reduction": ("cell", "stride")}
 
 
-def child_config_from(data: Mapping[str, Any]) -> ChildConfig:
-    """A recipe's ``child`` mapping as a :class:`ChildConfig`, every key checked."""
-    config = from_mapping(ChildConfig, data, "recipe key 'child'")
+def child_config_from(data: Mapping[str, Any], layout: Optional[Mapping[str, Any]] = None) -> ChildConfig:
+    """A recipe's ``child`` mapping as a :class:`ChildConfig`, every key checked; ``layout`` (the
+    space's, :attr:`~.space.SearchSpace.layout`) gives the defaults of the keys ``data`` leaves out."""
+    config = from_mapping(ChildConfig, {**(layout or {}), **data}, "recipe key 'child'")
     check_choices(config, CHILD_CHOICES)
     for key in ("image_size", "held_out", "N", "F", "epochs", "batch_size"):
         if getattr(config, key) < 1:
@@ -78,15 +81,16 @@ class SampledRecipe(RecipeFile):
             raise RecipeError(f"recipe key 'cpus_per_child' = {self.cpus_per_child} must be positive.")
         if self.ray_num_cpus < 0:
             raise RecipeError(f"recipe key 'ray_num_cpus' = {self.ray_num_cpus} must not be negative.")
-        self.child_config   # validates the child section
         try:
             self.build_space()
         except ConfigError as err:
             raise RecipeError(str(err)) from None
+        self.child_config   # validates the child section (its defaults come from the space)
 
     @property
     def child_config(self) -> ChildConfig:
-        return child_config_from(self.child)
+        # The space's layout (PNASNet's for space: pnas) unless the recipe's child keys say otherwise.
+        return child_config_from(self.child, layout=self.build_space().layout)
 
     @property
     def gpus(self) -> Optional[float]:

@@ -9,7 +9,14 @@ Each block picks (1) a hidden state, (2) a second hidden state, from the cell's 
 (``h_i`` = state 0, ``h_{i-1}`` = state 1, TF order) and the blocks before it; (3) an op for the
 first and (4) an op for the second; (5) how to combine the two results (add, or concatenate along
 channels).  A proposer makes these ``cells x B x 5`` decisions in that order, normal cell first.
-The cell output concatenates every state that no block reads, as TF-slim's NASNet cells do.
+
+What a space's cells are beyond their blocks is the preset's too, so every strategy over it (random
+search, evolution, PNAS) builds the same child from the same actions: the **cell output**
+(:data:`CELL_OUTPUTS`: NASNet's and AmoebaNet's cells concatenate every state that no block reads,
+as TF-slim's NASNet cells do; PNAS's concatenates every block's output, as TF-slim's
+``PNasNetNormalCell`` does, ``used_hiddenstates=[1, 1, 0, 0, 0, 0, 0]``) and the **layout** of the
+child network (:attr:`SearchSpace.layout`, child keys that a recipe's ``child`` section overrides:
+PNASNet's, no extra reduction cells and the first cell of each stage at stride 2).
 
 An architecture is a flat sequence of integer actions; :meth:`SearchSpace.to_genotype` turns it
 into a ``family="nasnet"`` :class:`~nasnetzoo.genotype.Genotype`, which the TF-slim builder
@@ -21,7 +28,7 @@ listed in a recipe's ``ops``.  :data:`SPACES` names the three presets a recipe's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import random
 from typing import Any, Mapping, Optional, Sequence
 
@@ -57,11 +64,32 @@ AMOEBANET_OPS = ("none", "separable_3x3_2", "separable_5x5_2", "separable_7x7_2"
 PNAS_OPS = ("separable_3x3_2", "separable_5x5_2", "separable_7x7_2", "1x7_7x1", "none", "avg_pool_3x3",
             "max_pool_3x3", "dilated_3x3")
 
-# name -> (ops, combines, shared cell, smallest block count per cell)
+# How a cell's output is formed: "unused" concatenates the states no block reads (TF-slim's NASNet
+# cells); "every block" concatenates every block's output (TF-slim's PNasNetNormalCell).
+CELL_OUTPUTS = ("unused", "every block")
+# PNASNet's network layout as child keys (TF-slim _build_pnasnet_base: the reduction cells are the
+# first cell of each later stage at stride 2, not extra cells; skip_reduction_layer_input=1).
+PNASNET_LAYOUT = {"reduction": "stride", "skip_reduction_layer_input": True}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named space: its ops and combines, one shared cell type or two, the fewest blocks a cell may
+    have (None: all), how a cell's output is formed, and the child layout its networks use."""
+
+    ops: tuple
+    combines: tuple
+    shared: bool = False
+    min_blocks: Optional[int] = None
+    cell_output: str = "unused"
+    layout: Mapping[str, Any] = field(default_factory=dict)   # child keys; empty: ChildConfig's (NASNet's)
+
+
 SPACES = {
-    "nasnet": (PAPER_OPS, ("add", "concat"), False, None),
-    "amoebanet": (AMOEBANET_OPS, ("add",), False, None),
-    "pnas": (PNAS_OPS, ("add",), True, 1),
+    "nasnet": Preset(PAPER_OPS, ("add", "concat")),
+    "amoebanet": Preset(AMOEBANET_OPS, ("add",)),
+    "pnas": Preset(PNAS_OPS, ("add",), shared=True, min_blocks=1, cell_output="every block",
+                   layout=PNASNET_LAYOUT),
 }
 DECISIONS_PER_BLOCK = ("input", "input", "op", "op", "combine")
 
@@ -81,11 +109,14 @@ class SearchSpace:
 
     ``shared``: one cell type, used as the normal and the reduction cell (PNAS); its architectures
     hold the decisions of that one cell.  ``min_blocks``: the fewest blocks a cell may have (default
-    ``num_blocks``: every cell has them all)."""
+    ``num_blocks``: every cell has them all).  ``cell_output``: one of :data:`CELL_OUTPUTS`.
+    ``layout``: the child keys of the network layout the space's cells are built in (a recipe's
+    ``child`` section overrides them)."""
 
     def __init__(self, ops: Sequence[str] = PAPER_OPS, num_blocks: int = 5,
                  combines: Sequence[str] = COMBINES, *, shared: bool = False,
-                 min_blocks: Optional[int] = None) -> None:
+                 min_blocks: Optional[int] = None, cell_output: str = "unused",
+                 layout: Optional[Mapping[str, Any]] = None) -> None:
         ops, combines = tuple(ops), tuple(combines)
         known = set(op_names("nasnet"))
         for op in ops:
@@ -100,7 +131,9 @@ class SearchSpace:
         if int(num_blocks) < 1:
             raise ConfigError(f"num_blocks={num_blocks} must be at least 1 (NASNet uses B=5).")
         self.ops, self.combines, self.num_blocks = ops, combines, int(num_blocks)
-        self.shared = bool(shared)
+        if cell_output not in CELL_OUTPUTS:
+            raise ConfigError(f"cell_output={cell_output!r} is not one of {', '.join(map(repr, CELL_OUTPUTS))}.")
+        self.shared, self.cell_output, self.layout = bool(shared), cell_output, dict(layout or {})
         self.min_blocks = self.num_blocks if min_blocks is None else int(min_blocks)
         if not 1 <= self.min_blocks <= self.num_blocks:
             raise ConfigError(f"min_blocks={min_blocks} must be between 1 and num_blocks={self.num_blocks}.")
@@ -118,9 +151,10 @@ class SearchSpace:
         """One of :data:`SPACES` (``ops`` / ``combines`` replace the preset's when given)."""
         if name not in SPACES:
             raise ConfigError(f"search space {name!r} is not one of {', '.join(SPACES)}.{did_you_mean(name, SPACES)}")
-        preset_ops, preset_combines, shared, min_blocks = SPACES[name]
-        return cls(ops or preset_ops, num_blocks, combines or preset_combines, shared=shared,
-                   min_blocks=None if min_blocks is None else min(min_blocks, num_blocks))
+        preset = SPACES[name]
+        return cls(ops or preset.ops, num_blocks, combines or preset.combines, shared=preset.shared,
+                   min_blocks=None if preset.min_blocks is None else min(preset.min_blocks, num_blocks),
+                   cell_output=preset.cell_output, layout=preset.layout)
 
     def _choices(self, kind: str, block: int) -> int:
         return {"input": 2 + block, "op": len(self.ops), "combine": len(self.combines)}[kind]
@@ -176,10 +210,15 @@ class SearchSpace:
                 in1, in2, op1, op2, how = chunk[5 * b:5 * b + 5]
                 nodes.append((Edge(self.ops[op1], in1), Edge(self.ops[op2], in2)))
                 combine.append(self.combines[how])
-            unused = Cell(tuple(nodes), (0,)).unused_states()
-            cells[cell_type] = Cell(tuple(nodes), unused, tuple(combine))
+            cells[cell_type] = Cell(tuple(nodes), self.output_states(nodes), tuple(combine))
         reduce = cells["normal"] if self.shared else cells["reduce"]
         return Genotype(cells["normal"], reduce, "nasnet", name, dict(provenance or {}))
+
+    def output_states(self, nodes: Sequence) -> tuple[int, ...]:
+        """The states that a cell of these blocks concatenates into its output (:attr:`cell_output`)."""
+        if self.cell_output == "every block":
+            return tuple(range(2, 2 + len(nodes)))
+        return Cell(tuple(nodes), (0,)).unused_states()
 
     def encode(self, genotype: Genotype) -> list[int]:
         """The action sequence of a genotype of this space (the inverse of :meth:`to_genotype`)."""
@@ -211,7 +250,10 @@ class SearchSpace:
         data = {"ops": list(self.ops), "num_blocks": self.num_blocks, "combines": list(self.combines)}
         if self.shared or self.min_blocks != self.num_blocks:   # NASNet's stays as it was written before
             data.update(shared=self.shared, min_blocks=self.min_blocks)
-        return data
+        if self.cell_output != "unused":
+            data["cell_output"] = self.cell_output
+        return data   # not the layout: a recipe's child keys may override it, and the recipe is saved
 
 
-__all__ = ["AMOEBANET_OPS", "PAPER_OPS", "PNAS_OPS", "SPACES", "Decision", "SearchSpace"]
+__all__ = ["AMOEBANET_OPS", "CELL_OUTPUTS", "PAPER_OPS", "PNASNET_LAYOUT", "PNAS_OPS", "SPACES", "Decision", "Preset",
+           "SearchSpace"]

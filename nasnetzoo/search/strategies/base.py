@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from ...genotype import Cell, Edge, Genotype
+from ...runs.distributed import all_reduce_mean
 from ..supernet import CELL_TYPES, SearchNetwork, edge_offset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -58,6 +58,9 @@ class SearchStrategy:
         # Listed once: walking the supernet's modules for them takes ~7 ms, twice a step.  The
         # weight optimizer holds the same fixed list.
         self.weight_params = network.weight_parameters()
+        # What computes the supernet's continuous forward: the module itself, or its torch.compile
+        # wrapper (recipe key compile; the module's state, and so the checkpoints, stay the module's).
+        self.supernet_forward: Callable[[torch.Tensor], torch.Tensor] = network
 
     # ---------------------------------------------------------------- steps
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -67,7 +70,7 @@ class SearchStrategy:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return self.network(x)
+            return self.supernet_forward(x)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of what the search currently believes in (for the held-out accuracy)."""
@@ -95,13 +98,9 @@ class SearchStrategy:
     @staticmethod
     def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
         """Average gradients over the processes of a torchrun job, so that weights and architecture
-        parameters take the same step, and stay identical, on every rank."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
-        world = dist.get_world_size()
-        for t in tensors:
-            dist.all_reduce(t)
-            t.div_(world)
+        parameters take the same step, and stay identical, on every rank: packed into ~25 MiB flat
+        buckets, a handful of messages a step rather than one per tensor."""
+        all_reduce_mean(tensors)
 
     def arch_step(self, train_batch: Batch, val_batch: Batch, w_optimizer: torch.optim.Optimizer) -> dict:
         raise NotImplementedError

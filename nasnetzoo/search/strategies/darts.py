@@ -120,5 +120,5 @@ def _sgd_hyperparameters(optimizer: torch.optim.Optimizer) -> tuple[float, float
 
 
 register_strategy(Strategy(
-    "darts", title="DARTS", summary=supernet_summary,
+    "darts", title="DARTS", summary=supernet_summary, compiles=True,
     build=lambda recipe, network: DARTSStrategy(network, second_order=recipe.second_order, **arch_options(recipe))))

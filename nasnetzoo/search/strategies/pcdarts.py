@@ -32,5 +32,5 @@ def _check(recipe) -> None:
 
 
 register_strategy(Strategy(
-    "pcdarts", title="PC-DARTS", summary=supernet_summary, check=_check,
+    "pcdarts", title="PC-DARTS", summary=supernet_summary, check=_check, compiles=True,
     build=lambda recipe, network: PCDARTSStrategy(network, second_order=recipe.second_order, **arch_options(recipe))))

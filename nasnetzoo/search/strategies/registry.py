@@ -32,7 +32,8 @@ class Strategy:
     options)`` runs once at the start of a new search; ``first_network(recipe)`` is the
     ``NetworkChange`` of the first epoch for a strategy that changes the network between epochs
     (None: the recipe's network, the schedule over all epochs).  ``summary(result)`` is the line the
-    CLI prints at the end; ``title`` is how messages name it."""
+    CLI prints at the end; ``title`` is how messages name it.  ``compiles``: its step goes through
+    ``SearchStrategy.forward`` alone, so recipe key ``compile: true`` can compile it."""
     name: str
     run: Optional[Callable[..., Any]] = None
     recipe: Optional[type] = None
@@ -45,6 +46,7 @@ class Strategy:
     first_network: Optional[Callable[[Any], Any]] = None
     summary: Optional[Callable[[Any], str]] = None
     title: str = ""
+    compiles: bool = False   # its step runs the continuous supernet forward, which recipe key compile compiles
 
     @property
     def on_supernet(self) -> bool:
