@@ -11,7 +11,7 @@ import io
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 from .errors import NasNetZooError, describe_os_error
 
@@ -75,6 +75,24 @@ def write_text(path: PathLike, text: str) -> Path:
     """``text`` as UTF-8, atomically."""
     payload = text.encode("utf-8")
     return atomic_write(path, lambda handle: handle.write(payload))
+
+
+def draw_optional(draw: Callable[[], object], path: PathLike, note: Optional[Callable[[str], None]]) -> bool:
+    """Draw an optional figure to ``path`` with ``draw()``.  Without matplotlib (the 'plot' extra) it
+    is left out and ``note`` (None: nothing) gets one line saying so, naming the extra; any other
+    failure is raised."""
+    from .cli_errors import missing_extra_line
+
+    try:
+        draw()
+    except ImportError as err:
+        line = missing_extra_line(err)
+        if line is None:
+            raise
+        if note is not None:
+            note(f"{Path(path).name} not drawn: {line}")
+        return False
+    return True
 
 
 def save_figure(fig, path: PathLike, **savefig_kwargs: Any) -> Path:

@@ -22,8 +22,10 @@ from nasnetzoo.train.recipe import RecipeError
 REPO = Path(__file__).resolve().parents[1]
 SEARCH_RECIPES = ["cifar10", "darts_cifar10", "parsec_cifar10", "pcdarts_imagenet", "smoke_search",
                   "gdas_cifar10", "snas_cifar10", "smoke_gdas", "smoke_snas", "pdarts_cifar10", "smoke_pdarts"]
-# A search small enough for the test suite: 16 px digits, a 3-cell C=4 supernet, 2 steps per epoch.
-TINY = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_per_epoch=2", "progress=false"]
+# A search small enough for the test suite: 16 px digits, a 3-cell C=4 supernet, 2 steps per epoch,
+# 4 epochs of which 1 warm-up (the smoke recipe's own 8 and 5 are for a person's first result).
+TINY = ["image_size=16", "C=4", "layers=3", "batch_size=16", "max_steps_per_epoch=2", "progress=false",
+        "epochs=4", "warmup_epochs=1"]
 
 
 def tiny_recipe(*extra: str) -> SearchRecipe:
@@ -63,7 +65,7 @@ def test_misspelt_recipe_key_is_named():
 def test_cli_search_writes_a_genotype_that_load_accepts(tmp_path):
     run = tmp_path / "run"
     args = ["search", "--recipe", str(REPO / "recipes" / "smoke_search.yaml"), "--out", str(run),
-            "--set", "epochs=2", *[a for kv in TINY for a in ("--set", kv)]]
+            *[a for kv in (*TINY, "epochs=2") for a in ("--set", kv)]]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "genotype.yaml" in result.output
@@ -215,3 +217,27 @@ def test_imagenet_subset_and_search_data(tmp_path):
     assert x.shape == (4, 3, 32, 32) and data.num_classes == 3 and "6 (arch/)" in data.description
     again = CliRunner().invoke(cli, ["imagenet-subset", str(tmp_path / "imagenet"), str(tmp_path / "sub")])
     assert again.exit_code != 0 and "already holds a subset" in again.output
+
+
+def test_a_collapsed_normal_cell_is_warned_on_the_epoch_line_and_the_last_line(tmp_path, monkeypatch):
+    """More than 6 of the normal cell's 8 ops parameter-free: both lines say so, with the reason."""
+    from nasnetzoo.search.strategies.darts import DARTSStrategy
+
+    derive = DARTSStrategy.derive
+
+    def pools_only(self, **kwargs):
+        data = derive(self, **kwargs).to_dict()
+        data["normal"]["nodes"] = [[["max_pool_3x3", e[1]] for e in node] for node in data["normal"]["nodes"]]
+        return Genotype.from_dict(data)
+    monkeypatch.setattr(DARTSStrategy, "derive", pools_only)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["search", "--recipe", "smoke_search", "--out", str(run),
+                                      *[a for kv in (*TINY, "epochs=1", "max_steps_per_epoch=1", "progress=true")
+                                        for a in ("--set", kv)]])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.replace("\r", "\n").splitlines() if "WARNING" in line]
+    warning = "WARNING: 8 of the normal cell's 8 ops are parameter-free"
+    assert sorted(line.split(":")[0] for line in lines) == ["epoch 1/1", "searched 1 epochs"], lines
+    assert all(warning in line and "warmup_epochs" in line for line in lines), lines
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["param_free_ops"] == 8 and record["param_free_warning"] is True

@@ -177,9 +177,32 @@ def test_history_saves_and_plots(make, tmp_path):
 def test_collapse_report_flags_skip_heavy_cells():
     from nasnetzoo.search.history import collapse_report
 
-    assert collapse_report(nasnetzoo.get_genotype("pcdarts_cifar")) == {
-        "param_free_ops": 2, "skip_connects": 1, "collapse_warning": False}
+    from nasnetzoo.search.history import collapse_warning
+
+    report = collapse_report(nasnetzoo.get_genotype("pcdarts_cifar"))
+    assert report == {"param_free_ops": 2, "normal_ops": 8, "skip_connects": 1, "collapse_warning": False,
+                      "param_free_warning": False}
+    assert collapse_warning(report) is None
     data = nasnetzoo.get_genotype("darts_v2").to_dict()
     data["normal"]["nodes"] = [[["skip_connect", 0], ["skip_connect", 1]]] * 2 + data["normal"]["nodes"][2:]
     report = collapse_report(nasnetzoo.Genotype.from_dict(data))
     assert report["skip_connects"] == 6 and report["collapse_warning"]
+    assert collapse_warning(report).startswith("WARNING: 6 skip connections")
+
+
+@pytest.mark.parametrize("pools, warned", [(6, False), (7, True), (8, True)])
+def test_a_normal_cell_of_more_than_six_parameter_free_ops_is_warned_with_the_reason(pools, warned):
+    from nasnetzoo.search.history import collapse_report, collapse_warning
+
+    data = nasnetzoo.get_genotype("pcdarts_cifar").to_dict()
+    edges = [edge for node in data["normal"]["nodes"] for edge in node]
+    for i, edge in enumerate(edges):
+        edge[0] = "max_pool_3x3" if i < pools else "sep_conv_3x3"
+    report = collapse_report(nasnetzoo.Genotype.from_dict(data))
+    assert (report["param_free_ops"], report["param_free_warning"]) == (pools, warned)
+    text = collapse_warning(report)
+    if warned:
+        assert text.startswith(f"WARNING: {pools} of the normal cell's 8 ops are parameter-free") and "\n" not in text
+        assert "warmup_epochs" in text
+    else:
+        assert text is None

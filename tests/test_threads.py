@@ -122,7 +122,8 @@ def test_the_run_loops_reread_the_load_every_step(loop, monkeypatch, tmp_path):
     runner = search_runner if loop == "search" else train_runner
     monkeypatch.setattr(runner, "share_cores", lambda threads, device, report: share)
     if loop == "search":
-        search_runner.search(tiny_recipe("epochs=1", "warmup_epochs=0", "max_steps_per_epoch=2"), out=tmp_path / "run")
+        search_runner.search(tiny_recipe("epochs=1", "warmup_epochs=0", "max_steps_per_epoch=2", "threads=0"),
+                             out=tmp_path / "run")
     else:
         train_runner.train(_tiny(epochs=1, max_steps_per_epoch=2, threads=0), "pcdarts_cifar", out=tmp_path / "run")
     assert share.updates == 2

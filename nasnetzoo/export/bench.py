@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, first_line
+from ..fileio import draw_optional
 from ..text_table import text_table
 from .errors import ExportError, require
 from .files import ensure_output_dir, save_figure_atomic, write_text_atomic
@@ -287,7 +288,7 @@ def benchmark(names: Sequence[str], *, runtimes: Sequence[str] = ("torch", "ort-
         torch.set_num_threads(old_threads)
     result = BenchResult(rows, subjects, policy.describe(), machine)
     if output_dir is not None:
-        write_outputs(result, Path(output_dir), stem=file_stem, plot=plot)
+        write_outputs(result, Path(output_dir), stem=file_stem, plot=plot, note=say)
     return result
 
 
@@ -302,8 +303,10 @@ def to_json(result: BenchResult) -> dict:
     }
 
 
-def write_outputs(result: BenchResult, out_dir: Path, stem: str = "bench", plot: bool = True) -> dict:
-    """CSV, plot, then JSON (last), each written atomically."""
+def write_outputs(result: BenchResult, out_dir: Path, stem: str = "bench", plot: bool = True,
+                  note: Optional[Callable[[str], None]] = None) -> dict:
+    """CSV, plot, then JSON (last), each written atomically.  Without matplotlib the plot is left
+    out and ``note`` gets one line naming the 'plot' extra."""
     import io
 
     out_dir = ensure_output_dir(out_dir)
@@ -317,8 +320,8 @@ def write_outputs(result: BenchResult, out_dir: Path, stem: str = "bench", plot:
     result.files["csv"] = csv_path
     if plot:
         png = out_dir / f"{stem}.png"
-        plot_latency_vs_macs(result.rows, png)
-        result.files["plot"] = png
+        if draw_optional(lambda: plot_latency_vs_macs(result.rows, png), png, note):
+            result.files["plot"] = png
     write_text_atomic(json_path, json.dumps(to_json(result), indent=2, default=str) + "\n")
     result.files["json"] = json_path
     return result.files
@@ -338,7 +341,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def plot_latency_vs_macs(rows: Sequence[Row], path: Path, title: str = "") -> Path:
     """Median latency against MACs, one panel per (batch, runtime); the Pareto front (fewest MACs
     and lowest latency: no other network is both cheaper and faster) is joined and ringed."""
-    require("matplotlib", "The latency plot", "matplotlib")
+    require("matplotlib", "The latency plot", "matplotlib", extra="plot")
 
     ok = [r for r in rows if r.status == "ok"]
     runtimes = list(dict.fromkeys(r.runtime for r in ok))

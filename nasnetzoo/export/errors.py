@@ -20,17 +20,20 @@ class MissingDependencyError(NasNetZooError, ImportError):
     """An optional package (onnx, onnxruntime, onnxslim, matplotlib) that a command needs."""
 
 
-def require(module: str, purpose: str, package: str | None = None):
-    """Import ``module`` or raise a one-line error that says which package to install."""
+def require(module: str, purpose: str, package: str | None = None, extra: str = "export"):
+    """Import ``module`` or raise a one-line error that says which package (and which of
+    nasnetzoo's extras) installs it.  The error's ``name`` is the module, as an ImportError's is."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
         pkg = package or module
-        raise MissingDependencyError(
+        err = MissingDependencyError(
             f"{purpose} needs the {pkg!r} package, which is not installed; install it with "
-            f"pip install -c constraints.txt {pkg}  (or pip install 'nasnetzoo[export]').") from None
+            f"pip install -c constraints.txt {pkg}  (or pip install 'nasnetzoo[{extra}]').")
+        err.name = module
+        raise err from None
 
 
 __all__ = ["ConfigError", "ExportError", "ExportVerificationError", "MissingDependencyError",

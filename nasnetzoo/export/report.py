@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from .bench import BenchResult, benchmark, plot_latency_vs_macs, to_json
+from .errors import require
 from .files import ensure_output_dir, write_text_atomic
 from .runtimes import GPU_RUNTIMES, RUNTIMES
 
@@ -114,6 +115,7 @@ def mobile_report(output_dir="export", *, runtimes: Sequence[str] = REPORT_RUNTI
     from .machine import combine_peaks, measure_peak_macs
 
     out = ensure_output_dir(output_dir)  # before minutes of timing
+    require("matplotlib", "The mobile report's figure", "matplotlib", extra="plot")   # so is the figure's
     before = measure_peak_macs(threads) if measure_peak else None
     bench = benchmark(list(models), runtimes=runtimes, batches=batches, threads=threads, iters=iters,
                       max_time=max_time, input_size=tuple(input_size), baselines=list(baselines),

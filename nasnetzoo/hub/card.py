@@ -177,7 +177,7 @@ def push_weights(name: Any, weights: PathLike, repo_id: str, *, license: Optiona
         config = (json.dumps(folder_config(meta), indent=2, sort_keys=True, default=str) + "\n").encode()
         revision = _upload(api, repo_id, weights, card, private=private, config=config,
                            message=commit_message or f"Add {weights.name} ({spec.name}) with its model card")
-    entry = {"tag": "nasnetzoo", "hub": repo_id, "filename": weights.name, "revision": revision or "<commit>",
+    entry: dict[str, object] = {"tag": "nasnetzoo", "hub": repo_id, "filename": weights.name, "revision": revision or "<commit>",
              "sha256": sha, "layout": "nasnetzoo"}
     if meta.get("metrics"):
         entry["metrics"] = dict(meta["metrics"])

@@ -210,7 +210,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, fmt: str, arch: Any, dat
                 raise WeightsError(f"{src}: the converted network's logits differ from the source model's "
                                    f"by {diff:.3g} (tolerance {tolerance:g}); nothing was written. The "
                                    f"checkpoint may be for another configuration than {spec.name}.")
-    provenance = {"converted_from": fmt, "source_file": src.name, "converter": "nasnetzoo.hub.convert"}
+    provenance: dict[str, object] = {"converted_from": fmt, "source_file": src.name, "converter": "nasnetzoo.hub.convert"}
     if result.max_abs_diff is not None:
         provenance["verified_max_abs_diff"] = result.max_abs_diff
     meta = dict(metadata or {})

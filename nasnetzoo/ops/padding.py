@@ -82,10 +82,11 @@ class Conv2dSame(nn.Conv2d):
         padding = static_same_padding(kernel_size, dilation) if self._static else 0
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
+        self._same_args = (_pair(kernel_size), _pair(stride), _pair(dilation))  # pairs, as pad_same types them
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._static:
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+            x = pad_same(x, *self._same_args)
         return super().forward(x)
 
 

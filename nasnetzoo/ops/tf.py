@@ -186,11 +186,12 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.has_bottleneck = mid is not None
         c_op_in, c_op_out = (mid, mid) if mid is not None else (C_in, C_out)
-        if self.has_bottleneck:
+        if mid is not None:
             self.pre_act = nn.ReLU()
             self.pre_1x1 = nn.Conv2d(C_in, mid, 1, bias=False)
             self.pre_bn = _bn(mid, bn_eps)
         self.act = nn.ReLU()
+        self.op: nn.Module
         if kind in ("1x7_7x1", "1x3_3x1"):
             k = int(kind[2])
             self.op = nn.Sequential(OrderedDict([
@@ -204,7 +205,7 @@ class Bottleneck(nn.Module):
         else:
             raise ValueError(f"unknown bottleneck op kind {kind!r}.")
         self.bn = _bn(c_op_out, bn_eps)
-        if self.has_bottleneck:
+        if mid is not None:
             self.post_act = nn.ReLU()
             self.post_1x1 = nn.Conv2d(mid, C_out, 1, bias=False)
             self.post_bn = _bn(C_out, bn_eps)

@@ -1,7 +1,7 @@
 """``run_search``: the library entry of every search, dispatched through the strategies table.
 
     from nasnetzoo.search import run_search
-    result = run_search("recipes/smoke_search.yaml", out="runs/s1", overrides=["epochs=2"])
+    result = run_search("recipes/smoke_search.yaml", out="runs/s1", overrides=["epochs=2", "warmup_epochs=1"])
     result = run_search(None, resume="runs/s1", overrides=["epochs=4"])       # continue it
 
 The recipe's ``strategy`` key picks the table entry (``pcdarts`` when a file names none); the

@@ -13,6 +13,9 @@ PARAM_FREE_OPS = {"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"}
 # P-DARTS's guard allows at most two skip connections in the normal cell; more is the known
 # DARTS collapse into parameter-free cells.
 MAX_NORMAL_SKIPS = 2
+# More parameter-free ops than this among the normal cell's 8 and the cell has almost nothing left
+# to learn with: the architecture chose before the convolutions had trained (too short a warm-up).
+MAX_NORMAL_PARAM_FREE = 6
 # A sampling temperature a strategy logs with its distribution (one number per epoch), drawn in a
 # panel of its own: GDAS's Gumbel-softmax tau, SNAS's temperature, P-DARTS's skip_connect dropout.
 SCHEDULES = {"tau": "GDAS's Gumbel-softmax tau", "temperature": "SNAS's temperature",
@@ -20,11 +23,28 @@ SCHEDULES = {"tau": "GDAS's Gumbel-softmax tau", "temperature": "SNAS's temperat
 
 
 def collapse_report(genotype: Genotype) -> dict[str, Any]:
-    """Parameter-free ops and skip connections in the derived normal cell, with a warning flag."""
+    """Parameter-free ops and skip connections in the derived normal cell, with the two warning flags:
+    ``collapse_warning`` (more than :data:`MAX_NORMAL_SKIPS` skips) and ``param_free_warning`` (more
+    than :data:`MAX_NORMAL_PARAM_FREE` parameter-free ops)."""
     ops = [e.op for e in genotype.normal.edges]
     skips = sum(op == "skip_connect" for op in ops)
-    return {"param_free_ops": sum(op in PARAM_FREE_OPS for op in ops), "skip_connects": skips,
-            "collapse_warning": skips > MAX_NORMAL_SKIPS}
+    free = sum(op in PARAM_FREE_OPS for op in ops)
+    return {"param_free_ops": free, "normal_ops": len(ops), "skip_connects": skips,
+            "collapse_warning": skips > MAX_NORMAL_SKIPS, "param_free_warning": free > MAX_NORMAL_PARAM_FREE}
+
+
+def collapse_warning(report: dict[str, Any]) -> Optional[str]:
+    """``WARNING: ...`` with the reason the normal cell looks collapsed, or None (a report of
+    :func:`collapse_report`; one from before ``param_free_warning`` existed is read too)."""
+    reasons = []
+    if report.get("param_free_warning"):
+        reasons.append(f"{report['param_free_ops']} of the normal cell's {report.get('normal_ops', 8)} ops are "
+                       f"parameter-free (more than {MAX_NORMAL_PARAM_FREE}: the cell collapsed, the architecture "
+                       "chose before the convolutions had trained); try more warmup_epochs or epochs")
+    if report.get("collapse_warning"):
+        reasons.append(f"{report['skip_connects']} skip connections in the normal cell (the DARTS collapse); "
+                       "consider early stopping or fewer epochs")
+    return "WARNING: " + "; and ".join(reasons) if reasons else None
 
 
 class SearchHistory:

@@ -23,7 +23,6 @@ same on all of them, and rank 0 writes the files.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +40,12 @@ from ..runs.checkpoint import atomic_write, seed_everything
 from ..runs.envelope import (Run, RunInterrupted, RunKind, check_finite, check_resumable, register_run_kind,
                              run_dir_for, stamped_run_dir)
 from ..runs.optim import LRSchedule, build_optimizer, load_optimizer_state
+from ..fileio import draw_optional
 from ..runs.progress import RunProgress, say
 from ..train.engine import configure_determinism
 from .compiled import compile_supernet
 from .data import build_search_data
-from .history import SearchHistory, plot_history
+from .history import SearchHistory, collapse_warning, plot_history
 from .recipe import SearchRecipe, load_search_recipe
 from .strategies import SearchStrategy, get_strategy
 from .strategies.base import NetworkChange
@@ -183,8 +183,8 @@ def _search(info, recipe, out, resume, recipe_path, on_epoch_end, overwrite) -> 
         final = _final_genotype(recipe, genotype, val_acc, recipe_path, run_dir)
         if info.is_main:
             run.write_text("genotype.yaml", final.to_yaml())
-            with contextlib.suppress(ImportError):
-                plot_history(loop.history, run_dir / "alphas.png", list(loop.network.primitives))
+            draw_optional(lambda: plot_history(loop.history, run_dir / "alphas.png", list(loop.network.primitives)),
+                          run_dir / "alphas.png", say if recipe.progress else None)
             if recipe.progress:
                 say(f"genotype: {final.to_string()}\nwrote {run_dir / 'genotype.yaml'}; train it with "
                     f"`nasnetzoo train --recipe recipes/retrain_cifar10.yaml --arch {run_dir / 'genotype.yaml'}`")
@@ -311,9 +311,9 @@ def _commit_epoch(run: Run, loop: _Loop, epoch: int, genotype: Genotype, train_l
     run.save(state, f"epoch {epoch + 1}/{recipe.epochs}", staged=staged, records={"metrics.jsonl": [metrics]})
     summary = (f"epoch {epoch + 1}/{recipe.epochs}: train acc {train_acc:.1f}%  held-out acc {val_acc:.1f}%  "
                f"normal cell: {record['collapse']['param_free_ops']} parameter-free ops")
-    if record["collapse"]["collapse_warning"]:
-        summary += (f"  WARNING: {record['collapse']['skip_connects']} skip connections in the normal cell "
-                    "(the DARTS collapse); consider early stopping or fewer epochs")
+    warning = collapse_warning(record["collapse"])
+    if warning:
+        summary += "  " + warning
     return summary
 
 

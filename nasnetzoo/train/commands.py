@@ -5,10 +5,9 @@ from typing import Optional, Sequence
 
 import click
 
-from ..bounds import MAX_IMAGE_SIZE
 from ..cli_errors import user_errors as _user_errors
-from ..cli_options import model_argument, out_option
-from ..registry import DATASETS
+from ..cli_options import (batch_size_option, dataset_option, json_option, model_argument, out_option,
+                           square_input_size_option)
 
 
 @click.command("train")
@@ -55,19 +54,19 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
 
 
 @click.command("eval")
-@click.option("--arch", required=True, help="Registry name, alias or genotype file the weights belong to.")
+@model_argument("arch", alias="--arch")
 @click.option("--weights", type=click.Path(dir_okay=False), help="A safetensors weights file.")
 @click.option("--pretrained", is_flag=True,
               help="The entry's published weights (--tag picks a file), preprocessed as their cfg says.")
 @click.option("--tag", default=None, help="With --pretrained: the published file with this tag (`nasnetzoo info`).")
-@click.option("--dataset", "--data", "data", default=None, type=click.Choice(list(DATASETS)),
-              help="Validation set (default: cifar10; with --pretrained, the weights' own). --data: the old spelling.")
+@dataset_option("data", aliases=("--data",), default=None,
+                help="Validation set (default: cifar10; with --pretrained, the weights' own).")
 @click.option("--data-dir", default="data", show_default=True, help="Where the dataset lives (an ImageFolder "
               "of the ImageNet validation set for --pretrained ImageNet weights).")
 @click.option("--download", is_flag=True, help="Download CIFAR into --data-dir if it is not there.")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--input-size", "--image-size", "image_size", type=click.IntRange(1, MAX_IMAGE_SIZE),
-              help="Input size (default: the weights' own, from their metadata or cfg). --image-size: the old spelling.")
+@batch_size_option("batch_size", default=256, show_default=True, type=click.IntRange(min=1))
+@square_input_size_option("image_size", help="Input size H W, square (default: the weights' own, from their "
+                          "metadata or cfg).")
 @click.option("--crop", "crop_pct", type=click.FloatRange(0, 1, min_open=True),
               help="With --pretrained: crop fraction instead of the cfg's crop_pct.")
 @click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]),
@@ -75,9 +74,9 @@ def train_cmd(recipe_path: Optional[str], arch: Optional[str], out: Optional[str
 @click.option("--class-map", default=None,
               help="With --pretrained: folder -> class index (JSON or 'folder index' lines), or `synsets` for "
                    "a folder holding a subset of ImageNet's synsets.")
-@click.option("-o", "--out", "--results-file", "results_file", type=click.Path(dir_okay=False),
-              help="Write the results as JSON (.json) or CSV (.csv).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@out_option("results_file", aliases=("--results-file",), type=click.Path(dir_okay=False),
+            help="Write the results to this file: JSON (.json) or one-row CSV (.csv).")
+@json_option()
 @click.option("--workers", default=4, show_default=True, type=int)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Builder option not saved in the weights file, e.g. --set C=16 --set layers=8.")
@@ -86,14 +85,16 @@ def eval_cmd(arch: str, weights: Optional[str], pretrained: bool, tag: Optional[
              data_dir: str, download: bool, batch_size: int, image_size: Optional[int], crop_pct: Optional[float],
              interpolation: Optional[str], class_map: Optional[str], results_file: Optional[str], as_json: bool,
              workers: int, overrides: Sequence[str]) -> None:
-    """Top-1/top-5 accuracy of WEIGHTS (or --pretrained) on a validation set, with the publisher's and
-    the paper's figures beside it."""
+    """Top-1/top-5 accuracy of NAME (a model, alias or genotype file) with --weights (or --pretrained)
+    on a validation set, with the publisher's and the paper's figures beside it."""
     import json
 
     from .recipe import RecipeError, parse_assignment
 
     if pretrained == bool(weights):
         raise RecipeError("pass --weights FILE or --pretrained (with --tag for another published file).")
+    if results_file and not results_file.endswith((".json", ".csv")):   # before the evaluation, not after
+        raise RecipeError(f"-o/--out {results_file!r} must end in .json or .csv.")
     if pretrained:
         from .pretrained_eval import evaluate_pretrained, write_results
 
@@ -117,9 +118,9 @@ def eval_cmd(arch: str, weights: Optional[str], pretrained: bool, tag: Optional[
     if results_file or as_json:
         row = {k: v for k, v in vars(result).items()}
         if results_file:
-            from ..fileio import atomic_write
+            from .pretrained_eval import write_row
 
-            atomic_write(results_file, lambda h: h.write((json.dumps(row, indent=2) + "\n").encode()))
+            write_row(row, results_file)
         if as_json:
             click.echo(json.dumps(row, indent=2))
             return

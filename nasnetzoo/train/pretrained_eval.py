@@ -83,8 +83,12 @@ def _accuracy_from(errors: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_results(result: PretrainedEvalResult, path: Union[str, Path]) -> Path:
     """``path`` as JSON (``.json``) or one-row CSV (``.csv``), atomically."""
+    return write_row(result.as_dict(), path)
+
+
+def write_row(row: dict, path: Union[str, Path]) -> Path:
+    """One result ``row`` to ``path`` as JSON (``.json``) or one-row CSV (``.csv``), atomically."""
     path = Path(path)
-    row = result.as_dict()
     if path.suffix == ".json":
         text = json.dumps(row, indent=2, sort_keys=True) + "\n"
     elif path.suffix == ".csv":
@@ -97,7 +101,7 @@ def write_results(result: PretrainedEvalResult, path: Union[str, Path]) -> Path:
         writer.writerow(flat)
         text = buffer.getvalue()
     else:
-        raise ConfigError(f"--results-file {str(path)!r} must end in .json or .csv.")
+        raise ConfigError(f"-o/--out {str(path)!r} must end in .json or .csv.")
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 

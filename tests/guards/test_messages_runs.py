@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 TINY = ["max_steps_per_epoch=2", "model.C=4", "model.layers=3", "progress=false", "batch_size=32"]
 TINY_SEARCH = ["image_size=16", "C=4", "layers=3", "steps=1", "batch_size=16", "max_steps_per_epoch=2",
-               "progress=false"]
+               "progress=false", "epochs=4", "warmup_epochs=1"]   # the smoke recipe's 8 and 5 are for a person
 
 
 def _one_line(result) -> str:

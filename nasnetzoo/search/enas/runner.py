@@ -19,7 +19,6 @@ process (no torchrun).  The lock, resume, commits and Ctrl-C/SIGTERM are the run
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._version import __version__
-from ...fileio import save_figure
+from ...fileio import draw_optional, save_figure
 from ...genotype import Genotype
 from ...runs.checkpoint import atomic_write, seed_everything
 from ...runs.envelope import Run, RunKind, check_finite, register_run_kind, run_dir_for, stamped_run_dir
@@ -204,8 +203,8 @@ def enas_search(recipe: ENASRecipe, *, out: Optional[PathLike] = None, resume: O
         val_acc = records[-1]["val_acc"] if records else 0.0
         final = _final_genotype(recipe, genotype, val_acc, recipe_path, run_dir, done)
         run.write_text("genotype.yaml", final.to_yaml())
-        with contextlib.suppress(ImportError):
-            plot_rewards(records, run_dir / "rewards.png")
+        draw_optional(lambda: plot_rewards(records, run_dir / "rewards.png"), run_dir / "rewards.png",
+                      say if recipe.progress else None)
     if recipe.progress:
         say(f"genotype: {final.to_string()}\nwrote {run_dir / 'genotype.yaml'}")
     return ENASSearchResult(run_dir, final, done, val_acc)

@@ -38,7 +38,7 @@ class PPOProposer:
                 return []
             self.rollout = self.trainer.sample(self.batch)
             self.queue, self.rewards = list(range(self.batch)), {}
-        out = []
+        out: list[tuple[int, Any]] = []
         while self.queue and len(out) < free:
             i = self.queue.pop(0)
             out.append((self.first + i, self.rollout.actions[i].tolist()))
@@ -47,6 +47,7 @@ class PPOProposer:
     def tell(self, index: int, arch, reward: float) -> None:
         self.rewards[index - self.first] = float(reward)
         if len(self.rewards) == self.batch:
+            assert self.rollout is not None, "tell() answers the children of the rollout ask() sampled"
             stats = self.trainer.update(self.rollout, [self.rewards[i] for i in range(self.batch)])
             self._records.append({"update": self.trainer.updates, "children": self.trainer.updates * self.batch,
                                   **stats})

@@ -20,7 +20,6 @@ search, PNAS) runs here; only the proposer (:mod:`.proposer`) differs.  The pipe
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..._version import __version__
 from ...errors import NasNetZooError
+from ...fileio import draw_optional
 from ...genotype import Genotype, dump_yaml
 from ...runs.checkpoint import atomic_write
 from ...runs.envelope import Run, RunKind
@@ -123,9 +123,9 @@ def run_sampled_search(spec: SampledSearch, run_dir: Path, *, resume: bool, over
         genotype, best, files = top_k_files(run_dir, children, spec, recipe_path)
         for name, text in files.items():
             run.write_text(name, text)
-        with contextlib.suppress(ImportError):
-            plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"], title=spec.plot_title,
-                         mean_label=spec.mean_label)
+        draw_optional(lambda: plot_rewards(children, run_dir / "rewards.png", run.records["metrics.jsonl"],
+                                           title=spec.plot_title, mean_label=spec.mean_label),
+                      run_dir / "rewards.png", say if spec.progress else None)
     if spec.progress:
         say(f"best child {best['child']}: held-out acc {best['val_acc']:.2f}%\n{genotype.to_string()}\n"
             f"wrote {run_dir / 'genotype.yaml'}")

@@ -20,14 +20,15 @@ does, so the same actions give the same child whichever strategy proposed them.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from ...errors import CheckpointError
+from ...fileio import draw_optional
 from ...genotype import Genotype
 from ...runs.envelope import RunKind, check_resumable, register_run_kind, run_dir_for, stamped_run_dir
+from ...runs.progress import say
 from .child import ChildJob, ChildResult
 from .executors import FunctionExecutor, make_executor
 from .pipeline import SampledSearch, run_sampled_search
@@ -109,8 +110,8 @@ def pnas_search(recipe: PNASRecipe, *, out: Optional[PathLike] = None, resume: O
 
     result = run_sampled_search(spec, run_dir, resume=resume is not None, overwrite=overwrite,
                                 recipe_path=recipe_path, make_executor=executor, on_record=on_record)
-    with contextlib.suppress(ImportError):   # matplotlib is an extra
-        plot_predictions(proposer.trained, proposer.stages, result.run_dir / "predictions.png")
+    draw_optional(lambda: plot_predictions(proposer.trained, proposer.stages, result.run_dir / "predictions.png"),
+                  result.run_dir / "predictions.png", say if recipe.progress else None)   # matplotlib is an extra
     return PNASResult(result.run_dir, result.genotype, result.best_reward, result.children,
                       [dict(s) for s in proposer.stages])
 

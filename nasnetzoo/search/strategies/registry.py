@@ -90,8 +90,13 @@ def moved_keys() -> dict[str, tuple[str, str, Any]]:
 
 
 def supernet_summary(result) -> str:
-    return (f"searched {result.epochs_done} epochs: held-out acc {result.val_acc:.2f}% -> "
+    """The final line of a supernet search, with the collapse warning of its genotype if it has one."""
+    from ..history import collapse_report, collapse_warning
+
+    line = (f"searched {result.epochs_done} epochs: held-out acc {result.val_acc:.2f}% -> "
             f"{result.run_dir / 'genotype.yaml'}")
+    warning = collapse_warning(collapse_report(result.genotype))
+    return f"{line}  {warning}" if warning else line
 
 
 def arch_options(recipe) -> dict:
