@@ -72,13 +72,17 @@ def p0(smoke: bool) -> dict:
 
 # The smoke recipe of each strategy that has its own (the others: smoke_search.yaml with strategy=).
 OWN_SMOKE_RECIPES = {"gdas": "smoke_gdas.yaml", "snas": "smoke_snas.yaml", "enas": "smoke_enas.yaml",
-                     "nasnet_rl": "smoke_nasnet_rl.yaml"}
+                     "pdarts": "smoke_pdarts.yaml", "nasnet_rl": "smoke_nasnet_rl.yaml",
+                     "random": "smoke_random.yaml", "evolution": "smoke_evolution.yaml", "pnas": "smoke_pnas.yaml"}
+# Overrides a strategy needs on top of the cut: P-DARTS's epochs split into its 3 stages.
+EXTRA_OVERRIDES = {"pdarts": ["epochs=3"]}
 
 
 def smoke_searches(smoke: bool, device: str) -> dict:
     """strategy -> (recipe file, overrides): the smoke search of every strategy in the table, cut to a
-    couple of steps on ``device``.  NASNet's RL search only outside --smoke (its smoke trains 12
-    children: a minute on two CPU cores) and with its own recipe's sizes."""
+    couple of steps on ``device``.  The searches that train sampled children (NASNet's RL, random,
+    evolution, PNAS) only outside --smoke (each smoke trains a dozen children or more: minutes on two
+    CPU cores) and with their own recipes' sizes."""
     from nasnetzoo.search.strategies import TABLE
 
     small = ["epochs=1", "max_steps_per_epoch=2", "progress=false", f"device={device}"]
@@ -86,13 +90,13 @@ def smoke_searches(smoke: bool, device: str) -> dict:
     for name, entry in TABLE.items():
         recipe = OWN_SMOKE_RECIPES.get(name, "smoke_search.yaml")
         if entry.on_supernet:
-            runs[name] = (recipe, [*small, "warmup_epochs=0", f"strategy={name}"]
+            runs[name] = (recipe, [*small, "warmup_epochs=0", f"strategy={name}", *EXTRA_OVERRIDES.get(name, [])]
                           + (["C=4", "layers=3", "max_steps_per_epoch=1"] if smoke else []))
         elif name == "enas":
             runs[name] = (recipe, [*small, "controller_train_steps=2", "derive_samples=2"]
                           + (["max_steps_per_epoch=1"] if smoke else []))
-        elif not smoke:
-            runs[name] = (recipe, ["progress=false"])
+        elif not smoke:   # children train on the device the run is for
+            runs[name] = (recipe, ["progress=false", f"child.device={device}"])
     return runs
 
 

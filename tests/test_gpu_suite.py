@@ -113,14 +113,16 @@ def test_a_long_search_task_stops_at_the_budget_and_says_how_far_it_got(monkeypa
 
 def test_first_contact_runs_the_smoke_search_of_every_strategy():
     """P1 covers every strategy in the table on the device (GDAS's and SNAS's samplers are the ones
-    a CPU generator would break on CUDA); NASNet's RL, a minute of children on the CPU, outside
-    --smoke only."""
+    a CPU generator would break on CUDA); the searches that train sampled children, minutes on the
+    CPU, outside --smoke only."""
     import gpu_first_run
 
     from nasnetzoo.search.strategies import TABLE
 
     assert set(gpu_first_run.smoke_searches(False, "cuda")) == set(TABLE)
-    assert set(gpu_first_run.smoke_searches(True, "cpu")) == set(TABLE) - {"nasnet_rl"}
+    sampled = {name for name, entry in TABLE.items() if not entry.on_supernet and name != "enas"}
+    assert sampled == {"nasnet_rl", "random", "evolution", "pnas"}
+    assert set(gpu_first_run.smoke_searches(True, "cpu")) == set(TABLE) - sampled
     for recipe, overrides in gpu_first_run.smoke_searches(False, "cuda").values():
         assert (gpu_first_run.HERE.parent / "recipes" / recipe).is_file()
-        assert "device=cuda" in overrides or recipe == "smoke_nasnet_rl.yaml"
+        assert "device=cuda" in overrides or "child.device=cuda" in overrides
