@@ -131,7 +131,7 @@ def test_a_free_worker_takes_the_next_child_at_once(tmp_path, monkeypatch):
     import nasnetzoo.search.sampled.runners as runners
 
     executor = _SlowFirstExecutor(tmp_path / "r" / "children.jsonl")
-    monkeypatch.setattr(runners, "make_executor", lambda *a, **k: executor)
+    monkeypatch.setattr(runners, "executor_for", lambda recipe, evaluate=None: executor)
     random_search(_recipe(children=6), out=tmp_path / "r")
     order = [c["child"] for c in read_jsonl(tmp_path / "r" / "children.jsonl")]
     assert order == [1, 2, 3, 4, 5, 0] and executor.started == [0, 1, 2, 3, 4, 5]

@@ -93,9 +93,6 @@ class RLSearchRecipe(RecipeFile):
     def child_config(self) -> ChildConfig:
         return child_config_from(self.child)
 
-    @property
-    def gpus(self) -> Optional[float]:
-        return None if self.gpus_per_child < 0 else self.gpus_per_child
 
 
 def load_rl_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> RLSearchRecipe:

@@ -29,7 +29,7 @@ from ...runs.checkpoint import seed_everything
 from ...runs.envelope import RunInterrupted, RunKind, check_resumable, register_run_kind, run_dir_for, stamped_run_dir
 from ..sampled import pipeline
 from ..sampled.child import ChildJob, ChildResult
-from ..sampled.executors import FunctionExecutor, make_executor
+from ..sampled.executors import executor_for
 from ..sampled.pipeline import SampledSearch, run_sampled_search
 from ..sampled.plot import plot_rewards
 from .controller import Controller
@@ -106,18 +106,11 @@ def rl_search(recipe: RLSearchRecipe, *, out: Optional[PathLike] = None, resume:
         decorate=_update_record(), failure_window=recipe.children_per_step,
         failure_message=lambda failed: _all_failed(failed, run_dir))
 
-    def executor():
-        if evaluate is not None:
-            return FunctionExecutor(evaluate)
-        return make_executor(recipe.executor, workers=recipe.workers, ray_address=recipe.ray_address,
-                             ray_num_cpus=recipe.ray_num_cpus, gpus_per_child=recipe.gpus,
-                             cpus_per_child=recipe.cpus_per_child)
-
     def on_record(record: dict) -> bool:
         return on_step_end is not None and bool(on_step_end(record["update"] - 1, record))
 
     result = run_sampled_search(spec, run_dir, resume=resume is not None, overwrite=overwrite,
-                                recipe_path=recipe_path, make_executor=executor, on_record=on_record)
+                                recipe_path=recipe_path, make_executor=lambda: executor_for(recipe, evaluate), on_record=on_record)
     return RLSearchResult(run_dir, result.genotype, result.best_reward, trainer.updates, result.children)
 
 

@@ -73,4 +73,17 @@ def make_executor(kind: str = "auto", *, workers: int = 1, ray_address: str = ""
                                 cpus_per_child=cpus_per_child)
 
 
-__all__ = ["EXECUTORS", "FunctionExecutor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "make_executor"]
+def executor_for(recipe, evaluate: Optional[Callable[[Sequence[ChildJob]], Sequence[ChildResult]]] = None):
+    """The executor a sampled search's recipe asks for (its keys ``executor``, ``workers``,
+    ``ray_address``, ``ray_num_cpus``, ``gpus_per_child`` (-1: one per child when the cluster has
+    GPUs), ``cpus_per_child``), or ``evaluate(jobs) -> results`` in its place."""
+    if evaluate is not None:
+        return FunctionExecutor(evaluate)
+    return make_executor(recipe.executor, workers=recipe.workers, ray_address=recipe.ray_address,
+                         ray_num_cpus=recipe.ray_num_cpus,
+                         gpus_per_child=None if recipe.gpus_per_child < 0 else recipe.gpus_per_child,
+                         cpus_per_child=recipe.cpus_per_child)
+
+
+__all__ = ["EXECUTORS", "FunctionExecutor", "LocalExecutor", "ProcessExecutor", "RayExecutor", "executor_for",
+           "make_executor"]

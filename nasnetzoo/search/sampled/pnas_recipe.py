@@ -26,7 +26,7 @@ from .child import ChildConfig
 from .executors import EXECUTORS
 from .pnas_cells import ProgressiveSpace
 from .pnas_predictor import KINDS, PredictorConfig
-from .recipe import child_config_from
+from .recipe import check_worker_keys, child_config_from
 from .space import PNAS_OPS, SPACES
 
 STRATEGY = "pnas"
@@ -66,10 +66,7 @@ class PNASRecipe(RecipeFile):
         for key in ("num_blocks", "beam_size", "top_k", "workers"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")
-        if self.cpus_per_child <= 0:
-            raise RecipeError(f"recipe key 'cpus_per_child' = {self.cpus_per_child} must be positive.")
-        if self.ray_num_cpus < 0:
-            raise RecipeError(f"recipe key 'ray_num_cpus' = {self.ray_num_cpus} must not be negative.")
+        check_worker_keys(self)
         try:
             ProgressiveSpace(self.ops, self.num_blocks)   # op names and repeats, checked at load
         except ConfigError as err:
@@ -98,9 +95,6 @@ class PNASRecipe(RecipeFile):
         # The pnas space's layout (PNASNet's) unless the recipe's child keys say otherwise.
         return child_config_from(self.child, layout=SPACES["pnas"].layout)
 
-    @property
-    def gpus(self) -> Optional[float]:
-        return None if self.gpus_per_child < 0 else self.gpus_per_child
 
 
 def load_pnas_recipe(path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> PNASRecipe:

@@ -30,7 +30,7 @@ from ...genotype import Genotype
 from ...runs.envelope import RunKind, check_resumable, register_run_kind, run_dir_for, stamped_run_dir
 from ...runs.progress import say
 from .child import ChildJob, ChildResult
-from .executors import FunctionExecutor, make_executor
+from .executors import executor_for
 from .pipeline import SampledSearch, run_sampled_search
 from .pnas import PNASProposer
 from .pnas_cells import ProgressiveSpace
@@ -101,15 +101,8 @@ def pnas_search(recipe: PNASRecipe, *, out: Optional[PathLike] = None, resume: O
                     "predictor": recipe.predictor_config.kind},
         progress=recipe.progress)
 
-    def executor():
-        if evaluate is not None:
-            return FunctionExecutor(evaluate)
-        return make_executor(recipe.executor, workers=recipe.workers, ray_address=recipe.ray_address,
-                             ray_num_cpus=recipe.ray_num_cpus, gpus_per_child=recipe.gpus,
-                             cpus_per_child=recipe.cpus_per_child)
-
     result = run_sampled_search(spec, run_dir, resume=resume is not None, overwrite=overwrite,
-                                recipe_path=recipe_path, make_executor=executor, on_record=on_record)
+                                recipe_path=recipe_path, make_executor=lambda: executor_for(recipe, evaluate), on_record=on_record)
     draw_optional(lambda: plot_predictions(proposer.trained, proposer.stages, result.run_dir / "predictions.png"),
                   result.run_dir / "predictions.png", say if recipe.progress else None)   # matplotlib is an extra
     return PNASResult(result.run_dir, result.genotype, result.best_reward, result.children,

@@ -39,6 +39,14 @@ def child_config_from(data: Mapping[str, Any], layout: Optional[Mapping[str, Any
     return config
 
 
+def check_worker_keys(recipe) -> None:
+    """The keys of where children run (every sampled search's recipe has them)."""
+    if recipe.cpus_per_child <= 0:
+        raise RecipeError(f"recipe key 'cpus_per_child' = {recipe.cpus_per_child} must be positive.")
+    if recipe.ray_num_cpus < 0:
+        raise RecipeError(f"recipe key 'ray_num_cpus' = {recipe.ray_num_cpus} must not be negative.")
+
+
 @dataclass
 class SampledRecipe(RecipeFile):
     name: str = "custom"
@@ -77,10 +85,7 @@ class SampledRecipe(RecipeFile):
         for key in ("num_blocks", "children", "top_k", "workers"):
             if getattr(self, key) < 1:
                 raise RecipeError(f"recipe key {key!r} = {getattr(self, key)} must be at least 1.")
-        if self.cpus_per_child <= 0:
-            raise RecipeError(f"recipe key 'cpus_per_child' = {self.cpus_per_child} must be positive.")
-        if self.ray_num_cpus < 0:
-            raise RecipeError(f"recipe key 'ray_num_cpus' = {self.ray_num_cpus} must not be negative.")
+        check_worker_keys(self)
         try:
             self.build_space()
         except ConfigError as err:
@@ -92,9 +97,6 @@ class SampledRecipe(RecipeFile):
         # The space's layout (PNASNet's for space: pnas) unless the recipe's child keys say otherwise.
         return child_config_from(self.child, layout=self.build_space().layout)
 
-    @property
-    def gpus(self) -> Optional[float]:
-        return None if self.gpus_per_child < 0 else self.gpus_per_child
 
     def build_space(self) -> SearchSpace:
         return SearchSpace.preset(self.space, ops=self.ops or None, num_blocks=self.num_blocks,
@@ -136,4 +138,4 @@ class EvolutionRecipe(SampledRecipe):
             raise RecipeError(f"recipe key 'mutation_weights' = {weights} needs non-negative numbers, not all 0.")
 
 
-__all__ = ["CHILD_CHOICES", "EvolutionRecipe", "RandomRecipe", "SampledRecipe", "child_config_from"]
+__all__ = ["CHILD_CHOICES", "EvolutionRecipe", "RandomRecipe", "SampledRecipe", "check_worker_keys", "child_config_from"]

@@ -15,7 +15,7 @@ from ...genotype import Genotype
 from ...runs.envelope import RunKind, register_run_kind, run_dir_for, stamped_run_dir
 from .child import ChildJob, ChildResult
 from .evolution import EvolutionProposer
-from .executors import FunctionExecutor, make_executor
+from .executors import executor_for
 from .pipeline import SampledSearch, run_sampled_search
 from .random_search import RandomProposer
 from .recipe import EvolutionRecipe, RandomRecipe, SampledRecipe
@@ -55,15 +55,8 @@ def run_proposer(recipe: SampledRecipe, kind: RunKind, proposer, title: str, ann
                   f"{space.num_blocks} blocks; children N={child.N} F={child.F}, {child.epochs} epochs on "
                   f"{child.dataset}"))
 
-    def executor():
-        if evaluate is not None:
-            return FunctionExecutor(evaluate)
-        return make_executor(recipe.executor, workers=recipe.workers, ray_address=recipe.ray_address,
-                             ray_num_cpus=recipe.ray_num_cpus, gpus_per_child=recipe.gpus,
-                             cpus_per_child=recipe.cpus_per_child)
-
     result = run_sampled_search(spec, run_dir, resume=resume is not None, overwrite=overwrite,
-                                recipe_path=recipe_path, make_executor=executor, on_record=on_record)
+                                recipe_path=recipe_path, make_executor=lambda: executor_for(recipe, evaluate), on_record=on_record)
     return SampledSearchResult(run_dir, result.genotype, result.best_reward, result.children)
 
 
