@@ -31,10 +31,9 @@ from itertools import combinations_with_replacement
 from math import comb
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from ...errors import ConfigError, did_you_mean
+from ...errors import ConfigError
 from ...genotype import Genotype
-from ...ops.registry import op_names
-from .space import PNAS_OPS, SearchSpace
+from .space import PNAS_OPS, SearchSpace, check_ops
 
 Block = tuple[int, int, int, int]        # (input_a, op_a, input_b, op_b), op indices into the space's ops
 PNASCell = tuple[Block, ...]
@@ -52,14 +51,7 @@ class ProgressiveSpace:
     """PNAS cells over ``ops`` with up to ``num_blocks`` blocks (B)."""
 
     def __init__(self, ops: Sequence[str] = PNAS_OPS, num_blocks: int = 5) -> None:
-        ops = tuple(ops)
-        known = set(op_names("nasnet"))
-        for op in ops:
-            if op not in known:
-                raise ConfigError(f"PNAS space op {op!r} is not a nasnet-family op.{did_you_mean(op, known)} "
-                                  f"Known: {', '.join(sorted(known))}.")
-        if not ops or len(set(ops)) != len(ops):
-            raise ConfigError(f"PNAS space ops {list(ops)} must be a non-empty list without repeats.")
+        ops = check_ops(ops, "PNAS space")
         if int(num_blocks) < 1:
             raise ConfigError(f"PNAS num_blocks={num_blocks} must be at least 1 (the paper's B is 5).")
         self.ops, self.num_blocks = ops, int(num_blocks)

@@ -72,6 +72,20 @@ CELL_OUTPUTS = ("unused", "every block")
 PNASNET_LAYOUT = {"reduction": "stride", "skip_reduction_layer_input": True}
 
 
+def check_ops(ops: Sequence[str], what: str) -> tuple[str, ...]:
+    """``ops`` as a tuple, refused in one line unless they are nasnet-family ops without repeats
+    (``what`` names the space in the message)."""
+    ops = tuple(ops)
+    known = set(op_names("nasnet"))
+    for op in ops:
+        if op not in known:
+            raise ConfigError(f"{what} op {op!r} is not a nasnet-family op.{did_you_mean(op, known)} "
+                              f"Known: {', '.join(sorted(known))}.")
+    if not ops or len(set(ops)) != len(ops):
+        raise ConfigError(f"{what} ops {list(ops)} must be a non-empty list without repeats.")
+    return ops
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named space: its ops and combines, one shared cell type or two, the fewest blocks a cell may
@@ -117,14 +131,7 @@ class SearchSpace:
                  combines: Sequence[str] = COMBINES, *, shared: bool = False,
                  min_blocks: Optional[int] = None, cell_output: str = "unused",
                  layout: Optional[Mapping[str, Any]] = None) -> None:
-        ops, combines = tuple(ops), tuple(combines)
-        known = set(op_names("nasnet"))
-        for op in ops:
-            if op not in known:
-                raise ConfigError(f"search-space op {op!r} is not a nasnet-family op.{did_you_mean(op, known)} "
-                                  f"Known: {', '.join(sorted(known))}.")
-        if not ops or len(set(ops)) != len(ops):
-            raise ConfigError(f"search-space ops {list(ops)} must be a non-empty list without repeats.")
+        ops, combines = check_ops(ops, "search-space"), tuple(combines)
         if not combines or len(set(combines)) != len(combines) or not set(combines) <= set(COMBINES):
             raise ConfigError(f"search-space combines {list(combines)} must be a non-empty subset of "
                               f"{list(COMBINES)}.")
@@ -256,4 +263,4 @@ class SearchSpace:
 
 
 __all__ = ["AMOEBANET_OPS", "CELL_OUTPUTS", "PAPER_OPS", "PNASNET_LAYOUT", "PNAS_OPS", "SPACES", "Decision", "Preset",
-           "SearchSpace"]
+           "SearchSpace", "check_ops"]
