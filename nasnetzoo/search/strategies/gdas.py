@@ -53,7 +53,7 @@ from ...recipe_file import RecipeError
 from ..supernet import CELL_TYPES, SearchNetwork, edge_offset
 from .base import Batch, SearchStrategy
 from .parsec import generator_on
-from .registry import Strategy, arch_options, register_strategy, supernet_summary
+from .registry import Strategy, arch_options, check_full_channels_first_order, register_strategy, supernet_summary
 
 # xautodl's DARTS_SPACE, in its order: its dua_sepc_KxK are DARTS's sep_conv_KxK (two separable
 # convs), its dil_sepc_KxK DARTS's dil_conv_KxK.
@@ -222,12 +222,7 @@ class GDASOptions:
 
 
 def _check(recipe) -> None:
-    if recipe.partial_k != 1 or recipe.edge_norm:
-        raise RecipeError(f"strategy 'gdas' runs one op per edge on full channels: set partial_k: 1 and "
-                          f"edge_norm: false (got partial_k: {recipe.partial_k}, edge_norm: "
-                          f"{str(recipe.edge_norm).lower()}).")
-    if recipe.second_order:
-        raise RecipeError("strategy 'gdas' has no second-order architecture step: set second_order: false.")
+    check_full_channels_first_order(recipe, "gdas", "runs one op per edge")
 
 
 def _build(recipe, network: SearchNetwork) -> GDASStrategy:

@@ -58,7 +58,7 @@ from ...ops.darts import DARTS_PRIMITIVES
 from ...recipe_file import RecipeError
 from ..supernet import CELL_TYPES, SearchNetwork, edge_offset, num_edges
 from .base import Batch, NetworkChange, SearchStrategy
-from .registry import Strategy, arch_options, register_strategy, supernet_summary
+from .registry import Strategy, arch_options, check_full_channels_first_order, register_strategy, supernet_summary
 
 NONE, SKIP = "none", "skip_connect"
 Switches = list[list[bool]]   # per edge, per op of the full op list: still a candidate
@@ -330,11 +330,7 @@ class PDARTSStrategy(SearchStrategy):
 
 
 def _check(recipe) -> None:
-    if recipe.partial_k != 1 or recipe.edge_norm:
-        raise RecipeError(f"strategy 'pdarts' mixes every op on full channels: set partial_k: 1 and edge_norm: false "
-                          f"(got partial_k: {recipe.partial_k}, edge_norm: {str(recipe.edge_norm).lower()}).")
-    if recipe.second_order:
-        raise RecipeError("strategy 'pdarts' has a first-order architecture step only: set second_order: false.")
+    check_full_channels_first_order(recipe, "pdarts", "mixes every op", "has a first-order architecture step only")
     options = recipe.strategy_options()
     stages = len(options.num_to_drop)
     if recipe.epochs % stages:

@@ -65,6 +65,18 @@ class Strategy:
         return self.options is not None and name in {f.name for f in dataclasses.fields(self.options)}
 
 
+def check_full_channels_first_order(recipe: Any, strategy: str, runs: str,
+                                    second_order: str = "has no second-order architecture step") -> None:
+    """The ``check`` of a strategy whose edges see every channel (no PC-DARTS partial channels or
+    edge normalisation) and whose architecture step is first order: ``runs`` says how its edges
+    run, ``second_order`` why the second-order step is refused (both go in the messages)."""
+    if recipe.partial_k != 1 or recipe.edge_norm:
+        raise RecipeError(f"strategy {strategy!r} {runs} on full channels: set partial_k: 1 and edge_norm: false "
+                          f"(got partial_k: {recipe.partial_k}, edge_norm: {str(recipe.edge_norm).lower()}).")
+    if recipe.second_order:
+        raise RecipeError(f"strategy {strategy!r} {second_order}: set second_order: false.")
+
+
 TABLE: dict[str, Strategy] = {}
 
 

@@ -49,7 +49,7 @@ from ...recipe_file import RecipeError
 from ..supernet import CELL_TYPES, SearchNetwork, edge_offset
 from .base import Batch, SearchStrategy
 from .parsec import generator_on
-from .registry import Strategy, register_strategy, supernet_summary
+from .registry import Strategy, check_full_channels_first_order, register_strategy, supernet_summary
 from .snas_resources import SEPARATIONS, cost_tables, resource_penalty
 
 ARCH_OPTIMIZERS = ("sgd", "adam")
@@ -231,11 +231,7 @@ class SNASOptions:
 
 
 def _check(recipe) -> None:
-    if recipe.partial_k != 1 or recipe.edge_norm:
-        raise RecipeError(f"strategy 'snas' mixes every op on full channels: set partial_k: 1 and edge_norm: false "
-                          f"(got partial_k: {recipe.partial_k}, edge_norm: {str(recipe.edge_norm).lower()}).")
-    if recipe.second_order:
-        raise RecipeError("strategy 'snas' has no second-order architecture step: set second_order: false.")
+    check_full_channels_first_order(recipe, "snas", "mixes every op")
 
 
 def _build(recipe, network: SearchNetwork) -> SNASStrategy:
