@@ -91,7 +91,7 @@ def search_epoch(cfg: dict, device: torch.device, fused: bool, bf16: bool, chann
                         fused=fused, channels_last=channels_last).to(device)
     strategy = PCDARTSStrategy(net)
     if compile:   # what recipe key compile: true runs: the supernet's forward as one graph (reference path)
-        strategy.supernet_forward = compile_supernet(net)
+        strategy.compiled_forward = compile_supernet(net)
     if bf16:
         strategy.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)

@@ -136,14 +136,13 @@ def numerics(before, after, batch) -> dict:
             logits = net.forward_discrete(x, strategy.most_probable())
             grads = []
         else:   # the strategy's forward on the copy; GDAS and SNAS draw the same sample for both
-            # (supernet_forward too: the forward goes through it, not through .network)
-            network, forward, generator = strategy.network, strategy.supernet_forward, getattr(strategy, "generator", None)
-            strategy.network, strategy.supernet_forward, strategy.generator = net, net, torch.Generator().manual_seed(0)
+            network, generator = strategy.network, getattr(strategy, "generator", None)
+            strategy.network, strategy.generator = net, torch.Generator().manual_seed(0)
             torch.manual_seed(0)   # SNAS's drop-path masks alike too
             try:
                 logits = strategy.forward(x)
             finally:
-                strategy.network, strategy.supernet_forward, strategy.generator = network, forward, generator
+                strategy.network, strategy.generator = network, generator
             grads = torch.autograd.grad(strategy.loss(logits, y), net.arch_parameters())
         out[name] = (logits.detach(), grads)
     (lb, gb), (la, ga) = out["before"], out["after"]

@@ -224,7 +224,7 @@ def _rebuild(loop: _Loop, change: NetworkChange) -> None:
     _broadcast_parameters(network)
     strategy = build_strategy(recipe, network)
     if recipe.compile:
-        strategy.supernet_forward = compile_supernet(network)
+        strategy.compiled_forward = compile_supernet(network)
     if recipe.amp == "bf16" or (recipe.amp == "auto" and info.device.type == "cuda"):
         strategy.autocast = lambda: torch.autocast(info.device.type, dtype=torch.bfloat16)
     optimizer = build_optimizer(network.weight_parameters(), "sgd", lr=recipe.lr, momentum=recipe.momentum,

@@ -58,9 +58,9 @@ class SearchStrategy:
         # Listed once: walking the supernet's modules for them takes ~7 ms, twice a step.  The
         # weight optimizer holds the same fixed list.
         self.weight_params = network.weight_parameters()
-        # What computes the supernet's continuous forward: the module itself, or its torch.compile
-        # wrapper (recipe key compile; the module's state, and so the checkpoints, stay the module's).
-        self.supernet_forward: Callable[[torch.Tensor], torch.Tensor] = network
+        # The torch.compile wrapper of the network (recipe key compile; the module's state, and so the
+        # checkpoints, stay the module's); None: the forward runs ``self.network`` itself.
+        self.compiled_forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     # ---------------------------------------------------------------- steps
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -69,8 +69,9 @@ class SearchStrategy:
         return F.cross_entropy(logits, target)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        forward = self.network if self.compiled_forward is None else self.compiled_forward
         with self.autocast():
-            return self.supernet_forward(x)
+            return forward(x)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of what the search currently believes in (for the held-out accuracy)."""
