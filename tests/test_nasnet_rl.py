@@ -29,6 +29,7 @@ from nasnetzoo.search.rl.runner import CHECKPOINT, rl_search
 from nasnetzoo.search.rl.space import PAPER_OPS, SearchSpace
 from nasnetzoo.runs.progress import MetricsLog
 from nasnetzoo.train.recipe import RecipeError
+from test_search_random import synthetic_reward as _synthetic_reward   # share of separable convs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,18 +296,6 @@ def test_executor_errors():
 
 
 # ======================================================================== runs
-def _synthetic_reward(jobs):
-    """Reward = share of separable convolutions in the cell; deterministic, no training."""
-    from nasnetzoo.search.rl.child import ChildResult
-
-    results = []
-    for job in jobs:
-        genotype = Genotype.from_dict(job.genotype)
-        ops = [e.op for cell in (genotype.normal, genotype.reduce) for e in cell.edges]
-        share = sum(op.startswith("separable") for op in ops) / len(ops)
-        results.append(ChildResult(job.index, share, 100 * share, 0.0, 0, 0.0, {"pid": os.getpid()}))
-    return results
-
 
 def _recipe(**overrides) -> RLSearchRecipe:
     base = dict(name="t", controller_steps=4, children_per_step=4, controller_lr=0.01, top_k=3,
