@@ -379,26 +379,19 @@ def test_smoke_recipe_end_to_end_through_the_cli(tmp_path):
 
 def test_sigterm_stops_after_an_update_and_resume_matches_an_uninterrupted_run(tmp_path):
     import json
-    import signal
-    import time
 
     import yaml
+    from cli_runs import ENV as env, SEARCH_CLI as cli, interrupt_when_written
 
     recipe = {**_recipe(controller_steps=5, children_per_step=2, executor="local").to_dict(), "progress": True}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    cli = [sys.executable, "-m", "nasnetzoo", "search"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*cli, "--recipe", "r.yaml", "--out", "full"], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=600)
     proc = subprocess.Popen([*cli, "--recipe", "r.yaml", "--out", "cut"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "interrupted after controller update" in err, err[-2000:]
+    returncode, err = interrupt_when_written(proc, metrics, poll=0.2)
+    assert returncode == 1 and "interrupted after controller update" in err, err[-2000:]
     done = len(metrics.read_text().splitlines())
     assert 1 <= done < 5
     subprocess.run([*cli, "--resume", "cut"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)

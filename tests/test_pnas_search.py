@@ -154,20 +154,13 @@ def test_cli_error_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_smoke_recipe_through_the_cli_with_a_kill_and_resume(tmp_path):
     """The shipped smoke recipe, real children: SIGTERM once stage 1 is committed, --resume, done."""
-    import signal
-    import time
+    from cli_runs import ENV as env, SEARCH_CLI as cli, interrupt_when_written
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "nasnetzoo", "search"]
     proc = subprocess.Popen([*cli, "--recipe", str(ROOT / "recipes" / "smoke_pnas.yaml"), "--out", "r"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "r" / "metrics.jsonl"
-    deadline = time.time() + 600
-    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "--resume" in err, err[-2000:]
+    returncode, err = interrupt_when_written(proc, metrics, poll=0.5, timeout=600)
+    assert returncode == 1 and "--resume" in err, err[-2000:]
     done = subprocess.run([*cli, "--resume", "r"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained 33 children over 3 stages" in done.stdout

@@ -197,30 +197,21 @@ def test_resumed_search_matches_an_uninterrupted_one(tmp_path):
 
 
 def test_sigterm_stops_after_an_epoch_and_resume_matches_an_uninterrupted_run(tmp_path):
-    import os
-    import signal
     import subprocess
-    import sys
-    import time
 
     import yaml
+    from cli_runs import ENV as env, SEARCH_CLI as cli, interrupt_when_written
 
     recipe = {**_recipe(epochs=6).to_dict(), "progress": True}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    cli = [sys.executable, "-m", "nasnetzoo", "search"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*cli, "--recipe", "r.yaml", "--out", "full"], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=600)
     proc = subprocess.Popen([*cli, "--recipe", "r.yaml", "--out", "cut"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    returncode, err = interrupt_when_written(proc, metrics, poll=0.05)
     done = len(metrics.read_text().splitlines())
-    assert proc.returncode != 0 and 1 <= done < 6, (proc.returncode, done, err[-2000:])
+    assert returncode != 0 and 1 <= done < 6, (returncode, done, err[-2000:])
     subprocess.run([*cli, "--resume", "cut"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
     assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)

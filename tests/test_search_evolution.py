@@ -192,29 +192,19 @@ def test_protocol_and_smoke_recipes():
 @pytest.mark.slow
 def test_sigterm_mid_search_then_resume_matches_an_uninterrupted_run(tmp_path):
     import json
-    import os
-    import signal
     import subprocess
-    import sys
-    import time
 
     import yaml
+    from cli_runs import ENV as env, SEARCH_CLI as cli, interrupt_when_written
 
     recipe = {**_recipe(children=10, population=4, sample_size=2).to_dict(), "progress": True}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    cli = [sys.executable, "-m", "nasnetzoo", "search"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*cli, "--recipe", "r.yaml", "--out", "full"], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=600)
     proc = subprocess.Popen([*cli, "--recipe", "r.yaml", "--out", "cut"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / "cut" / "children.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 3):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "interrupted after child" in err, err[-2000:]
+    returncode, err = interrupt_when_written(proc, tmp_path / "cut" / "children.jsonl", 3)
+    assert returncode == 1 and "interrupted after child" in err, err[-2000:]
     subprocess.run([*cli, "--resume", "cut"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
 
     def children(run: str) -> list:
